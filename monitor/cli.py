@@ -1,0 +1,177 @@
+"""``joulebench monitor`` / ``python -m monitor``: sample, serve the exporter, print live readings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from monitor.errors import MonitorError
+from monitor.sampler import DeviceState, Sampler
+from monitor.sources import EstimateSource, PowerSource, open_sources
+from monitor.sources.estimate import IDLE_W_PER_CPU, MAX_W_PER_CPU
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9400
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--source",
+        default="auto",
+        help="power source: auto (NVML and RAPL where present, else the CPU estimate) or a comma list of "
+        "nvml, rapl, estimate (default: %(default)s)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--interval-ms", type=float, default=10.0, help="poll interval in milliseconds (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--retention-s",
+        type=float,
+        default=3600.0,
+        help="seconds of dense series kept in memory for /v1/energy (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sample-log", type=Path, help="append every poll to this CSV file (t_s,device,energy_j,power_w)"
+    )
+    parser.add_argument(
+        "--estimate-idle-w",
+        type=float,
+        default=IDLE_W_PER_CPU,
+        help="estimate source: watts per logical CPU at idle (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--estimate-max-w",
+        type=float,
+        default=MAX_W_PER_CPU,
+        help="estimate source: watts per logical CPU at full load (default: %(default)s)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="do not print live readings")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        raise MonitorError(f"cannot listen on {host}:{port} ({err.strerror}): choose another with --port") from err
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from monitor.exporter import create_app
+
+    if not 0.5 <= args.interval_ms <= 10_000:
+        raise MonitorError(f"--interval-ms {args.interval_ms} is out of range: use 0.5 to 10000")
+    if not 1 <= args.retention_s <= 7 * 86400:
+        raise MonitorError(f"--retention-s {args.retention_s} is out of range: use 1 to 604800 (a week)")
+
+    def estimate() -> PowerSource:
+        return EstimateSource(idle_w_per_cpu=args.estimate_idle_w, max_w_per_cpu=args.estimate_max_w)
+
+    opened, why = open_sources(args.source, factories={"estimate": estimate})
+    sampler = Sampler(
+        opened, interval_s=args.interval_ms / 1000.0, retention_s=args.retention_s, sample_log=args.sample_log
+    )
+    sock = None
+    try:
+        sock = _listen(args.host, args.port)
+        sampler.start()
+        host, port = sock.getsockname()[:2]
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        print(f"joulebench monitor: {why}", flush=True)
+        print(f"listening on {url}  (/metrics, /v1/energy?start=&end=, /v1/devices, /healthz)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(create_app(sampler), log_level="warning", lifespan="off"))
+        printer = None
+        if not args.quiet:
+            printer = threading.Thread(target=_print_live, args=(sampler, server), daemon=True)
+            printer.start()
+        server.run(sockets=[sock])
+    finally:
+        sampler.stop()
+        if sock is not None:
+            sock.close()
+    return 0
+
+
+def _fmt(value: float | None, unit: str, scale: float = 1.0, digits: int = 1) -> str:
+    if value is None or math.isnan(value):
+        return "–"
+    return f"{value * scale:.{digits}f} {unit}"
+
+
+def _row(s: DeviceState) -> list[str]:
+    latest = s.latest
+    power = latest.power_w if latest is not None and not math.isnan(latest.power_w) else s.counter_power_w
+    return [
+        s.device.key,
+        s.device.source,
+        _fmt(power, "W"),
+        _fmt(None if latest is None else latest.energy_total_j, "J"),
+        _fmt(s.status.sm_clock_hz, "MHz", 1e-6, 0),
+        _fmt(s.status.temperature_c, "°C", 1.0, 0),
+        _fmt(s.status.utilization_ratio, "%", 100.0, 0),
+        "STALE" if s.stale else "ok",
+    ]
+
+
+_HEADERS = ["device", "source", "power", "energy", "SM clock", "temp", "util", "state"]
+
+
+def _print_live(sampler: Sampler, server: object) -> None:
+    """Live readings once a second: a table on a terminal, a line per device every 10 s otherwise."""
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    def table() -> Table:
+        t = Table(title=f"joulebench monitor — {sampler.stats().polls_total} polls")
+        for h in _HEADERS:
+            t.add_column(h, justify="left" if h in ("device", "source", "state") else "right")
+        for s in sampler.states():
+            t.add_row(*_row(s))
+        return t
+
+    stop = threading.Event()
+    console = Console()
+    if console.is_terminal:
+        with Live(table(), console=console, refresh_per_second=1, transient=False) as live:
+            while not getattr(server, "should_exit", False) and not stop.wait(1.0):
+                live.update(table())
+    else:
+        while not getattr(server, "should_exit", False) and not stop.wait(10.0):
+            for s in sampler.states():
+                print("  ".join(f"{h}={v}" for h, v in zip(_HEADERS, _row(s), strict=True)), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m monitor``: the same command as ``joulebench monitor``."""
+    from joulebench.cli import run_command
+
+    parser = argparse.ArgumentParser(prog="python -m monitor", description=DESCRIPTION)
+    add_arguments(parser)
+    return run_command(parser, run, argv)
+
+
+DESCRIPTION = (
+    "Sample GPU (NVML), CPU (RAPL) or estimated host power every 10 ms and serve Prometheus metrics "
+    "and window energy over HTTP."
+)
+
+if __name__ == "__main__":
+    sys.exit(main())
