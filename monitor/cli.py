@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
+import signal
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from monitor.errors import MonitorError
 from monitor.sampler import DeviceState, Sampler
@@ -71,9 +75,21 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(args: argparse.Namespace) -> int:
+def _server(app: object) -> Any:
     import uvicorn
 
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # uvicorn re-raises SIGINT/SIGTERM once it has shut down, which would end the process before
+            # the sampler stops and its sample log is flushed. ``run`` installs handlers that only ask
+            # the server to exit, before it says it is listening, so a signal is never missed either.
+            yield
+
+    return Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+
+
+def run(args: argparse.Namespace) -> int:
     from monitor.exporter import create_app
 
     if not 0.5 <= args.interval_ms <= 10_000:
@@ -89,20 +105,25 @@ def run(args: argparse.Namespace) -> int:
         opened, interval_s=args.interval_ms / 1000.0, retention_s=args.retention_s, sample_log=args.sample_log
     )
     sock = None
+    previous: dict[int, Any] = {}
     try:
         sock = _listen(args.host, args.port)
         sampler.start()
+        server = _server(create_app(sampler))
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, server.handle_exit)
         host, port = sock.getsockname()[:2]
         url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         print(f"joulebench monitor: {why}", flush=True)
         print(f"listening on {url}  (/metrics, /v1/energy?start=&end=, /v1/devices, /healthz)", flush=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(sampler), log_level="warning", lifespan="off"))
         printer = None
         if not args.quiet:
             printer = threading.Thread(target=_print_live, args=(sampler, server), daemon=True)
             printer.start()
         server.run(sockets=[sock])
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         sampler.stop()
         if sock is not None:
             sock.close()

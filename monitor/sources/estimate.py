@@ -92,7 +92,7 @@ class EstimateSource:
         assert self._last is not None, "open() first"
         now = self._clock()
         t_last, busy_last, total_last = self._last
-        if now - t_last >= self._period_s:
+        if now - t_last >= self._period_s * (1 - 1e-6):
             try:
                 _, busy, total = read_cpu_times(self._proc)
             except (OSError, ValueError) as err:

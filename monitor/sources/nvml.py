@@ -101,6 +101,7 @@ class NvmlSource:
         self._lib_arg = lib
         self._visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible_devices is _FROM_ENV else visible_devices
         self._lib: Any = None
+        self._initialized = False
         self._handles: dict[str, Any] = {}
         self._devices: list[Device] = []
         self._instant_supported: dict[str, bool] = {}
@@ -115,6 +116,7 @@ class NvmlSource:
             lib.nvmlInit()
         except lib.NVMLError as err:
             raise SourceUnavailable(f"NVML could not start ({err}): no NVIDIA driver on this host?") from err
+        self._initialized = True
         try:
             count = lib.nvmlDeviceGetCount()
             handles = [lib.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
@@ -225,7 +227,8 @@ class NvmlSource:
         )
 
     def close(self) -> None:
-        if self._lib is not None and self._handles:
+        if self._initialized:
+            self._initialized = False
             try:
                 self._lib.nvmlShutdown()
             except self._lib.NVMLError as err:

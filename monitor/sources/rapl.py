@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,8 +40,9 @@ class RaplSource:
     name = "rapl"
     independent_counter = True
 
-    def __init__(self, root: Path = DEFAULT_ROOT) -> None:
+    def __init__(self, root: Path = DEFAULT_ROOT, read_text: Callable[[Path], str] = Path.read_text) -> None:
         self._root = Path(root)
+        self._read_text = read_text
         self._zones: dict[str, _Zone] = {}
         self._devices: list[Device] = []
 
@@ -48,11 +50,12 @@ class RaplSource:
         if not self._root.is_dir():
             raise SourceUnavailable(f"no RAPL: {self._root} does not exist")
         found: list[tuple[str, int, Path]] = []
-        for d in sorted(self._root.iterdir()):
+        # MSR zones first: an mmio twin (same package, other interface) is then skipped
+        for d in sorted(self._root.iterdir(), key=lambda d: ("-mmio" in d.name, d.name)):
             m = _ZONE_DIR.match(d.name)
             if not m or not (d / "energy_uj").exists():
                 continue
-            name = _read_text(d / "name")
+            name = self._read(d / "name")
             if not _KEPT.match(name):
                 continue
             found.append((name.split("-")[0], int(m.group(3)), d))
@@ -63,8 +66,8 @@ class RaplSource:
             if key in self._zones:  # an mmio twin of a zone already kept
                 continue
             try:
-                raw = int(_read_text(d / "energy_uj"))
-                max_range = int(_read_text(d / "max_energy_range_uj"))
+                raw = int(self._read(d / "energy_uj"))
+                max_range = int(self._read(d / "max_energy_range_uj"))
             except PermissionError as err:
                 raise SourceUnavailable(
                     f"RAPL files exist but {d / 'energy_uj'} is not readable (permission denied): run "
@@ -83,7 +86,7 @@ class RaplSource:
     def read(self, device: Device) -> EnergyReading:
         zone = self._zones[device.key]
         try:
-            raw = int(zone.path.read_text())
+            raw = int(self._read(zone.path))
         except (OSError, ValueError) as err:
             raise DeviceReadError("error", f"RAPL read of {zone.path} failed: {err}") from err
         if zone.last_raw_uj is not None and raw < zone.last_raw_uj:
@@ -98,6 +101,5 @@ class RaplSource:
     def close(self) -> None:
         self._zones.clear()
 
-
-def _read_text(path: Path) -> str:
-    return path.read_text().strip()
+    def _read(self, path: Path) -> str:
+        return self._read_text(path).strip()

@@ -1,0 +1,128 @@
+"""The exporter's HTTP API over a sampler on fake GPUs, through Starlette's test client."""
+
+from __future__ import annotations
+
+import time
+
+import pynvml
+import pytest
+from fake_nvml import FakeNvml, make_gpus
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.exporter import create_app
+from monitor.sampler import Sampler
+from monitor.sources import EstimateSource, NvmlSource
+
+
+@pytest.fixture
+def gpus():
+    lib = FakeNvml(make_gpus(2, power_w=300.0, period_s=0.05))
+    src = NvmlSource(lib=lib, visible_devices=None)
+    est = EstimateSource()
+    sampler = Sampler([(src, src.open()), (est, est.open())], interval_s=0.005, status_interval_s=0.1)
+    with sampler, TestClient(create_app(sampler)) as client:
+        time.sleep(0.4)
+        yield client, sampler, lib
+
+
+def samples(text: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def test_metrics_follow_the_naming_conventions(gpus):
+    client, _, lib = gpus
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    m = samples(r.text)
+    energy = m["joulebench_gpu_energy_joules_total"]
+    assert {(s.labels["gpu"], s.labels["uuid"]) for s in energy} == {("0", lib.gpus[0].uuid), ("1", lib.gpus[1].uuid)}
+    assert all(s.value > 0 for s in energy)
+    kinds = {(s.labels["gpu"], s.labels["kind"]): s.value for s in m["joulebench_gpu_power_watts"]}
+    assert kinds[("0", "instant")] == pytest.approx(300.0) and kinds[("1", "average")] == pytest.approx(300.0)
+    assert m["joulebench_gpu_sm_clock_hertz"][0].value == pytest.approx(1.98e9)
+    assert m["joulebench_gpu_power_limit_watts"][0].value == pytest.approx(700.0)
+    assert m["joulebench_gpu_utilization_ratio"][0].value == pytest.approx(0.87)
+    active = {
+        s.labels["reason"] for s in m["joulebench_gpu_throttle_active"] if s.value == 1 and s.labels["gpu"] == "0"
+    }
+    assert active == {"sw_power_cap"}
+    assert m["joulebench_host_power_watts"][0].labels == {"source": "estimate"}
+    assert m["joulebench_host_energy_joules_total"][0].value >= 0
+    assert m["joulebench_monitor_polls_total"][0].value > 10
+    assert m["joulebench_monitor_stale_devices"][0].value == 0
+    assert "joulebench_monitor_poll_lag_seconds" in m
+    for name in m:
+        assert name.startswith("joulebench_")
+
+
+def test_stale_device_shows_in_metrics_and_health(gpus):
+    client, sampler, lib = gpus
+    lib.gpus[0].fail(pynvml.NVML_ERROR_TIMEOUT)
+    deadline = time.monotonic() + 3
+    while not sampler.states()[0].stale and time.monotonic() < deadline:
+        time.sleep(0.01)
+    m = samples(client.get("/metrics").text)
+    stale = {s.labels["device"]: s.value for s in m["joulebench_device_stale"]}
+    assert stale == {"gpu0": 1.0, "gpu1": 0.0, "host": 0.0}
+    assert m["joulebench_monitor_stale_devices"][0].value == 1
+    health = client.get("/healthz").json()
+    assert health["stale_devices"] == ["gpu0"] and health["status"] == "ok"
+
+
+def test_energy_grows_with_the_window(gpus):
+    client, sampler, _ = gpus
+    end = sampler.now() - 0.06
+    small = client.get("/v1/energy", params={"start": end - 0.1, "end": end}).json()
+    large = client.get("/v1/energy", params={"start": end - 0.3, "end": end}).json()
+    for a, b in zip(small["devices"], large["devices"], strict=True):
+        assert a["device"] == b["device"]
+        assert 0 <= a["energy_j"] < b["energy_j"]
+        assert a["uncertainty_j"] >= 0
+    gpu0 = large["devices"][0]
+    assert gpu0["source"] == "nvml" and gpu0["energy_j"] == pytest.approx(90.0, rel=0.25)
+    assert gpu0["short_window"] is False and gpu0["samples"] > 0
+    one = client.get("/v1/energy", params={"start": end - 0.3, "end": end, "device": "host"}).json()
+    assert [d["device"] for d in one["devices"]] == ["host"] and one["devices"][0]["source"] == "estimate"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"end": "1"}, "missing query parameter 'start'"),
+        ({"start": "abc", "end": "1"}, "not a number"),
+        ({"start": "nan", "end": "1"}, "finite"),
+        ({"start": "2", "end": "1"}, "must be after start"),
+        ({"start": "0", "end": "4e9"}, "in the future"),
+        ({"start": "0", "end": "1000"}, "outside the recorded data"),
+        ({"start": "NOW-5e6", "end": "NOW"}, "longer than the retention"),
+        ({"start": "NOW-1", "end": "NOW", "device": "gpu7"}, "no device 'gpu7'"),
+    ],
+)
+def test_bad_queries_get_400(gpus, params, message):
+    client, sampler, _ = gpus
+    now = sampler.now()
+    params = {k: str(eval(v.replace("NOW", repr(now)))) if "NOW" in v else v for k, v in params.items()}
+    r = client.get("/v1/energy", params=params)
+    assert r.status_code == 400
+    assert message in r.json()["error"]
+
+
+def test_devices_lists_everything(gpus):
+    client, _, lib = gpus
+    body = client.get("/v1/devices").json()
+    keys = [d["device"] for d in body["devices"]]
+    assert keys == ["gpu0", "gpu1", "host"]
+    gpu0 = body["devices"][0]
+    assert gpu0["uuid"] == lib.gpus[0].uuid and gpu0["status"]["throttle_reasons"] == ["sw_power_cap"]
+    assert gpu0["power_w"] == pytest.approx(300.0)
+
+
+def test_the_api_is_read_only(gpus):
+    client, _, _ = gpus
+    assert client.post("/v1/energy").status_code == 405
+    assert client.delete("/metrics").status_code == 405
