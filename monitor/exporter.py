@@ -238,12 +238,13 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
     async def bad_request(_: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse({"error": str(err)}, status_code=400)
 
+    # Cheap handlers run on the event loop; /v1/energy does array work and runs in the thread pool.
     @app.get("/metrics")
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
-    def healthz() -> JSONResponse:
+    async def healthz() -> JSONResponse:
         stats = sampler.stats()
         ok = sampler.running
         body = {
@@ -255,7 +256,7 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/v1/devices")
-    def devices() -> dict[str, Any]:
+    async def devices() -> dict[str, Any]:
         return {"now_s": sampler.now(), "devices": [_device_json(s) for s in sampler.states()]}
 
     @app.get("/v1/energy")

@@ -31,7 +31,9 @@ from monitor.window import WindowEnergy, counter_power_ratio, window_energy
 log = logging.getLogger(__name__)
 
 VALIDATION_WINDOW_S = 10.0
+VALIDATION_MIN_UPDATES = 10
 RECENT_POWER_WINDOW_S = 1.0
+_EVENT_WAIT_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,8 +121,7 @@ class _Poller:
             lag_max = max(lag_max, started - due)
             for track in self.tracks:
                 self._poll(track, log_file)
-            with self.lock:
-                self.polls += 1
+            self.polls += 1  # one writer; readers may see it one poll late
             if started >= next_status:
                 self._refresh(log_file, lag_max)
                 lag_max = 0.0
@@ -129,8 +130,10 @@ class _Poller:
             wait = due - clock()
             if wait < -self.interval_s:  # more than a poll behind: drop the missed polls, do not burst
                 due = clock()
-            elif wait > 0:
+            elif wait > _EVENT_WAIT_S:
                 self.stop.wait(wait)
+            elif wait > 0:
+                time.sleep(wait)  # far cheaper than Event.wait on some VMs; stop() waits one poll at most
 
     def _poll(self, track: _Track, log_file: TextIO | None) -> None:
         m0 = self.clock()
@@ -173,7 +176,7 @@ class _Poller:
             ratio = None
             if track.source.independent_counter:
                 view = track.series.view(now - VALIDATION_WINDOW_S, now)
-                ratio = counter_power_ratio(view, now - VALIDATION_WINDOW_S, now)
+                ratio = counter_power_ratio(view, now - VALIDATION_WINDOW_S, now, VALIDATION_MIN_UPDATES)
             with self.lock:
                 track.status = status
                 track.counter_power_w = recent

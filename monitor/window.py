@@ -204,15 +204,16 @@ def window_energy(view: SeriesView, t0_s: float, t1_s: float) -> WindowEnergy:
     )
 
 
-def counter_power_ratio(view: SeriesView, t0_s: float, t1_s: float) -> float | None:
+def counter_power_ratio(view: SeriesView, t0_s: float, t1_s: float, min_updates: int = 2) -> float | None:
     """Counter energy ÷ ∫ instantaneous power between the first and last update in [t0, t1].
 
     Both are measured over the same interval of the newest segment; a ratio near 1 says the
-    instantaneous power is a faithful shape for the counter. None without enough data.
+    instantaneous power is a faithful shape for the counter. None with fewer than ``min_updates``
+    updates: over a few steps the update-time jitter dominates.
     """
     t, c, seg = view.update_t_s, view.update_energy_j, view.update_segment
     inside = np.flatnonzero((t >= t0_s) & (t <= t1_s) & (seg == seg[-1])) if len(t) else np.array([], int)
-    if len(inside) < 2:
+    if len(inside) < max(min_updates, 2):
         return None
     a, b = int(inside[0]), int(inside[-1])
     power = PowerIntegral(view.power_t_s, view.power_w)

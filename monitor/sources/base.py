@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 DeviceKind = Literal["gpu", "cpu", "host"]
 
@@ -35,9 +35,10 @@ class Device:
     uuid: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class EnergyReading:
+class EnergyReading(NamedTuple):
     """A fast read: the cumulative energy counter and, where the source has one, instantaneous power.
+
+    A NamedTuple rather than a dataclass: one is built per device every 10 ms.
 
     ``energy_j`` is monotone except when the underlying counter is reset (driver reload); sources
     unwrap wraparound themselves. ``power_w`` is NaN when the source has no instantaneous power.
