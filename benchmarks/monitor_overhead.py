@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of idle sampling to measure CPU over")
     ap.add_argument("--source", default="auto", help="power source for the monitor (default: auto)")
     ap.add_argument("--interval-ms", type=float, default=10.0)
+    ap.add_argument("--counter-interval-ms", type=float, default=1000.0, help="NVML counter anchor spacing")
     ap.add_argument("--scrapes", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/monitor_overhead.json"))
     args = ap.parse_args()
@@ -77,6 +78,8 @@ def main() -> None:
         args.source,
         "--interval-ms",
         str(args.interval_ms),
+        "--counter-interval-ms",
+        str(args.counter_interval_ms),
     ]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
         try:
@@ -123,6 +126,7 @@ def main() -> None:
         "source": source_line,
         "devices": devices,
         "interval_ms": args.interval_ms,
+        "counter_interval_ms": args.counter_interval_ms,
         "duration_s": wall,
         "polls_per_s": polls / wall,
         "sampler_cpu_core_pct": 100 * sampler_cpu / wall,

@@ -93,6 +93,16 @@ class MonitorCollector(Collector):
             "Counter segments seen (a counter reset or driver reload starts a new one).",
             labels=["device", "source"],
         )
+        lag = GaugeMetricFamily(
+            "joulebench_device_power_lag_seconds",
+            "How late the instantaneous power runs against the energy counter (learnt; 0 until known).",
+            labels=["device", "source"],
+        )
+        reads = CounterMetricFamily(
+            "joulebench_device_counter_reads",
+            "Energy counter reads (on NVML each costs milliseconds of CPU; see --counter-interval-ms).",
+            labels=["device", "source"],
+        )
         ratio = GaugeMetricFamily(
             "joulebench_energy_validation_ratio",
             "Counter energy divided by integrated instantaneous power over the last 10 s.",
@@ -103,9 +113,11 @@ class MonitorCollector(Collector):
             stale.add_metric(labels, 1.0 if s.stale else 0.0)
             errors.add_metric(labels, s.errors_total)
             segments.add_metric(labels, 0 if s.latest is None else s.latest.segments)
+            lag.add_metric(labels, s.power_lag_s)
+            reads.add_metric(labels, s.counter_reads)
             if s.validation_ratio is not None:
                 ratio.add_metric(labels, s.validation_ratio)
-        yield from (stale, errors, segments, ratio)
+        yield from (stale, errors, segments, lag, reads, ratio)
 
         yield CounterMetricFamily("joulebench_monitor_polls", "Sampler polls.", value=stats.polls_total)
         yield GaugeMetricFamily(
@@ -220,6 +232,8 @@ def _device_json(state: DeviceState) -> dict[str, Any]:
         "power_w": None if latest is None or math.isnan(latest.power_w) else latest.power_w,
         "counter_power_w": state.counter_power_w,
         "validation_ratio": state.validation_ratio,
+        "power_lag_s": state.power_lag_s,
+        "counter_reads": state.counter_reads,
         "status": {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(state.status).items()},
     }
 

@@ -19,18 +19,21 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
 from monitor.errors import DeviceReadError, MonitorError
 from monitor.series import DeviceSeries, Latest, SeriesView
 from monitor.sources import Device, DeviceStatus, OpenedSource, PowerSource
-from monitor.window import WindowEnergy, counter_power_ratio, window_energy
+from monitor.ticks import CounterReads
+from monitor.window import WindowEnergy, counter_power_ratio, estimate_power_lag, window_energy
 
 log = logging.getLogger(__name__)
 
 VALIDATION_WINDOW_S = 10.0
+LAG_WINDOW_S = 30.0
+LAG_REFRESH_S = 10.0
 VALIDATION_MIN_UPDATES = 10
 RECENT_POWER_WINDOW_S = 1.0
 _EVENT_WAIT_S = 0.05
@@ -48,6 +51,8 @@ class DeviceState:
     last_error: str
     counter_power_w: float | None  # mean power from the counter over the last second
     validation_ratio: float | None  # counter ÷ ∫ instant power over the last 10 s (independent counters)
+    power_lag_s: float  # how late the instantaneous power runs against the counter (learnt)
+    counter_reads: int  # counter reads so far (costly on NVML: see monitor.ticks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class _Track:
     source: PowerSource
     device: Device
     series: DeviceSeries
+    reads: CounterReads
     status: DeviceStatus = field(default_factory=DeviceStatus)
     stale: bool = False
     errors_total: int = 0
@@ -71,6 +77,8 @@ class _Track:
     retry_at: float = 0.0
     counter_power_w: float | None = None
     validation_ratio: float | None = None
+    power_lag_s: float = 0.0
+    lag_checked_at: float = -math.inf
 
 
 class _Poller:
@@ -139,16 +147,26 @@ class _Poller:
         m0 = self.clock()
         if track.stale and m0 < track.retry_at:
             return
+        reads = track.reads
+        read_counter = reads.due(self.epoch0 + (m0 - self.mono0))
         try:
-            reading = track.source.read(track.device)
+            if read_counter:
+                reading = track.source.read(track.device)
+                energy_j, power_w = reading.energy_j, reading.power_w
+            else:
+                energy_j, power_w = math.nan, track.source.read_power(track.device)
         except DeviceReadError as err:
             self._mark_stale(track, err, m0)
             return
-        m1 = self.clock()
-        t_s = self.epoch0 + (0.5 * (m0 + m1) - self.mono0)
-        track.series.append(t_s, reading.energy_j, reading.power_w)
+        t_s = self.epoch0 + (0.5 * (m0 + self.clock()) - self.mono0)
+        gap_s = reads.observe(t_s, energy_j) if read_counter else None
+        if gap_s is None:
+            track.series.append_power(t_s, power_w)
+        else:
+            track.series.append(t_s, energy_j, power_w, gap_s)
         if log_file is not None:
-            log_file.write(f"{t_s:.6f},{track.device.key},{reading.energy_j:.6f},{reading.power_w:.3f}\n")
+            energy = f"{energy_j:.6f}" if read_counter else ""
+            log_file.write(f"{t_s:.6f},{track.device.key},{energy},{power_w:.3f}\n")
         if track.stale:
             with self.lock:
                 track.stale = False
@@ -174,13 +192,19 @@ class _Poller:
                     self._mark_stale(track, err, self.clock())
             recent = _counter_power(track.series, now)
             ratio = None
+            lag = track.power_lag_s
             if track.source.independent_counter:
-                view = track.series.view(now - VALIDATION_WINDOW_S, now)
+                if now - track.lag_checked_at >= LAG_REFRESH_S:
+                    track.lag_checked_at = now
+                    learnt = estimate_power_lag(track.series.view(now - LAG_WINDOW_S, now))
+                    lag = lag if learnt is None else learnt
+                view = replace(track.series.view(now - VALIDATION_WINDOW_S, now), power_lag_s=lag)
                 ratio = counter_power_ratio(view, now - VALIDATION_WINDOW_S, now, VALIDATION_MIN_UPDATES)
             with self.lock:
                 track.status = status
                 track.counter_power_w = recent
                 track.validation_ratio = ratio
+                track.power_lag_s = lag
         with self.lock:
             self.lag_s = max(lag_s, 0.0)
             self.cpu_s = time.thread_time()
@@ -192,7 +216,8 @@ class Sampler:
     """Build, then ``start()`` (or use as a context manager), then ``stop()``.
 
     ``sources`` are already opened (see ``monitor.sources.open_sources``); the sampler closes them on
-    ``stop``.
+    ``stop``. A source whose counter is costly to read (NVML) has it read around every predicted
+    update about ``counter_anchor_s`` apart (``monitor.ticks``); cheap counters are read every poll.
     """
 
     def __init__(
@@ -203,12 +228,22 @@ class Sampler:
         status_interval_s: float = 1.0,
         retry_s: float = 1.0,
         sample_log: Path | None = None,
+        counter_anchor_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not (interval_s > 0 and retention_s > 0 and status_interval_s > 0):
             raise MonitorError("the poll interval, status interval and retention must be positive")
         capacity = math.ceil(retention_s / interval_s * 1.05) + 16
-        tracks = [_Track(source=s, device=d, series=DeviceSeries(capacity)) for s, devs in sources for d in devs]
+        tracks = [
+            _Track(
+                source=s,
+                device=d,
+                series=DeviceSeries(capacity),
+                reads=CounterReads(counter_anchor_s if s.costly_counter else 0.0, interval_s),
+            )
+            for s, devs in sources
+            for d in devs
+        ]
         keys = [t.device.key for t in tracks]
         if len(set(keys)) != len(keys):
             raise MonitorError(f"two devices share a key: {keys}")
@@ -267,7 +302,8 @@ class Sampler:
         return [t.device for t in self._by_key.values()]
 
     def view(self, key: str, t0_s: float, t1_s: float) -> SeriesView:
-        return self._track(key).series.view(t0_s, t1_s)
+        track = self._track(key)
+        return replace(track.series.view(t0_s, t1_s), power_lag_s=track.power_lag_s)
 
     def energy(self, t0_s: float, t1_s: float, keys: Sequence[str] | None = None) -> dict[str, WindowEnergy]:
         """Window energy of each device (or of ``keys``) over [t0, t1] Unix seconds."""
@@ -285,6 +321,8 @@ class Sampler:
                     last_error=t.last_error,
                     counter_power_w=t.counter_power_w,
                     validation_ratio=t.validation_ratio,
+                    power_lag_s=t.power_lag_s,
+                    counter_reads=t.reads.reads,
                 )
                 for t in self._by_key.values()
             ]

@@ -80,7 +80,9 @@ class SeriesView:
     ``update_*`` are the counter's change points: the time of the first poll that saw a new value, the
     value (J), the time since the poll before it (how well the update's time is known) and the segment
     (a new one after every counter reset). ``power_*`` are instantaneous power samples (W).
-    ``last_t_s`` is the last poll's time: the data reaches that far.
+    ``last_t_s`` is the last poll's time: the data reaches that far. ``power_lag_s`` is how late the
+    power samples are against the counter (learnt by ``monitor.window.estimate_power_lag``); the window
+    math reads a power sample stamped t as the power at t − lag.
     """
 
     update_t_s: np.ndarray
@@ -90,6 +92,7 @@ class SeriesView:
     power_t_s: np.ndarray
     power_w: np.ndarray
     last_t_s: float
+    power_lag_s: float = 0.0
 
     @classmethod
     def from_arrays(
@@ -102,6 +105,7 @@ class SeriesView:
         update_gap_s: np.ndarray | list[float] | None = None,
         update_segment: np.ndarray | list[int] | None = None,
         last_t_s: float | None = None,
+        power_lag_s: float = 0.0,
     ) -> SeriesView:
         """Build a view from plain arrays (synthetic series in tests, recorded logs in analysis)."""
         t = np.asarray(update_t_s, dtype=np.float64)
@@ -117,6 +121,7 @@ class SeriesView:
             last_t_s=float(
                 last_t_s if last_t_s is not None else max(t[-1] if n else -math.inf, pt[-1] if len(pt) else -math.inf)
             ),
+            power_lag_s=power_lag_s,
         )
 
 
@@ -143,29 +148,35 @@ class DeviceSeries:
         self._segment = 0
         self._offset_j = 0.0
 
-    def append(self, t_s: float, energy_j: float, power_w: float = math.nan) -> bool:
-        """Record one poll. Returns True when it was a counter update (a change point)."""
+    def append(self, t_s: float, energy_j: float, power_w: float = math.nan, gap_s: float = 0.0) -> None:
+        """Record a counter change point seen at ``t_s`` (the update happened within ``gap_s`` before it).
+
+        Which reads are change points is the caller's decision (``monitor.ticks.CounterReads``). A value
+        below the last one is a counter reset (driver reload) and starts a new segment.
+        """
         with self._lock:
             last = self._last_energy_j
-            changed = last is None or energy_j != last
             if last is None:
                 self._offset_j = -energy_j
-                gap = 0.0
-            else:
-                gap = t_s - self._last_poll_t_s
-                if energy_j < last:
-                    # A reset (driver reload): a new segment. The monotone total goes on from where it
-                    # was, plus what the new counter already holds (energy spent since the reload).
-                    self._segment += 1
-                    self._offset_j = last + self._offset_j
-            if changed:
-                self._updates.append4(t_s, energy_j, gap, self._segment)
-                self._last_energy_j = energy_j
-            if power_w == power_w:  # not NaN
-                self._power.append2(t_s, power_w)
-            self._last_poll_t_s = t_s
-            self._last_power_w = power_w
-            return changed
+            elif energy_j < last:
+                # The monotone total goes on from where it was, plus what the new counter already holds
+                # (energy spent since the reload).
+                self._segment += 1
+                self._offset_j = last + self._offset_j
+            self._updates.append4(t_s, energy_j, gap_s, self._segment)
+            self._last_energy_j = energy_j
+            self._append_power(t_s, power_w)
+
+    def append_power(self, t_s: float, power_w: float) -> None:
+        """Record a poll that brought no counter change point: its power, and how far the data reaches."""
+        with self._lock:
+            self._append_power(t_s, power_w)
+
+    def _append_power(self, t_s: float, power_w: float) -> None:
+        if power_w == power_w:  # not NaN
+            self._power.append2(t_s, power_w)
+        self._last_poll_t_s = t_s
+        self._last_power_w = power_w
 
     def latest(self) -> Latest | None:
         with self._lock:

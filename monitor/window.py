@@ -67,14 +67,21 @@ class WindowEnergy:
 
 
 class PowerIntegral:
-    """∫P dt over instantaneous power samples, trapezoidal, held constant beyond the first and last."""
+    """∫P dt over instantaneous power samples, trapezoidal, held constant beyond the first and last.
 
-    def __init__(self, t_s: np.ndarray, power_w: np.ndarray) -> None:
+    Sample times are moved back by the view's power lag, so the integral is on the counter's clock.
+    """
+
+    def __init__(self, t_s: np.ndarray, power_w: np.ndarray, lag_s: float = 0.0) -> None:
         ok = np.isfinite(power_w)
-        self.t = t_s[ok]
+        self.t = t_s[ok] - lag_s
         self.p = power_w[ok]
         steps = 0.5 * (self.p[1:] + self.p[:-1]) * np.diff(self.t)
         self.q = np.concatenate(([0.0], np.cumsum(steps)))
+
+    @classmethod
+    def of(cls, view: SeriesView) -> PowerIntegral:
+        return cls(view.power_t_s, view.power_w, view.power_lag_s)
 
     def _at(self, x: float) -> float:
         t, p, q = self.t, self.p, self.q
@@ -92,6 +99,10 @@ class PowerIntegral:
         if len(self.t) == 0:
             return math.nan
         return self._at(b) - self._at(a)
+
+    def integrals(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Vectorised ``integral`` over pairs of bounds inside the samples' span."""
+        return np.interp(b, self.t, self.q) - np.interp(a, self.t, self.q)
 
 
 def _segments(segment: np.ndarray) -> list[tuple[int, int]]:
@@ -158,7 +169,7 @@ def window_energy(view: SeriesView, t0_s: float, t1_s: float) -> WindowEnergy:
     lo, hi = max(t0_s, float(t[0])), min(t1_s, view.last_t_s)
     if hi <= lo:
         raise WindowError(f"window {t0_s:.3f}..{t1_s:.3f} is outside the recorded data {t[0]:.3f}..{view.last_t_s:.3f}")
-    power = PowerIntegral(view.power_t_s, view.power_w)
+    power = PowerIntegral.of(view)
     segments = _segments(seg)
     energy = var = extrapolated = gap = 0.0
     touched = 0
@@ -216,8 +227,42 @@ def counter_power_ratio(view: SeriesView, t0_s: float, t1_s: float, min_updates:
     if len(inside) < max(min_updates, 2):
         return None
     a, b = int(inside[0]), int(inside[-1])
-    power = PowerIntegral(view.power_t_s, view.power_w)
+    power = PowerIntegral.of(view)
     if power.count(t[a], t[b]) < (b - a):
         return None
     q = power.integral(float(t[a]), float(t[b]))
     return float((c[b] - c[a]) / q) if q > 0 else None
+
+
+#: Power lags tried by ``estimate_power_lag``: the H100's instantaneous power field runs ~60 ms late.
+LAG_CANDIDATES_S = np.round(np.arange(-0.05, 0.2001, 0.005), 3)
+
+
+def estimate_power_lag(view: SeriesView, min_steps: int = 10, min_gain: float = 0.1) -> float | None:
+    """How late the power samples run against the counter, in seconds, or None if the data cannot tell.
+
+    Tries each candidate lag and keeps the one whose power integral best matches the counter's steps
+    (least squares over the steps of the newest segment). Flat power cannot tell lags apart, so a lag is
+    returned only when it beats no lag by ``min_gain`` (relative RMS) over at least ``min_steps`` steps.
+    """
+    t, c, seg = view.update_t_s, view.update_energy_j, view.update_segment
+    keep = seg == seg[-1] if len(seg) else np.zeros(0, bool)
+    t, c = t[keep], c[keep]
+    ok = np.isfinite(view.power_w)
+    pt = view.power_t_s[ok]
+    if len(t) < min_steps + 1 or len(pt) < 2:
+        return None
+    margin = float(LAG_CANDIDATES_S.max())
+    inside = (t[:-1] - margin > pt[0] - LAG_CANDIDATES_S.min()) & (t[1:] + margin < pt[-1])
+    if inside.sum() < min_steps:
+        return None
+    a, b, de = t[:-1][inside], t[1:][inside], np.diff(c)[inside]
+    rms = []
+    for lag in LAG_CANDIDATES_S:
+        q = PowerIntegral(view.power_t_s, view.power_w, float(lag)).integrals(a, b)
+        rms.append(float(np.sqrt(np.mean((de - q) ** 2))))
+    best = int(np.argmin(rms))
+    at_zero = rms[int(np.argmin(np.abs(LAG_CANDIDATES_S)))]
+    if not rms[best] < (1 - min_gain) * at_zero:
+        return None
+    return float(LAG_CANDIDATES_S[best])

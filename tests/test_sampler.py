@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pynvml
 import pytest
 from fake_nvml import FakeNvml, make_gpus
@@ -11,6 +12,7 @@ from fake_nvml import FakeNvml, make_gpus
 from monitor.errors import MonitorError
 from monitor.sampler import Sampler
 from monitor.sources import NvmlSource
+from monitor.ticks import TIGHT_S
 
 
 def wait_for(predicate, timeout_s: float = 5.0) -> None:
@@ -21,10 +23,19 @@ def wait_for(predicate, timeout_s: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-def nvml_sampler(n_gpus: int = 1, **kwargs) -> tuple[Sampler, FakeNvml]:
+def nvml_sampler(n_gpus: int = 1, counter_anchor_s: float = 0.0, **kwargs) -> tuple[Sampler, FakeNvml]:
+    """Fake GPUs whose counters tick every 50 ms; by default the counter is read on every 5 ms poll."""
     lib = FakeNvml(make_gpus(n_gpus, power_w=200.0, period_s=0.05))
     src = NvmlSource(lib=lib, visible_devices=None)
-    return Sampler([(src, src.open())], interval_s=0.005, status_interval_s=0.1, retry_s=0.05, **kwargs), lib
+    sampler = Sampler(
+        [(src, src.open())],
+        interval_s=0.005,
+        status_interval_s=0.1,
+        retry_s=0.05,
+        counter_anchor_s=counter_anchor_s,
+        **kwargs,
+    )
+    return sampler, lib
 
 
 def test_records_counter_steps_and_window_energy():
@@ -41,6 +52,24 @@ def test_records_counter_steps_and_window_energy():
         assert w.power_samples > w.updates > 5
     assert sampler.stats().polls_total > 50
     assert not sampler.running and sampler.failure is None
+
+
+def test_a_costly_counter_is_read_only_around_anchor_ticks():
+    sampler, lib = nvml_sampler(counter_anchor_s=0.25)
+    with sampler:
+        time.sleep(2.0)
+        end = sampler.now() - 0.3
+        view = sampler.view("gpu0", end - 1.0, end)
+        w = sampler.energy(end - 1.0, end)["gpu0"]
+        polls = sampler.stats().polls_total
+        (state,) = sampler.states()
+    energy_reads = lib.calls["nvmlDeviceGetTotalEnergyConsumption"]
+    assert energy_reads < 0.3 * polls  # the power field is read on the other polls
+    assert state.counter_reads == energy_reads - 1  # less the read made when opening
+    steps = np.diff(view.update_t_s[2:-2])
+    assert np.median(steps) == pytest.approx(0.25, abs=0.03)
+    assert (view.update_gap_s[1:] <= TIGHT_S).all()  # every change point is bracketed by two reads
+    assert w.energy_j == pytest.approx(200.0, rel=0.1)
 
 
 def test_status_and_validation_ratio_are_refreshed():

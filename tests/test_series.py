@@ -1,4 +1,4 @@
-"""The per-device series: change points, bounded memory, resets, views."""
+"""The per-device series: change points, power samples, bounded memory, resets, views."""
 
 from __future__ import annotations
 
@@ -10,17 +10,21 @@ import pytest
 from monitor.series import DeviceSeries
 
 
-def test_keeps_only_counter_changes_and_all_power_samples():
+def test_keeps_change_points_and_power_samples():
     s = DeviceSeries(capacity=100)
     for i in range(30):
         t = i * 0.01
-        s.append(t, 10.0 * (i // 10), 50.0 + i)  # the counter steps every 10 polls
+        if i % 10 == 0:
+            s.append(t, 10.0 * (i // 10), 50.0 + i, gap_s=0.01)
+        else:
+            s.append_power(t, 50.0 + i)
     v = s.view(0.0, 1.0)
     assert list(v.update_energy_j) == [0.0, 10.0, 20.0]
     assert list(v.update_t_s) == pytest.approx([0.0, 0.1, 0.2])
-    assert list(v.update_gap_s) == pytest.approx([0.0, 0.01, 0.01])
-    assert len(v.power_t_s) == 30
+    assert list(v.update_gap_s) == pytest.approx([0.01, 0.01, 0.01])
+    assert len(v.power_t_s) == 30 and v.power_w[-1] == pytest.approx(79.0)
     assert v.last_t_s == pytest.approx(0.29)
+    assert v.power_lag_s == 0.0
 
 
 def test_memory_is_bounded_and_the_newest_is_kept():
@@ -51,9 +55,10 @@ def test_reset_starts_a_segment_and_the_total_stays_monotone():
 def test_nan_power_is_not_stored():
     s = DeviceSeries(capacity=10)
     s.append(0.0, 1.0, math.nan)
-    s.append(0.1, 2.0, math.nan)
+    s.append_power(0.1, math.nan)
     assert len(s.view(0.0, 1.0).power_t_s) == 0
     assert math.isnan(s.latest().power_w)
+    assert s.latest().t_s == pytest.approx(0.1)
 
 
 def test_empty_series():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from monitor.window import (
     SHAPE_FLOOR_LINEAR,
     SHAPE_FLOOR_POWERED,
     counter_power_ratio,
+    estimate_power_lag,
     update_period_s,
     window_energy,
 )
@@ -176,3 +178,42 @@ def test_counter_power_ratio():
     bare = SeriesView.from_arrays(base.update_t_s, base.update_energy_j)
     assert counter_power_ratio(bare, 0.0, 10.0) is None
     assert counter_power_ratio(base, 3.0, 3.05) is None
+
+
+def bursty(lag_s: float, seconds: float = 30.0, seed: int = 3) -> SeriesView:
+    """A counter ticking every 0.1 s under bursts of power; power samples every 10 ms, ``lag_s`` late."""
+    rng = np.random.default_rng(seed)
+    edges = np.cumsum(rng.uniform(0.3, 2.0, 64))
+    levels = rng.choice([80.0, 700.0], len(edges))
+
+    def power(t: np.ndarray) -> np.ndarray:
+        return levels[np.minimum(np.searchsorted(edges, t), len(levels) - 1)]
+
+    fine = np.arange(0.0, seconds, 0.001)
+    energy = np.concatenate(([0.0], np.cumsum(power(fine[:-1]) * 0.001)))
+    ticks = np.arange(0.0, seconds - 0.5, 0.1)
+    polls = np.arange(0.0, seconds - 0.5, 0.01)
+    return SeriesView.from_arrays(ticks, np.interp(ticks, fine, energy), polls, power(polls - lag_s))
+
+
+@pytest.mark.parametrize("lag_s", [0.06, 0.1, -0.02])
+def test_power_lag_is_learnt_from_bursts(lag_s):
+    assert estimate_power_lag(bursty(lag_s)) == pytest.approx(lag_s, abs=0.006)
+
+
+def test_no_lag_is_reported_as_nothing_to_correct():
+    assert estimate_power_lag(bursty(0.0)) is None  # no candidate beats zero lag
+
+
+def test_a_learnt_lag_makes_edges_accurate():
+    view = bursty(0.06)
+    exact = bursty(0.0)
+    t0, t1 = 3.333, 17.777
+    truth = window_energy(exact, t0, t1).energy_j
+    late = window_energy(view, t0, t1).energy_j
+    fixed = window_energy(replace(view, power_lag_s=0.06), t0, t1).energy_j
+    assert abs(fixed - truth) < 0.5 * abs(late - truth) + 0.2
+
+
+def test_flat_power_cannot_tell_a_lag():
+    assert estimate_power_lag(flat_series()) is None

@@ -72,6 +72,9 @@ class PowerSource(Protocol):
     """
 
     name: str
+    #: True when reading the counter is costly (NVML: ~3.8 ms of CPU on an H100): the sampler then
+    #: reads it only around its predicted updates and reads ``read_power`` on the other polls.
+    costly_counter: bool
     #: True when the counter is measured independently of the instantaneous power (NVML, RAPL),
     #: False when it is integrated from the same power (estimate): only then is their ratio a check.
     independent_counter: bool
@@ -79,6 +82,8 @@ class PowerSource(Protocol):
     def open(self) -> list[Device]: ...
 
     def read(self, device: Device) -> EnergyReading: ...
+
+    def read_power(self, device: Device) -> float: ...
 
     def status(self, device: Device) -> DeviceStatus: ...
 

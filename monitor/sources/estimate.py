@@ -46,6 +46,7 @@ class EstimateSource:
     """One device, ``host``: the host CPU's modelled power and its integrated energy."""
 
     name = "estimate"
+    costly_counter = False
     independent_counter = False
 
     def __init__(
@@ -105,6 +106,9 @@ class EstimateSource:
             self._energy_j += self._power_w * (now - t_last)
             self._last = (now, busy, total)
         return EnergyReading(energy_j=self._energy_j, power_w=self._power_w)
+
+    def read_power(self, device: Device) -> float:
+        return self._power_w
 
     def status(self, device: Device) -> DeviceStatus:
         return DeviceStatus(utilization_ratio=self._utilization)

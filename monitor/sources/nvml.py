@@ -95,6 +95,7 @@ class NvmlSource:
     """Every GPU that CUDA_VISIBLE_DEVICES makes visible. ``lib`` defaults to the real pynvml."""
 
     name = "nvml"
+    costly_counter = True
     independent_counter = True
 
     def __init__(self, lib: Any = None, visible_devices: str | object | None = _FROM_ENV) -> None:
@@ -175,22 +176,28 @@ class NvmlSource:
 
     @_mapped("energy read")
     def read(self, device: Device) -> EnergyReading:
-        lib = self._lib
         h = self._handle(device)
-        energy_j = lib.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0
-        power_w = math.nan
-        if self._instant_supported[device.key]:
-            (fv,) = lib.nvmlDeviceGetFieldValues(h, [_FI_POWER_INSTANT])
-            if fv.nvmlReturn == lib.NVML_SUCCESS:
-                power_w = _field_number(lib, fv) / 1000.0
-            elif fv.nvmlReturn == lib.NVML_ERROR_NOT_SUPPORTED:
-                self._instant_supported[device.key] = False
-                log.warning(
-                    "%s has no instantaneous power field: energy inside a counter step is "
-                    "interpolated linearly in time",
-                    device.key,
-                )
-        return EnergyReading(energy_j=energy_j, power_w=power_w)
+        energy_j = self._lib.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0
+        return EnergyReading(energy_j=energy_j, power_w=self._instant(device, h))
+
+    @_mapped("power read")
+    def read_power(self, device: Device) -> float:
+        return self._instant(device, self._handle(device))
+
+    def _instant(self, device: Device, h: Any) -> float:
+        lib = self._lib
+        if not self._instant_supported[device.key]:
+            return math.nan
+        (fv,) = lib.nvmlDeviceGetFieldValues(h, [_FI_POWER_INSTANT])
+        if fv.nvmlReturn == lib.NVML_SUCCESS:
+            return _field_number(lib, fv) / 1000.0
+        if fv.nvmlReturn == lib.NVML_ERROR_NOT_SUPPORTED:
+            self._instant_supported[device.key] = False
+            log.warning(
+                "%s has no instantaneous power field: energy inside a counter step is interpolated linearly in time",
+                device.key,
+            )
+        return math.nan
 
     @_mapped("status read")
     def status(self, device: Device) -> DeviceStatus:

@@ -38,6 +38,7 @@ class RaplSource:
     """Every package and DRAM zone under ``root`` (default ``/sys/class/powercap``)."""
 
     name = "rapl"
+    costly_counter = False
     independent_counter = True
 
     def __init__(self, root: Path = DEFAULT_ROOT, read_text: Callable[[Path], str] = Path.read_text) -> None:
@@ -94,6 +95,9 @@ class RaplSource:
         zone.last_raw_uj = raw
         total_uj = raw + zone.wraps * zone.max_range_uj
         return EnergyReading(energy_j=total_uj / 1e6, power_w=math.nan)
+
+    def read_power(self, device: Device) -> float:
+        return math.nan  # RAPL has only its counter
 
     def status(self, device: Device) -> DeviceStatus:
         return DeviceStatus()
