@@ -159,4 +159,4 @@ def test_auto_prefers_nvml_and_says_which(tmp_path):
         },
     )
     assert [s.name for s, _ in opened] == ["nvml"]
-    assert why.startswith("power source nvml") and "rapl: no RAPL" in why
+    assert why.startswith("nvml: 2 GPU(s)") and "not used: rapl: no RAPL" in why

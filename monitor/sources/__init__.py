@@ -54,7 +54,7 @@ def open_sources(
         raise MonitorError(f"unknown power source {spec!r}: use auto, or a comma list of {', '.join(SOURCE_NAMES)}")
 
     opened: list[OpenedSource] = []
-    notes: list[str] = []
+    skipped: list[str] = []
 
     def try_open(name: str, required: bool) -> None:
         source = makers[name]()
@@ -63,10 +63,9 @@ def open_sources(
         except SourceUnavailable as err:
             if required:
                 raise
-            notes.append(f"{name}: {err}")
+            skipped.append(f"{name}: {err}")
             return
         opened.append((source, devices))
-        notes.append(source.describe())
 
     if names == ["auto"]:
         try_open("nvml", required=False)
@@ -81,5 +80,7 @@ def open_sources(
             for source, _ in opened:
                 source.close()
             raise
-    picked = ", ".join(s.name for s, _ in opened)
-    return opened, f"power source {picked} ({'; '.join(notes)})"
+    why = "; ".join(s.describe() for s, _ in opened)
+    if skipped:
+        why += f" [not used: {'; '.join(skipped)}]"
+    return opened, why
