@@ -8,7 +8,7 @@ uses. The API is read-only; a bad or unbounded query gets a 400 that says what i
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -34,6 +34,25 @@ def _opt(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
+def _energy_and_power(
+    kind: str,
+    label: str,
+    states: list[DeviceState],
+    label_of: Callable[[DeviceState], str],
+    power_of: Callable[[DeviceState], float | None],
+    energy_help: str,
+    power_help: str,
+) -> Iterator[Metric]:
+    energy = CounterMetricFamily(f"joulebench_{kind}_energy_joules", energy_help, labels=[label])
+    power = GaugeMetricFamily(f"joulebench_{kind}_power_watts", power_help, labels=[label])
+    for s in states:
+        if s.latest is not None:
+            energy.add_metric([label_of(s)], s.latest.energy_total_j)
+        power.add_metric([label_of(s)], _opt(power_of(s)))
+    yield energy
+    yield power
+
+
 class MonitorCollector(Collector):
     """Prometheus metrics from the sampler's newest state, named per joulebench's conventions."""
 
@@ -50,37 +69,17 @@ class MonitorCollector(Collector):
         if gpus:
             yield from self._gpu_metrics(gpus)
         if cpus:
-            energy = CounterMetricFamily(
-                "joulebench_cpu_energy_joules", "CPU energy from RAPL since the monitor started.", labels=["zone"]
-            )
-            power = GaugeMetricFamily(
-                "joulebench_cpu_power_watts",
+            yield from _energy_and_power(
+                "cpu", "zone", cpus, lambda s: s.device.key, lambda s: s.counter_power_w,
+                "CPU energy from RAPL since the monitor started.",
                 "CPU power from the RAPL counter over the last second.",
-                labels=["zone"],
-            )
-            for s in cpus:
-                if s.latest is not None:
-                    energy.add_metric([s.device.key], s.latest.energy_total_j)
-                power.add_metric([s.device.key], _opt(s.counter_power_w))
-            yield energy
-            yield power
+            )  # fmt: skip
         if hosts:
-            energy = CounterMetricFamily(
-                "joulebench_host_energy_joules",
+            yield from _energy_and_power(
+                "host", "source", hosts, lambda s: s.device.source, lambda s: s.latest and s.latest.power_w,
                 "Host CPU energy integrated from the utilization model (an estimate, not a measurement).",
-                labels=["source"],
-            )
-            power = GaugeMetricFamily(
-                "joulebench_host_power_watts",
                 "Host CPU power from the utilization model (an estimate, not a measurement).",
-                labels=["source"],
-            )
-            for s in hosts:
-                if s.latest is not None:
-                    energy.add_metric([s.device.source], s.latest.energy_total_j)
-                    power.add_metric([s.device.source], s.latest.power_w)
-            yield energy
-            yield power
+            )  # fmt: skip
 
         stale = GaugeMetricFamily(
             "joulebench_device_stale", "1 while the device's last read failed.", labels=["device", "source"]
