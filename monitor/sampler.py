@@ -19,9 +19,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from monitor.errors import DeviceReadError, MonitorError
 from monitor.series import DeviceSeries, Latest, SeriesView
@@ -363,3 +363,27 @@ def _open_sample_log(path: Path) -> TextIO:
     if f.tell() == 0:
         f.write("t_s,device,energy_j,power_w\n")
     return f
+
+
+def state_json(state: DeviceState) -> dict[str, Any]:
+    """A device's state as JSON (``/v1/devices``, run records)."""
+    d = state.device
+    latest = state.latest
+    return {
+        "device": d.key,
+        "kind": d.kind,
+        "source": d.source,
+        "index": d.index,
+        "name": d.name,
+        "uuid": d.uuid,
+        "stale": state.stale,
+        "errors_total": state.errors_total,
+        "last_error": state.last_error or None,
+        "energy_total_j": None if latest is None else latest.energy_total_j,
+        "power_w": None if latest is None or math.isnan(latest.power_w) else latest.power_w,
+        "counter_power_w": state.counter_power_w,
+        "validation_ratio": state.validation_ratio,
+        "power_lag_s": state.power_lag_s,
+        "counter_reads": state.counter_reads,
+        "status": {k: (sorted(v) if isinstance(v, frozenset) else v) for k, v in asdict(state.status).items()},
+    }

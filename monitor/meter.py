@@ -1,0 +1,147 @@
+"""Window energy for callers outside the monitor: over HTTP from a running monitor, or in-process.
+
+Both answer the same question the same way (``/v1/energy`` calls the window function the in-process
+sampler uses): the energy of the measured devices between two Unix times, with its uncertainty.
+Devices are summed by kind in order of relevance: GPUs if there are any, else CPU zones, else the
+host estimate; every device's own figure is kept too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from monitor.errors import MonitorError
+from monitor.sampler import Sampler, state_json
+from monitor.sources import open_sources
+
+_KIND_ORDER = ("gpu", "cpu", "host")
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    start_s: float
+    end_s: float
+    energy_j: float  # summed over the measured kind's devices
+    uncertainty_j: float
+    kind: str  # "gpu", "cpu" or "host"
+    sources: list[str]
+    short_window: bool
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def average_power_w(self) -> float:
+        return self.energy_j / (self.end_s - self.start_s)
+
+    @property
+    def estimated(self) -> bool:
+        return "estimate" in self.sources
+
+
+def _combine(t0: float, t1: float, devices: list[dict[str, Any]]) -> MeterReading:
+    kinds = {d["kind"] for d in devices}
+    kind = next((k for k in _KIND_ORDER if k in kinds), None)
+    if kind is None:
+        raise MonitorError("the monitor measures no device")
+    chosen = [d for d in devices if d["kind"] == kind]
+    return MeterReading(
+        start_s=t0,
+        end_s=t1,
+        energy_j=sum(d["energy_j"] for d in chosen),
+        uncertainty_j=math.sqrt(sum(d["uncertainty_j"] ** 2 for d in chosen)),
+        kind=kind,
+        sources=sorted({d["source"] for d in chosen}),
+        short_window=any(d["short_window"] for d in chosen),
+        devices={d["device"]: d for d in devices},
+    )
+
+
+class EnergyMeter(Protocol):
+    def now(self) -> float: ...
+
+    def energy(self, t0_s: float, t1_s: float) -> MeterReading: ...
+
+    def devices(self) -> list[dict[str, Any]]: ...
+
+    def close(self) -> None: ...
+
+
+class MonitorClient:
+    """A running monitor's ``/v1/energy``, e.g. ``MonitorClient("http://127.0.0.1:9400")``."""
+
+    def __init__(self, url: str, settle_s: float = 1.5, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.settle_s = settle_s
+        self.timeout_s = timeout_s
+
+    def _get(self, path: str, **params: Any) -> dict[str, Any]:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        try:
+            with urllib.request.urlopen(f"{self.url}{path}{query}", timeout=self.timeout_s) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            detail = json.loads(err.read() or b"{}").get("error", err.reason)
+            raise MonitorError(f"the monitor at {self.url} refused {path}: {detail}") from err
+        except (urllib.error.URLError, OSError) as err:
+            raise MonitorError(
+                f"no monitor answers at {self.url} ({err}): start one with `joulebench monitor`"
+            ) from err
+
+    def now(self) -> float:
+        return float(self._get("/v1/devices")["now_s"])
+
+    def devices(self) -> list[dict[str, Any]]:
+        return list(self._get("/v1/devices")["devices"])
+
+    def energy(self, t0_s: float, t1_s: float) -> MeterReading:
+        # Wait until the window's end is behind a counter update, not extrapolated.
+        while (lag := t1_s + self.settle_s - self.now()) > 0:
+            time.sleep(min(lag, 1.0))
+        body = self._get("/v1/energy", start=repr(t0_s), end=repr(t1_s))
+        return _combine(t0_s, t1_s, body["devices"])
+
+    def close(self) -> None:
+        pass
+
+
+class LocalMeter:
+    """An in-process sampler, for runs with no monitor running (``open_sources`` picks the source)."""
+
+    def __init__(self, source: str = "auto", settle_s: float = 1.5) -> None:
+        opened, self.description = open_sources(source)
+        self.sampler = Sampler(opened).start()
+        self.settle_s = settle_s
+
+    def now(self) -> float:
+        return self.sampler.now()
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [state_json(s) for s in self.sampler.states()]
+
+    def energy(self, t0_s: float, t1_s: float) -> MeterReading:
+        while (lag := t1_s + self.settle_s - self.now()) > 0:
+            time.sleep(min(lag, 1.0))
+        windows = self.sampler.energy(t0_s, t1_s)
+        devices = []
+        for d in self.sampler.devices:
+            w = windows[d.key]
+            devices.append(
+                {
+                    "device": d.key,
+                    "kind": d.kind,
+                    "source": d.source,
+                    "energy_j": w.energy_j,
+                    "uncertainty_j": w.uncertainty_j,
+                    "short_window": w.short_window,
+                }
+            )
+        return _combine(t0_s, t1_s, devices)
+
+    def close(self) -> None:
+        self.sampler.stop()

@@ -1,0 +1,178 @@
+"""``joulebench serve`` and ``joulebench offline`` (also ``python -m server serve|offline``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from joulebench import __version__
+from server.errors import ServerError
+from server.launch import VllmServer, apply_vllm_env, vllm_install
+from server.models import TRAINED_VOCAB, resolve_model
+from server.options import add_engine_arguments, engine_options
+
+DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "models"
+SERVE_DESCRIPTION = "Start vLLM's OpenAI-compatible server (GPU or CPU build) on a preset or model, until Ctrl-C."
+OFFLINE_DESCRIPTION = (
+    "Serve a request set offline with vllm.LLM.generate at one or more batch sizes and report J/token "
+    "(attributional and dynamic)."
+)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_engine_arguments(parser)
+    parser.add_argument("--model-cache", type=Path, default=DEFAULT_CACHE, help="where presets are written")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-num-seqs", type=int, help="max batch size (default: vLLM's)")
+    parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="vLLM's log and server.json go here")
+    parser.add_argument("--start-timeout-s", type=float, default=900.0)
+
+
+def _cpu_defaults(args: argparse.Namespace, spec_max_len: int | None, cpu: bool) -> None:
+    if cpu and args.max_model_len is None and spec_max_len is not None:
+        args.max_model_len = min(spec_max_len, 16384)  # the CPU KV cache is small
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    spec = resolve_model(args.model, args.model_cache)
+    install = vllm_install()
+    _cpu_defaults(args, spec.max_position_embeddings, install.cpu)
+    run_dir = args.log_dir / time.strftime("serve-%Y%m%d-%H%M%S")
+    server = VllmServer(spec, engine_options(args, args.max_num_seqs), run_dir / "vllm.log", args.host, args.port)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.start()
+        with console.status(f"starting vLLM {install.version} ({install.distribution}) — log: {server.log_path}"):
+            took = server.wait_ready(args.start_timeout_s)
+        (run_dir / "server.json").write_text(json.dumps(server.record(), indent=2) + "\n")
+        print(f"vLLM ready in {took:.0f} s at {server.url} (model {spec.name}, weights {spec.weights})", flush=True)
+        while not stop.wait(0.5):
+            if server._proc is not None and server._proc.poll() is not None:
+                raise ServerError(f"vLLM exited with code {server._proc.returncode}; see {server.log_path}")
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
+    _common(parser)
+    parser.add_argument("--batch-sizes", default="8,64,256", help="comma list (default: %(default)s)")
+    parser.add_argument("--input-tokens", type=int, default=512, help="per request (default: %(default)s)")
+    parser.add_argument("--output-tokens", type=int, default=400, help="per request, forced (default: %(default)s)")
+    parser.add_argument(
+        "--num-requests", type=int, help="requests per batch size (default: max(2 batches, 64 requests))"
+    )
+    parser.add_argument("--monitor", help="URL of a running monitor (default: sample in-process)")
+    parser.add_argument("--source", default="auto", help="in-process power source (default: %(default)s)")
+    parser.add_argument("--idle-s", type=float, default=5.0, help="loaded-idle measurement (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+
+
+def run_offline(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from monitor.meter import EnergyMeter, LocalMeter, MonitorClient
+    from server.offline import OfflineRunner, Request
+
+    console = Console(stderr=True)
+    try:
+        sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
+    except ValueError:
+        raise ServerError(f"--batch-sizes {args.batch_sizes!r}: give a comma list of integers") from None
+    if not sizes or sizes[0] < 1 or args.input_tokens < 1 or args.output_tokens < 1:
+        raise ServerError("batch sizes, --input-tokens and --output-tokens must be positive")
+    spec = resolve_model(args.model, args.model_cache)
+    install = vllm_install()
+    _cpu_defaults(args, spec.max_position_embeddings, install.cpu)
+    options = engine_options(args, max(sizes))
+    apply_vllm_env(install, os.environ)  # vLLM runs in this process
+    meter: EnergyMeter = MonitorClient(args.monitor) if args.monitor else LocalMeter(args.source)
+    runner = OfflineRunner(options.llm_kwargs(spec), meter, vocab=min(spec.vocab_size or TRAINED_VOCAB, TRAINED_VOCAB))
+    results: list[dict[str, Any]] = []
+    try:
+        with console.status(f"loading {spec.name} in vLLM {install.version} ({install.distribution})"):
+            runner.load()
+        with console.status(f"measuring loaded-idle power for {args.idle_s:.0f} s"):
+            idle = runner.idle_power_w(args.idle_s)
+        for b in sizes:
+            n = args.num_requests or max(2 * b, 64)
+            requests = [Request(args.input_tokens, args.output_tokens)] * n
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task(f"batch {b}: {n} requests", total=n)
+                result = runner.run(
+                    requests, b, idle.average_power_w, lambda done, _, t=task: progress.update(t, completed=done)
+                )
+            results.append(result.summary())
+    finally:
+        runner.close()
+        meter.close()
+
+    record = {
+        "joulebench": __version__,
+        "command": sys.argv,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": platform.node(),
+        "vllm": {"distribution": install.distribution, "version": install.version},
+        "model": spec.model, "preset": spec.preset, "weights": spec.weights,
+        "engine": options.record(),
+        "offline_batches": "static: requests are served batch-size at a time, every batch full",
+        "energy": {"kind": idle.kind, "sources": idle.sources, "estimated": idle.estimated},
+        "devices": meter.devices() if args.monitor else None,
+        "idle_power_w": idle.average_power_w,
+        "results": results,
+    }  # fmt: skip
+    table = Table(title=f"offline — {spec.name} ({spec.weights} weights), vLLM {install.version}, energy: "
+                  f"{idle.kind} from {', '.join(idle.sources)}{' (ESTIMATED)' if idle.estimated else ''}")  # fmt: skip
+    for col in ("batch", "requests", "in/out tokens", "time", "avg power", "J/out-token", "dynamic", "± J/out-token",
+                "out tok/s"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(
+            str(r["batch_size"]), str(r["requests"]), f"{r['input_tokens']}/{r['output_tokens']}",
+            f"{r['duration_s']:.1f} s", f"{r['average_power_w']:.1f} W", f"{r['j_per_output_token']:.4f}",
+            f"{r['dynamic_j_per_output_token']:.4f}", f"{r['uncertainty_j_per_output_token']:.5f}",
+            f"{r['output_tokens_per_s']:.0f}",
+        )  # fmt: skip
+    Console().print(table)
+    print(f"loaded-idle power: {idle.average_power_w:.1f} W")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m server serve|offline``: the same commands as ``joulebench serve|offline``."""
+    from joulebench.cli import run_command
+
+    parser = argparse.ArgumentParser(prog="python -m server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("serve", description=SERVE_DESCRIPTION)
+    add_serve_arguments(p)
+    p.set_defaults(run=run_serve)
+    p = sub.add_parser("offline", description=OFFLINE_DESCRIPTION)
+    add_offline_arguments(p)
+    p.set_defaults(run=run_offline)
+    return run_command(parser, lambda a: a.run(a), argv)

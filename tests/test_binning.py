@@ -1,0 +1,54 @@
+"""The binning estimator (Fernandez et al. 2025, §4.1): bins, exclusions, the sum."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.binning import INPUT_BINS, OUTPUT_BINS, BatchEnergy, ceiling_bin, count_bins, estimate
+
+
+def test_bins_are_powers_of_two():
+    assert INPUT_BINS[0] == 32 and INPUT_BINS[-1] == 8192 and len(INPUT_BINS) == 9
+    assert OUTPUT_BINS[0] == 8 and OUTPUT_BINS[-1] == 512 and len(OUTPUT_BINS) == 7
+
+
+@pytest.mark.parametrize(
+    ("n_in", "n_out", "expected"),
+    [(1, 1, (32, 8)), (32, 8, (32, 8)), (33, 9, (64, 16)), (1020, 129, (1024, 256)), (8192, 512, (8192, 512)),
+     (8193, 10, None), (100, 513, None)],
+)  # fmt: skip
+def test_each_request_goes_to_its_ceiling_bin(n_in, n_out, expected):
+    assert ceiling_bin(n_in, n_out) == expected
+
+
+def test_estimate_sums_batches_and_counts_what_it_left_out():
+    requests = [(100, 10)] * 30 + [(1000, 200)] * 8 + [(14000, 50), (500, 1000)]
+    counts = count_bins(requests)
+    assert counts.counts == {(128, 16): 30, (1024, 256): 8}
+    assert counts.excluded == 2 and counts.excluded_tokens == 14050 + 1500
+    measured = {(128, 16): BatchEnergy(10, 50.0, 1.0), (1024, 256): BatchEnergy(4, 400.0, 4.0)}
+    est = estimate(counts, measured)
+    assert est.energy_j == pytest.approx(30 / 10 * 50 + 8 / 4 * 400)
+    assert est.uncertainty_j == pytest.approx(((3 * 1.0) ** 2 + (2 * 4.0) ** 2) ** 0.5)
+    assert est.included == 38 and est.excluded == 2
+
+
+def test_a_bin_never_measured_is_an_error():
+    with pytest.raises(KeyError, match=r"\(128, 16\)"):
+        estimate(count_bins([(100, 10)]), {})
+
+
+def test_the_real_conversation_trace_bins(tmp_path):
+    import csv
+    from pathlib import Path
+
+    trace = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+    if not trace.is_file():
+        pytest.skip(f"needs the shared traces beside the checkout ({trace})")
+    with trace.open() as f:
+        rows = [(int(r["ContextTokens"]), int(r["GeneratedTokens"])) for r in csv.DictReader(f)]
+    counts = count_bins(rows)
+    assert counts.included + counts.excluded == 19366
+    # 563 requests ask for more than 512 output tokens (or 8192 input): excluded, and counted
+    assert counts.excluded == sum(1 for i, o in rows if i > 8192 or o > 512) == 563
+    assert counts.counts.most_common(2) == [((2048, 512), 4477), ((512, 128), 3933)]
