@@ -138,7 +138,7 @@ def run_offline(args: argparse.Namespace) -> int:
         "engine": options.record(),
         "offline_batches": "static: requests are served batch-size at a time, every batch full",
         "energy": {"kind": idle.kind, "sources": idle.sources, "estimated": idle.estimated},
-        "devices": meter.devices() if args.monitor else None,
+        "devices": meter.devices(),
         "idle_power_w": idle.average_power_w,
         "results": results,
     }  # fmt: skip
