@@ -64,6 +64,15 @@ class BatchEnergy:
     uncertainty_j: float = 0.0
 
 
+def measured_bins(results: Iterable[Mapping]) -> dict[Bin, BatchEnergy]:
+    """The bins an offline run measured (``joulebench offline --bins``: its JSON's ``results``)."""
+    return {
+        (r["bin"][0], r["bin"][1]): BatchEnergy(r["batch_size"], r["energy_j"], r["uncertainty_j"])
+        for r in results
+        if r.get("bin")
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class BinningEstimate:
     energy_j: float

@@ -81,6 +81,12 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-requests", type=int, help="requests per batch size (default: max(2 batches, 64 requests))"
     )
+    parser.add_argument(
+        "--bins",
+        help="binning estimator: measure one full batch per INPUTxOUTPUT bin instead of --batch-sizes, "
+        "e.g. 1024x256,2048x512 (bins of server/binning.py)",
+    )
+    parser.add_argument("--bin-batch", type=int, default=64, help="requests per bin batch (default: %(default)s)")
     parser.add_argument("--monitor", help="URL of a running monitor (default: sample in-process)")
     parser.add_argument("--source", default="auto", help="in-process power source (default: %(default)s)")
     parser.add_argument("--idle-s", type=float, default=5.0, help="loaded-idle measurement (default: %(default)s)")
@@ -96,16 +102,27 @@ def run_offline(args: argparse.Namespace) -> int:
     from server.offline import OfflineRunner, Request
 
     console = Console(stderr=True)
-    try:
-        sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
-    except ValueError:
-        raise ServerError(f"--batch-sizes {args.batch_sizes!r}: give a comma list of integers") from None
-    if not sizes or sizes[0] < 1 or args.input_tokens < 1 or args.output_tokens < 1:
-        raise ServerError("batch sizes, --input-tokens and --output-tokens must be positive")
+    # Each measurement: (label, batch size, requests); bins are one full batch at the bin's lengths.
+    plan: list[tuple[list[int] | None, int, list[Request]]] = []
+    if args.bins:
+        bins = parse_bins(args.bins)
+        if args.bin_batch < 1:
+            raise ServerError("--bin-batch must be positive")
+        plan = [([i, o], args.bin_batch, [Request(i, o)] * args.bin_batch) for i, o in bins]
+    else:
+        try:
+            sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
+        except ValueError:
+            raise ServerError(f"--batch-sizes {args.batch_sizes!r}: give a comma list of integers") from None
+        if not sizes or sizes[0] < 1 or args.input_tokens < 1 or args.output_tokens < 1:
+            raise ServerError("batch sizes, --input-tokens and --output-tokens must be positive")
+        for b in sizes:
+            n = args.num_requests or max(2 * b, 64)
+            plan.append((None, b, [Request(args.input_tokens, args.output_tokens)] * n))
     spec = resolve_model(args.model, args.model_cache)
     install = vllm_install()
     _cpu_defaults(args, spec.max_position_embeddings, install.cpu)
-    options = engine_options(args, max(sizes))
+    options = engine_options(args, max(b for _, b, _ in plan))
     apply_vllm_env(install, os.environ)  # vLLM runs in this process
     meter: EnergyMeter = MonitorClient(args.monitor) if args.monitor else LocalMeter(args.source)
     runner = OfflineRunner(options.llm_kwargs(spec), meter, vocab=min(spec.vocab_size or TRAINED_VOCAB, TRAINED_VOCAB))
@@ -115,15 +132,14 @@ def run_offline(args: argparse.Namespace) -> int:
             runner.load()
         with console.status(f"measuring loaded-idle power for {args.idle_s:.0f} s"):
             idle = runner.idle_power_w(args.idle_s)
-        for b in sizes:
-            n = args.num_requests or max(2 * b, 64)
-            requests = [Request(args.input_tokens, args.output_tokens)] * n
+        for label, b, requests in plan:
+            what = f"bin {label[0]}x{label[1]}" if label else f"batch {b}"
             with Progress(console=console, transient=True) as progress:
-                task = progress.add_task(f"batch {b}: {n} requests", total=n)
+                task = progress.add_task(f"{what}: {len(requests)} requests", total=len(requests))
                 result = runner.run(
                     requests, b, idle.average_power_w, lambda done, _, t=task: progress.update(t, completed=done)
                 )
-            results.append(result.summary())
+            results.append({"bin": label, **result.summary()} if label else result.summary())
     finally:
         runner.close()
         meter.close()
@@ -149,7 +165,8 @@ def run_offline(args: argparse.Namespace) -> int:
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(
-            str(r["batch_size"]), str(r["requests"]), f"{r['input_tokens']}/{r['output_tokens']}",
+            f"{r['batch_size']}" + (f" @{r['bin'][0]}x{r['bin'][1]}" if r.get("bin") else ""),
+            str(r["requests"]), f"{r['input_tokens']}/{r['output_tokens']}",
             f"{r['duration_s']:.1f} s", f"{r['average_power_w']:.1f} W", f"{r['j_per_output_token']:.4f}",
             f"{r['dynamic_j_per_output_token']:.4f}", f"{r['uncertainty_j_per_output_token']:.5f}",
             f"{r['output_tokens_per_s']:.0f}",
@@ -161,6 +178,22 @@ def run_offline(args: argparse.Namespace) -> int:
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def parse_bins(text: str) -> list[tuple[int, int]]:
+    """``1024x256,2048x512`` → bins of ``server.binning`` (each must be one of its bins)."""
+    from server.binning import INPUT_BINS, OUTPUT_BINS
+
+    bins = []
+    for item in text.split(","):
+        try:
+            i, o = (int(x) for x in item.strip().lower().split("x"))
+        except ValueError:
+            raise ServerError(f"--bins: {item!r} is not INPUTxOUTPUT, e.g. 1024x256") from None
+        if i not in INPUT_BINS or o not in OUTPUT_BINS:
+            raise ServerError(f"--bins: {i}x{o} is not a bin (inputs {INPUT_BINS}, outputs {OUTPUT_BINS})")
+        bins.append((i, o))
+    return bins
 
 
 def main(argv: list[str] | None = None) -> int:

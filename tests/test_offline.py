@@ -31,3 +31,32 @@ def test_offline_runner_on_32_requests(tmp_path):
         assert r["j_per_output_token"] == pytest.approx(r["energy_j"] / (32 * 16))
         assert r["dynamic_energy_j"] <= r["energy_j"]
     assert "ESTIMATED" in run.stdout
+
+
+def test_bins_are_measured_one_full_batch_each_for_the_estimator(tmp_path):
+    from server.binning import count_bins, estimate, measured_bins
+
+    out = tmp_path / "bins.json"
+    cmd = [
+        sys.executable, "-m", "joulebench", "offline", "--model", "tiny", "--model-cache", str(tmp_path),
+        "--bins", "32x8,64x16", "--bin-batch", "4", "--max-model-len", "1024", "--source", "estimate",
+        "--idle-s", "1", "--out", str(out),
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    assert [(r["bin"], r["requests"], r["input_tokens"], r["output_tokens"]) for r in results] == [
+        ([32, 8], 4, 4 * 32, 4 * 8),
+        ([64, 16], 4, 4 * 64, 4 * 16),
+    ]
+    measured = measured_bins(results)
+    est = estimate(count_bins([(20, 5)] * 6 + [(50, 10)] * 2), measured)
+    assert est.energy_j == pytest.approx(6 / 4 * results[0]["energy_j"] + 2 / 4 * results[1]["energy_j"])
+
+
+def test_a_bad_bin_is_one_line():
+    run = subprocess.run(
+        [sys.executable, "-m", "joulebench", "offline", "--bins", "100x7"], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "100x7 is not a bin" in run.stderr
