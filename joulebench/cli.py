@@ -29,6 +29,7 @@ def run_command(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from loadgen import cli as loadgen_cli
     from monitor import cli as monitor_cli
     from server import cli as server_cli
 
@@ -55,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     server_cli.add_offline_arguments(p)
     p.set_defaults(run=server_cli.run_offline)
+    p = sub.add_parser(
+        "mock-server",
+        help="an OpenAI-compatible streaming server with set latencies",
+        description=loadgen_cli.MOCK_DESCRIPTION,
+    )
+    loadgen_cli.add_mock_arguments(p)
+    p.set_defaults(run=loadgen_cli.run_mock)
     return run_command(parser, lambda args: args.run(args), argv)
 
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import math
-import signal
-import socket
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from joulebench.serving import AppServer
 from monitor.errors import MonitorError
 from monitor.sampler import DeviceState, Sampler
 from monitor.sources import EstimateSource, PowerSource, open_sources
@@ -69,34 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not print live readings")
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(128)
-    except OSError as err:
-        sock.close()
-        raise MonitorError(f"cannot listen on {host}:{port} ({err.strerror}): choose another with --port") from err
-    return sock
-
-
-def _server(app: object) -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            # uvicorn re-raises SIGINT/SIGTERM once it has shut down, which would end the process before
-            # the sampler stops and its sample log is flushed. ``run`` installs handlers that only ask
-            # the server to exit, before it says it is listening, so a signal is never missed either.
-            yield
-
-    return Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-
-
 def run(args: argparse.Namespace) -> int:
     from monitor.exporter import create_app
 
@@ -108,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     def estimate() -> PowerSource:
         return EstimateSource(idle_w_per_cpu=args.estimate_idle_w, max_w_per_cpu=args.estimate_max_w)
 
-    opened, why = open_sources(args.source, factories={"estimate": estimate})
     if not 0 <= args.counter_interval_ms <= 60_000:
         raise MonitorError(f"--counter-interval-ms {args.counter_interval_ms} is out of range: use 0 to 60000")
+    opened, why = open_sources(args.source, factories={"estimate": estimate})
     sampler = Sampler(
         opened,
         interval_s=args.interval_ms / 1000.0,
@@ -118,29 +86,16 @@ def run(args: argparse.Namespace) -> int:
         sample_log=args.sample_log,
         counter_anchor_s=args.counter_interval_ms / 1000.0,
     )
-    sock = None
-    previous: dict[int, Any] = {}
     try:
-        sock = _listen(args.host, args.port)
-        sampler.start()
-        server = _server(create_app(sampler))
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, server.handle_exit)
-        host, port = sock.getsockname()[:2]
-        url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        print(f"joulebench monitor: {why}", flush=True)
-        print(f"listening on {url}  (/metrics, /v1/energy?start=&end=, /v1/devices, /healthz)", flush=True)
-        printer = None
-        if not args.quiet:
-            printer = threading.Thread(target=_print_live, args=(sampler, server), daemon=True)
-            printer.start()
-        server.run(sockets=[sock])
+        with AppServer(create_app(sampler), args.host, args.port) as http:
+            sampler.start()
+            print(f"joulebench monitor: {why}", flush=True)
+            print(f"listening on {http.url}  (/metrics, /v1/energy?start=&end=, /v1/devices, /healthz)", flush=True)
+            if not args.quiet:
+                threading.Thread(target=_print_live, args=(sampler, http), daemon=True).start()
+            http.run()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         sampler.stop()
-        if sock is not None:
-            sock.close()
     return 0
 
 
@@ -168,7 +123,7 @@ def _row(s: DeviceState) -> list[str]:
 _HEADERS = ["device", "source", "power", "energy", "SM clock", "temp", "util", "state"]
 
 
-def _print_live(sampler: Sampler, server: object) -> None:
+def _print_live(sampler: Sampler, http: AppServer) -> None:
     """Live readings once a second: a table on a terminal, a line per device every 10 s otherwise."""
     from rich.console import Console
     from rich.live import Live
@@ -186,10 +141,10 @@ def _print_live(sampler: Sampler, server: object) -> None:
     console = Console()
     if console.is_terminal:
         with Live(table(), console=console, refresh_per_second=1, transient=False) as live:
-            while not getattr(server, "should_exit", False) and not stop.wait(1.0):
+            while not http.should_exit and not stop.wait(1.0):
                 live.update(table())
     else:
-        while not getattr(server, "should_exit", False) and not stop.wait(10.0):
+        while not http.should_exit and not stop.wait(10.0):
             for s in sampler.states():
                 print("  ".join(f"{h}={v}" for h, v in zip(_HEADERS, _row(s), strict=True)), flush=True)
 

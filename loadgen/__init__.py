@@ -1,0 +1,1 @@
+"""The traffic side: traces, arrival processes, SSE parsing, request records, the mock OpenAI server."""

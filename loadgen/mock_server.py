@@ -1,0 +1,138 @@
+"""``joulebench mock-server``: an OpenAI-compatible streaming server with set latencies.
+
+A real HTTP server (FastAPI on uvicorn), not a mock object: it calibrates the client (measured TTFT
+minus the configured TTFT is the client's own error) and serves tests. It answers
+``/v1/completions`` (token-id or text prompts) and ``/v1/chat/completions``, streaming or not, with
+forced output lengths, vLLM's ``usage`` (``stream_options.include_usage`` and
+``continuous_usage_stats``), ``/tokenize``, ``/v1/models`` and ``/health``. Its tokenizer is one token
+per whitespace-separated word. Tokens are paced on a fixed schedule from the request's arrival (first
+after ``ttft``, then one every ``itl``), so its own sleeps do not accumulate error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+
+@dataclass(frozen=True, slots=True)
+class MockConfig:
+    ttft_s: float = 0.05
+    itl_s: float = 0.01
+    default_output_tokens: int = 16
+    max_model_len: int = 32768
+    model: str = "mock"
+
+
+def count_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    prompt = body.get("prompt", "")
+    if isinstance(prompt, list):
+        if prompt and isinstance(prompt[0], list):
+            return len(prompt[0])
+        if all(isinstance(p, int) for p in prompt):
+            return len(prompt)
+        return count_tokens(" ".join(map(str, prompt)))
+    return count_tokens(str(prompt))
+
+
+def _chat_tokens(messages: list[dict[str, Any]]) -> int:
+    return sum(count_tokens(str(m.get("content", ""))) for m in messages)
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def create_app(config: MockConfig = MockConfig()) -> FastAPI:
+    app = FastAPI(title="joulebench mock OpenAI server", docs_url=None, redoc_url=None)
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=status)
+
+    async def generate(request: Request, chat: bool) -> Any:
+        arrived = time.perf_counter()
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return error(400, "the body is not JSON")
+        n_in = _chat_tokens(body.get("messages", [])) if chat else _prompt_tokens(body)
+        n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or config.default_output_tokens)
+        if n_in + n_out > config.max_model_len:
+            return error(400, f"{n_in} + {n_out} tokens exceed max_model_len {config.max_model_len}")
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
+        obj = "chat.completion" if chat else "text_completion"
+
+        async def at(k: int) -> None:  # token k (0-based) is due at arrival + ttft + k·itl
+            delay = arrived + config.ttft_s + k * config.itl_s - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+        if not body.get("stream"):
+            await at(n_out - 1)
+            text = " ".join(["tok"] * n_out)
+            choice = {"index": 0, "finish_reason": "length"}
+            choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            return {"id": rid, "object": obj, "model": config.model, "choices": [choice], "usage": _usage(n_in, n_out)}
+
+        opts = body.get("stream_options") or {}
+        continuous = bool(opts.get("continuous_usage_stats"))
+        include_usage = bool(opts.get("include_usage")) or continuous
+
+        async def events() -> AsyncIterator[bytes]:
+            created = int(time.time())
+            for k in range(n_out):
+                await at(k)
+                delta = {"delta": {"content": " tok" if k else "tok"}} if chat else {"text": " tok" if k else "tok"}
+                chunk: dict[str, Any] = {
+                    "id": rid, "object": f"{obj}.chunk" if chat else obj, "created": created, "model": config.model,
+                    "choices": [{"index": 0, **delta, "finish_reason": "length" if k == n_out - 1 else None}],
+                }  # fmt: skip
+                if continuous:
+                    chunk["usage"] = _usage(n_in, k + 1)
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+            if include_usage:
+                final = {"id": rid, "object": obj, "created": created, "model": config.model, "choices": [],
+                         "usage": _usage(n_in, n_out)}  # fmt: skip
+                yield f"data: {json.dumps(final)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Any:
+        return await generate(request, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Any:
+        return await generate(request, chat=True)
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> Any:
+        body = await request.json()
+        n = _chat_tokens(body["messages"]) if "messages" in body else count_tokens(str(body.get("prompt", "")))
+        return {"count": n, "max_model_len": config.max_model_len, "tokens": list(range(n))}
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": config.model, "object": "model", "max_model_len": config.max_model_len}],
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {}
+
+    return app

@@ -1,0 +1,133 @@
+"""One record per request, with every lifecycle time; appended to ``requests.jsonl`` as each ends.
+
+A failed request is a record with a status, never an exception that ends the run. TTFT and E2E are
+given from the time the request was sent and from the time it was scheduled (so a late sender cannot
+hide its lateness: no coordinated omission), and the schedule lag itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from loadgen.errors import LoadgenError
+
+Status = Literal["ok", "http_error", "timeout", "disconnect", "short_output", "bad_stream", "interrupted"]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    trace_index: int
+    scheduled_s: float  # Unix seconds
+    input_tokens: int  # asked for
+    output_tokens: int  # asked for (forced)
+    klass: str = ""
+    sent_s: float | None = None
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    chunks: list[tuple[float, int]] = field(default_factory=list)  # (time, tokens in the chunk)
+    usage_input_tokens: int | None = None
+    usage_output_tokens: int | None = None
+    status: Status | None = None
+    http_status: int | None = None
+    error: str = ""
+
+    @property
+    def schedule_lag_s(self) -> float | None:
+        return None if self.sent_s is None else self.sent_s - self.scheduled_s
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None or self.sent_s is None else self.first_token_s - self.sent_s
+
+    @property
+    def ttft_from_schedule_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.scheduled_s
+
+    @property
+    def e2e_s(self) -> float | None:
+        return None if self.last_token_s is None or self.sent_s is None else self.last_token_s - self.sent_s
+
+    @property
+    def e2e_from_schedule_s(self) -> float | None:
+        return None if self.last_token_s is None else self.last_token_s - self.scheduled_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean time per output token after the first."""
+        n = self.usage_output_tokens
+        if n is None or n < 2 or self.first_token_s is None or self.last_token_s is None:
+            return None
+        return (self.last_token_s - self.first_token_s) / (n - 1)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            schedule_lag_s=self.schedule_lag_s,
+            ttft_s=self.ttft_s,
+            ttft_from_schedule_s=self.ttft_from_schedule_s,
+            e2e_s=self.e2e_s,
+            e2e_from_schedule_s=self.e2e_from_schedule_s,
+            tpot_s=self.tpot_s,
+        )
+        return out
+
+
+class RecordWriter:
+    """Appends records to a JSONL file, flushed as each request ends.
+
+    ``open`` checks the path is writable before any traffic is sent; ``close(in_flight)`` marks the
+    requests still running as ``interrupted``, so a crash or Ctrl-C loses none that finished.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._f: Any = None
+        self._lock = threading.Lock()
+        self.written = 0
+
+    def open(self) -> RecordWriter:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = self.path.open("a", encoding="utf-8")
+            self._f.write("")
+            self._f.flush()
+        except OSError as err:
+            raise LoadgenError(f"cannot write the request records to {self.path}: {err.strerror or err}") from err
+        return self
+
+    def write(self, record: RequestRecord) -> None:
+        line = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._f is None:
+                raise LoadgenError("the record writer is not open")
+            self._f.write(line)
+            self._f.flush()  # in the OS's hands: a crash of this process loses nothing written
+            self.written += 1
+
+    def close(self, in_flight: list[RequestRecord] | tuple[RequestRecord, ...] = ()) -> None:
+        for record in in_flight:
+            if record.status is None:
+                record.status = "interrupted"
+                record.error = record.error or "the run ended while the request was in flight"
+                self.write(record)
+        with self._lock:
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a run; a torn last line (the process died mid-write) is skipped."""
+    out = []
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out

@@ -1,0 +1,184 @@
+"""Request traces: the Azure LLM inference traces as published, and generic CSV/JSONL with a mapping.
+
+A trace is a list of ``TraceRequest`` (arrival time in seconds from the trace's first request, input
+and output token counts, a class label). Prompt text is never needed: replay sends exactly
+``input_tokens`` token ids and forces exactly ``output_tokens``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+from loadgen.errors import TraceError
+
+log = logging.getLogger(__name__)
+
+#: Named traces: file name in the public repository Azure/AzurePublicDataset (CC-BY 4.0; cite Patel et
+#: al., "Splitwise", ISCA 2024).
+NAMED = {
+    "azure-conv": "AzureLLMInferenceTrace_conv.csv",
+    "azure-code": "AzureLLMInferenceTrace_code.csv",
+}
+DOWNLOAD_BASE = "https://raw.githubusercontent.com/Azure/AzurePublicDataset/master/data"
+DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "traces"
+AZURE_COLUMNS = {"timestamp": "TIMESTAMP", "input": "ContextTokens", "output": "GeneratedTokens"}
+
+
+@dataclass(frozen=True, slots=True)
+class TraceRequest:
+    arrival_s: float  # from the trace's first request
+    input_tokens: int
+    output_tokens: int
+    klass: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    name: str
+    requests: list[TraceRequest]
+    clipped: int = 0  # requests whose lengths were clipped to the model's context
+
+    @property
+    def duration_s(self) -> float:
+        return self.requests[-1].arrival_s - self.requests[0].arrival_s if len(self.requests) > 1 else 0.0
+
+    @property
+    def rate_per_s(self) -> float:
+        return (len(self.requests) - 1) / self.duration_s if self.duration_s > 0 else 0.0
+
+    def first(self, n: int) -> Trace:
+        return replace(self, requests=self.requests[:n])
+
+    def window(self, start_s: float, duration_s: float) -> Trace:
+        """The requests arriving in [start, start + duration), times made relative to the window's start."""
+        kept = [
+            replace(r, arrival_s=r.arrival_s - start_s)
+            for r in self.requests
+            if start_s <= r.arrival_s < start_s + duration_s
+        ]
+        return replace(self, requests=kept)
+
+    def clip(self, max_model_len: int) -> Trace:
+        """Fit every request in the context: output first capped, then input; counts what was clipped."""
+        out, clipped = [], 0
+        for r in self.requests:
+            o = min(r.output_tokens, max_model_len - 1)
+            i = min(r.input_tokens, max_model_len - o)
+            if (i, o) != (r.input_tokens, r.output_tokens):
+                clipped += 1
+                r = replace(r, input_tokens=i, output_tokens=o)
+            out.append(r)
+        return replace(self, requests=out, clipped=self.clipped + clipped)
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds from an Azure TIMESTAMP (``2023-11-16 18:15:46.6805900``: 7 fractional digits) or
+    a plain number of seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    whole, _, frac = text.partition(".")
+    base = datetime.fromisoformat(whole)
+    return base.timestamp() + (float(f"0.{frac}") if frac else 0.0)
+
+
+def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
+    if path.suffix in (".jsonl", ".ndjson"):
+        with path.open() as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise TraceError(f"{path} line {n}: not JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise TraceError(f"{path} line {n}: expected a JSON object")
+                yield n, row
+    else:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            for row in reader:
+                yield reader.line_num, row
+
+
+def read_trace(
+    path: Path, columns: Mapping[str, str] = AZURE_COLUMNS, klass: str = "", name: str | None = None
+) -> Trace:
+    """Read a CSV or JSONL trace. ``columns`` maps ``timestamp``, ``input``, ``output`` to the file's names."""
+    path = Path(path)
+    if not path.is_file():
+        raise TraceError(f"{path}: no such trace file")
+    requests: list[tuple[float, int, int]] = []
+    for n, row in _rows(path):
+        values = []
+        for key in ("timestamp", "input", "output"):
+            col = columns[key]
+            raw = row.get(col)
+            if raw is None or raw == "":
+                raise TraceError(f"{path} line {n}: no {col!r} (columns: {', '.join(map(str, row))})")
+            try:
+                values.append(parse_timestamp(str(raw)) if key == "timestamp" else int(str(raw)))
+            except ValueError:
+                kind = "a timestamp" if key == "timestamp" else "an integer"
+                raise TraceError(f"{path} line {n}: {col} {raw!r} is not {kind}") from None
+        t, i, o = values
+        if i < 1 or o < 1:
+            raise TraceError(f"{path} line {n}: token counts must be positive, got {i} in, {o} out")
+        requests.append((float(t), int(i), int(o)))
+    if not requests:
+        raise TraceError(f"{path}: the trace has no requests")
+    requests.sort(key=lambda r: r[0])
+    t0 = requests[0][0]
+    return Trace(
+        name=name or path.stem,
+        requests=[TraceRequest(t - t0, i, o, klass) for t, i, o in requests],
+    )
+
+
+def resolve_trace(
+    name_or_path: str,
+    trace_dir: Path | None = None,
+    cache_dir: Path = DEFAULT_CACHE,
+    download_base: str = DOWNLOAD_BASE,
+) -> Trace:
+    """``azure-conv`` / ``azure-code`` (from ``trace_dir``, else the cache, else downloaded once), or a path."""
+    if name_or_path not in NAMED:
+        return read_trace(Path(name_or_path))
+    filename = NAMED[name_or_path]
+    klass = name_or_path.removeprefix("azure-")
+    for folder in (trace_dir, cache_dir):
+        if folder is not None and (Path(folder) / filename).is_file():
+            return read_trace(Path(folder) / filename, klass=klass, name=name_or_path)
+    target = Path(cache_dir) / filename
+    url = f"{download_base}/{filename}"
+    log.warning("downloading %s to %s (once)", url, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as r:
+            data = r.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise TraceError(
+            f"{name_or_path} is not in {trace_dir or 'a --trace-dir'} nor in {cache_dir}, and downloading "
+            f"{url} failed ({err}): pass --trace-dir with the file, or a trace path"
+        ) from None
+    tmp = target.with_suffix(".part")
+    tmp.write_bytes(data)
+    tmp.rename(target)
+    return read_trace(target, klass=klass, name=name_or_path)
+
+
+def merge(traces: Iterable[Trace], name: str) -> Trace:
+    """One trace of several, by arrival time (e.g. the conversation and code streams together)."""
+    requests = sorted((r for t in traces for r in t.requests), key=lambda r: r.arrival_s)
+    return Trace(name=name, requests=requests)

@@ -1,0 +1,82 @@
+"""The mock OpenAI server as users run it: a real process, streamed completions, set latencies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from loadgen.sse import SSEParser
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.contextmanager
+def mock_server(*args: str) -> Iterator[str]:
+    with subprocess.Popen(
+        [sys.executable, "-m", "joulebench", "mock-server", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline()
+            m = re.search(r"listening on (http://\S+)", line)
+            assert m, line + (proc.stderr.read() if proc.stderr else "")
+            yield m.group(1)
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=10) == 0
+
+
+def stream(client: httpx2.Client, path: str, body: dict) -> tuple[list[dict], float, float]:
+    parser, events = SSEParser(), []
+    t0 = time.perf_counter()
+    first = None
+    with client.stream("POST", path, json=body) as r:
+        assert r.status_code == 200
+        for chunk in r.iter_bytes():
+            for data in parser.feed(chunk):
+                if data == "[DONE]":
+                    continue
+                event = json.loads(data)
+                if first is None and event["choices"]:
+                    first = time.perf_counter() - t0
+                events.append(event)
+    return events, first or 0.0, time.perf_counter() - t0
+
+
+def test_streams_forced_lengths_at_the_set_pace():
+    with mock_server("--ttft-ms", "80", "--itl-ms", "5") as url, httpx2.Client(base_url=url, timeout=10) as client:
+        body = {
+            "model": "mock", "prompt": list(range(37)), "max_tokens": 20, "min_tokens": 20, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }  # fmt: skip
+        events, ttft, e2e = stream(client, "/v1/completions", body)
+        token_events = [e for e in events if e["choices"]]
+        assert len(token_events) == 20
+        assert [e["usage"]["completion_tokens"] for e in token_events] == list(range(1, 21))
+        assert events[-1]["usage"] == {"prompt_tokens": 37, "completion_tokens": 20, "total_tokens": 57}
+        assert 0.08 <= ttft < 0.2
+        assert 0.08 + 19 * 0.005 <= e2e < 0.5
+
+
+def test_chat_tokenize_and_plain_completions():
+    with mock_server("--ttft-ms", "0", "--itl-ms", "0") as url, httpx2.Client(base_url=url, timeout=10) as client:
+        assert client.post("/tokenize", json={"prompt": "one two three"}).json()["count"] == 3
+        chat = {"model": "mock", "messages": [{"role": "user", "content": "a b c d"}], "max_tokens": 4, "stream": True}
+        events, _, _ = stream(client, "/v1/chat/completions", chat)
+        assert "".join(e["choices"][0]["delta"]["content"] for e in events) == "tok tok tok tok"
+        plain = client.post("/v1/completions", json={"model": "mock", "prompt": "x y", "max_tokens": 3}).json()
+        assert plain["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+        too_long = client.post("/v1/completions", json={"prompt": list(range(40000)), "max_tokens": 1})
+        assert too_long.status_code == 400 and "max_model_len" in too_long.json()["error"]["message"]
+        assert client.get("/health").status_code == 200

@@ -1,0 +1,94 @@
+"""Traces: the real Azure files, malformed rows, generic CSV/JSONL, selection, clipping, names."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loadgen.errors import TraceError
+from loadgen.traces import merge, parse_timestamp, read_trace, resolve_trace
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"needs the shared traces beside the checkout ({SHARED})")
+
+
+@needs_shared
+@pytest.mark.parametrize(
+    ("name", "n", "rate", "first"),
+    [("azure-conv", 19366, 5.53, (374, 44)), ("azure-code", 8819, 2.57, (4808, 10))],
+)
+def test_the_published_azure_traces(name, n, rate, first):
+    t = resolve_trace(name, trace_dir=SHARED)
+    assert len(t.requests) == n
+    assert t.rate_per_s == pytest.approx(rate, abs=0.01)
+    assert (t.requests[0].input_tokens, t.requests[0].output_tokens) == first
+    assert t.requests[0].arrival_s == 0.0 and t.requests[0].klass == name.removeprefix("azure-")
+    assert all(a.arrival_s <= b.arrival_s for a, b in zip(t.requests, t.requests[1:], strict=False))
+
+
+def test_sub_microsecond_timestamps():
+    a = parse_timestamp("2023-11-16 18:15:46.6805900")
+    b = parse_timestamp("2023-11-16 18:15:50.9951690")
+    assert b - a == pytest.approx(4.314579, abs=1e-6)
+    assert parse_timestamp("12.5") == 12.5
+
+
+def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n1,10,5\n2,ten,5\n",
+            r"line 3: ContextTokens 'ten' is not an integer",
+        ),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n1,10,5\nyesterday,10,5\n", r"line 3: TIMESTAMP 'yesterday'"),
+        ("TIMESTAMP,ContextTokens\n1,10\n", r"line 2: no 'GeneratedTokens'"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n1,10,0\n", r"line 2: token counts must be positive"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n", r"has no requests"),
+    ],
+)
+def test_malformed_rows_name_the_line(tmp_path, body, message):
+    with pytest.raises(TraceError, match=message):
+        read_trace(write(tmp_path, body))
+
+
+def test_generic_jsonl_with_a_column_mapping(tmp_path):
+    rows = [{"t": 5.0, "in": 100, "out": 7}, {"t": 2.0, "in": 50, "out": 3}]
+    p = write(tmp_path, "\n".join(json.dumps(r) for r in rows) + "\n", "x.jsonl")
+    t = read_trace(p, columns={"timestamp": "t", "input": "in", "output": "out"})
+    assert [(r.arrival_s, r.input_tokens, r.output_tokens) for r in t.requests] == [(0.0, 50, 3), (3.0, 100, 7)]
+    bad = write(tmp_path, '{"t": 1, "in": 1, "out": 1}\n{oops\n', "bad.jsonl")
+    with pytest.raises(TraceError, match="line 2: not JSON"):
+        read_trace(bad, columns={"timestamp": "t", "input": "in", "output": "out"})
+
+
+def test_selection_and_clipping(tmp_path):
+    body = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i},{100 * (i + 1)},{50}\n" for i in range(10))
+    t = read_trace(write(tmp_path, body))
+    assert len(t.first(3).requests) == 3
+    w = t.window(2.0, 3.0)
+    assert [r.arrival_s for r in w.requests] == [0.0, 1.0, 2.0]
+    clipped = t.clip(512)
+    assert clipped.clipped == 6  # inputs of 500+ do not fit with 50 outputs
+    assert all(r.input_tokens + r.output_tokens <= 512 for r in clipped.requests)
+
+
+def test_a_named_trace_offline_says_what_to_do(tmp_path):
+    with pytest.raises(TraceError, match=r"azure-conv is not in .*downloading .* failed .*--trace-dir"):
+        resolve_trace(
+            "azure-conv", trace_dir=tmp_path, cache_dir=tmp_path / "cache", download_base="http://127.0.0.1:9"
+        )
+
+
+def test_merge_orders_by_arrival(tmp_path):
+    a = read_trace(write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n0,1,1\n2,1,1\n", "a.csv"), klass="conv")
+    b = read_trace(write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n0,2,2\n1,2,2\n", "b.csv"), klass="code")
+    m = merge([a, b], "both")
+    assert [(r.arrival_s, r.klass) for r in m.requests] == [(0.0, "conv"), (0.0, "code"), (1.0, "code"), (2.0, "conv")]
