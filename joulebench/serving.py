@@ -64,7 +64,9 @@ class AppServer:
 
         self._sock = listen(self.host, self.port)
         self.port = self._sock.getsockname()[1]
-        self.server = Server(uvicorn.Config(self.app, log_level=self.log_level, lifespan="off"))
+        # A stalled client connection must not hold the shutdown forever.
+        config = uvicorn.Config(self.app, log_level=self.log_level, lifespan="off", timeout_graceful_shutdown=3)
+        self.server = Server(config)
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self.server.handle_exit)
         return self

@@ -7,6 +7,11 @@ forced output lengths, vLLM's ``usage`` (``stream_options.include_usage`` and
 ``continuous_usage_stats``), ``/tokenize``, ``/v1/models`` and ``/health``. Its tokenizer is one token
 per whitespace-separated word. Tokens are paced on a fixed schedule from the request's arrival (first
 after ``ttft``, then one every ``itl``), so its own sleeps do not accumulate error.
+
+For failure tests a request may ask for a fault with the body field ``mock_fault``: ``status:CODE``
+(answer HTTP CODE, e.g. 429, 500, 503), ``stall`` (one token, then silence), ``disconnect`` (half
+the tokens, then the connection drops), ``garbage`` (an event that is not JSON), ``short`` (half
+the tokens, then a clean end).
 """
 
 from __future__ import annotations
@@ -71,6 +76,9 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
         n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or config.default_output_tokens)
         if n_in + n_out > config.max_model_len:
             return error(400, f"{n_in} + {n_out} tokens exceed max_model_len {config.max_model_len}")
+        fault = str(body.get("mock_fault", ""))
+        if fault.startswith("status:"):
+            return error(int(fault.split(":", 1)[1]), f"mock fault {fault}")
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
         obj = "chat.completion" if chat else "text_completion"
 
@@ -92,8 +100,13 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
 
         async def events() -> AsyncIterator[bytes]:
             created = int(time.time())
-            for k in range(n_out):
+            sent = n_out // 2 if fault in ("disconnect", "short") else n_out
+            for k in range(sent):
                 await at(k)
+                if fault == "stall" and k == 1:
+                    await asyncio.sleep(3600)
+                if fault == "garbage" and k == 1:
+                    yield b"data: {this is not json\n\n"
                 delta = {"delta": {"content": " tok" if k else "tok"}} if chat else {"text": " tok" if k else "tok"}
                 chunk: dict[str, Any] = {
                     "id": rid, "object": f"{obj}.chunk" if chat else obj, "created": created, "model": config.model,
@@ -102,9 +115,11 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
                 if continuous:
                     chunk["usage"] = _usage(n_in, k + 1)
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
+            if fault == "disconnect":
+                raise ConnectionAbortedError("mock fault: the connection drops mid-stream")
             if include_usage:
                 final = {"id": rid, "object": obj, "created": created, "model": config.model, "choices": [],
-                         "usage": _usage(n_in, n_out)}  # fmt: skip
+                         "usage": _usage(n_in, sent)}  # fmt: skip
                 yield f"data: {json.dumps(final)}\n\n".encode()
             yield b"data: [DONE]\n\n"
 

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import re
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 
 import httpx2
 import pytest
+from servers import mock_server
 
 from loadgen.sse import SSEParser
 
 pytestmark = pytest.mark.integration
-
-
-@contextlib.contextmanager
-def mock_server(*args: str) -> Iterator[str]:
-    with subprocess.Popen(
-        [sys.executable, "-m", "joulebench", "mock-server", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            line = proc.stdout.readline()
-            m = re.search(r"listening on (http://\S+)", line)
-            assert m, line + (proc.stderr.read() if proc.stderr else "")
-            yield m.group(1)
-        finally:
-            proc.terminate()
-            assert proc.wait(timeout=10) == 0
 
 
 def stream(client: httpx2.Client, path: str, body: dict) -> tuple[list[dict], float, float]:

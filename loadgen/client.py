@@ -1,0 +1,135 @@
+"""The OpenAI streaming client: one request in, one ``RequestRecord`` out, whatever happens.
+
+Uses the standard library's ``http.client``: blocking code that gevent's monkey-patching makes
+cooperative under Locust, and that runs as is in a thread. Token-id prompts of exact length go to
+``/v1/completions`` (the default); ``/v1/chat/completions`` takes text. Output length is forced
+(``max_tokens``, ``min_tokens``, ``ignore_eos``). Every chunk's arrival time and token count is
+kept (``continuous_usage_stats`` gives exact counts where the server serves them; otherwise a chunk
+with text counts as one token). A failure is a status on the record, never an exception:
+``http_error``, ``timeout`` (no byte for ``timeout_s``), ``disconnect`` (the stream ended before
+``[DONE]``, or the connection failed), ``bad_stream`` (an event that is not JSON), ``short_output``
+(fewer tokens than forced).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loadgen.records import RequestRecord
+from loadgen.sse import SSEParser
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    base_url: str
+    model: str
+    chat: bool = False
+    timeout_s: float = 300.0  # the longest wait for any byte
+    api_key: str | None = None
+    continuous_usage: bool = True
+
+    @property
+    def path(self) -> str:
+        prefix = urllib.parse.urlsplit(self.base_url).path.rstrip("/")
+        return f"{prefix}/v1/chat/completions" if self.chat else f"{prefix}/v1/completions"
+
+
+def request_body(config: ClientConfig, prompt: list[int] | str, output_tokens: int) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": config.model,
+        "max_tokens": output_tokens,
+        "min_tokens": output_tokens,
+        "ignore_eos": True,
+        "temperature": 0.0,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": config.continuous_usage},
+    }
+    if config.chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    return body
+
+
+def send(
+    config: ClientConfig, record: RequestRecord, body: dict[str, Any], clock: Callable[[], float] = time.time
+) -> RequestRecord:
+    """Send ``body``, stream the answer into ``record`` and set its status. Never raises for the server."""
+    url = urllib.parse.urlsplit(config.base_url)
+    conn_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = conn_type(url.hostname or "127.0.0.1", url.port, timeout=config.timeout_s)
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if config.api_key:
+        headers["Authorization"] = f"Bearer {config.api_key}"
+    payload = json.dumps(body).encode()
+    try:
+        record.sent_s = clock()
+        conn.request("POST", config.path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        record.http_status = resp.status
+        if resp.status != 200:
+            record.status = "http_error"
+            record.error = f"HTTP {resp.status}: {resp.read(500).decode(errors='replace').strip()}"
+            return record
+        _stream(resp, record, clock)
+    except TimeoutError:
+        record.status = "timeout"
+        record.error = f"no data for {config.timeout_s:g} s"
+    except (ConnectionError, http.client.HTTPException, OSError) as err:
+        record.status = "disconnect"
+        record.error = f"{type(err).__name__}: {err}"
+    finally:
+        conn.close()
+    return record
+
+
+def _stream(resp: http.client.HTTPResponse, record: RequestRecord, clock: Callable[[], float]) -> None:
+    parser = SSEParser()
+    done = False
+    counted = 0
+    while not done:
+        data = resp.read1(65536)
+        if not data:
+            break
+        now = clock()
+        for event in parser.feed(data):
+            if event == "[DONE]":
+                done = True
+                break
+            try:
+                obj = json.loads(event)
+            except json.JSONDecodeError:
+                record.status = "bad_stream"
+                record.error = f"an event is not JSON: {event[:200]!r}"
+                return
+            if "error" in obj and not obj.get("choices"):
+                record.status = "http_error"
+                record.error = f"error in stream: {json.dumps(obj['error'])[:300]}"
+                return
+            usage = obj.get("usage")
+            if usage:
+                record.usage_input_tokens = usage.get("prompt_tokens")
+                record.usage_output_tokens = usage.get("completion_tokens")
+            if obj.get("choices"):
+                n = (record.usage_output_tokens - counted) if usage and record.usage_output_tokens else 1
+                counted += n
+                if record.first_token_s is None:
+                    record.first_token_s = now
+                record.last_token_s = now
+                record.chunks.append((now, n))
+    if not done:
+        record.status = "disconnect"
+        record.error = "the stream ended before [DONE]"
+    elif record.usage_output_tokens is None:
+        record.usage_output_tokens = counted
+        record.status = "ok" if counted >= record.output_tokens else "short_output"
+    else:
+        record.status = "ok" if record.usage_output_tokens >= record.output_tokens else "short_output"
+    if record.status == "short_output":
+        record.error = f"{record.usage_output_tokens} of {record.output_tokens} output tokens"

@@ -1,0 +1,74 @@
+"""The streaming client against the real mock server: exact records and every failure status."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from servers import mock_server
+
+from loadgen.client import ClientConfig, request_body, send
+from loadgen.records import RequestRecord
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def url():
+    with mock_server("--ttft-ms", "50", "--itl-ms", "2") as u:
+        yield u
+
+
+def run(url: str, n_out: int = 10, chat: bool = False, timeout_s: float = 10.0, **extra) -> RequestRecord:
+    config = ClientConfig(base_url=url, model="mock", chat=chat, timeout_s=timeout_s)
+    prompt = "a b c d e" if chat else list(range(2, 42))
+    record = RequestRecord("r", 0, scheduled_s=time.time(), input_tokens=5 if chat else 40, output_tokens=n_out)
+    return send(config, record, {**request_body(config, prompt, n_out), **extra})
+
+
+def test_a_good_stream_gives_every_time_and_count(url):
+    r = run(url, 10)
+    assert r.status == "ok", r.error
+    assert (r.usage_input_tokens, r.usage_output_tokens) == (40, 10)
+    assert len(r.chunks) == 10 and sum(n for _, n in r.chunks) == 10
+    # never faster than the mock's configured pace (how close is the capacity benchmark's job)
+    assert 0.05 <= r.ttft_s < 0.5
+    assert 0.05 + 9 * 0.002 <= r.e2e_s < 0.6
+    assert all(b[0] >= a[0] for a, b in zip(r.chunks, r.chunks[1:], strict=False))
+    assert r.sent_s >= r.scheduled_s and r.first_token_s <= r.last_token_s
+
+
+def test_chat_with_text(url):
+    r = run(url, 4, chat=True)
+    assert r.status == "ok" and r.usage_input_tokens == 5 and r.usage_output_tokens == 4
+
+
+@pytest.mark.parametrize("code", [429, 500, 503])
+def test_http_errors(url, code):
+    r = run(url, mock_fault=f"status:{code}")
+    assert (r.status, r.http_status) == ("http_error", code) and f"HTTP {code}" in r.error
+
+
+def test_a_stalled_server_times_out(url):
+    r = run(url, 10, timeout_s=0.5, mock_fault="stall")
+    assert r.status == "timeout" and r.first_token_s is not None and "0.5 s" in r.error
+
+
+def test_a_dropped_connection_is_a_disconnect(url):
+    r = run(url, 10, mock_fault="disconnect")
+    assert r.status == "disconnect" and len(r.chunks) == 5
+
+
+def test_a_broken_event_is_a_bad_stream(url):
+    r = run(url, 10, mock_fault="garbage")
+    assert r.status == "bad_stream" and "not JSON" in r.error
+
+
+def test_fewer_tokens_than_forced_is_short_output(url):
+    r = run(url, 10, mock_fault="short")
+    assert r.status == "short_output" and r.usage_output_tokens == 5 and "5 of 10" in r.error
+
+
+def test_nobody_listening_is_a_disconnect():
+    r = run("http://127.0.0.1:9", 3)
+    assert r.status == "disconnect" and "Connection" in r.error
