@@ -63,6 +63,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     loadgen_cli.add_mock_arguments(p)
     p.set_defaults(run=loadgen_cli.run_mock)
+    p = sub.add_parser(
+        "replay",
+        help="replay a trace at a controlled rate, headless, with a summary",
+        description=loadgen_cli.REPLAY_DESCRIPTION,
+    )
+    loadgen_cli.add_replay_arguments(p)
+    p.set_defaults(run=loadgen_cli.run_replay)
+    sub.add_parser(
+        "locust",
+        help="Locust's web UI with the trace replay loaded (arguments go to locust)",
+        description=loadgen_cli.LOCUST_DESCRIPTION,
+        add_help=False,
+    )
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["locust"]:  # everything after it is Locust's
+        return loadgen_cli.run_locust(argv[1:])
     return run_command(parser, lambda args: args.run(args), argv)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import signal
+from pathlib import Path
 
 from joulebench.serving import AppServer
 from loadgen.errors import LoadgenError
@@ -36,6 +39,107 @@ def run_mock(args: argparse.Namespace) -> int:
     return 0
 
 
+REPLAY_DESCRIPTION = (
+    "Replay a trace at a controlled arrival rate against an OpenAI server, headless (Locust as a library), "
+    "with a progress bar and a summary table; every request's record goes to --records."
+)
+
+
+def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
+    from loadgen.locustfile import OPTIONS
+
+    parser.add_argument("--target", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
+    for name, (default, help_text) in OPTIONS.items():
+        flag = "--" + name.removeprefix("jb_").replace("_", "-")
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=name, action="store_true", help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=type(default), default=default,
+                                help=f"{help_text} (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--summary", type=Path, help="also write the summary as JSON here")
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    import gevent
+    from locust import events
+    from locust.env import Environment
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from loadgen.client import served_model
+    from loadgen.locustfile import OPTIONS, TraceReplayUser, build_schedule
+    from loadgen.records import RecordWriter, read_records
+    from loadgen.summary import summarize
+
+    options = argparse.Namespace(**{name: getattr(args, name) for name in OPTIONS})
+    # Fail before any traffic: the server, the trace and the records file.
+    _, max_len = served_model(args.target)
+    if not options.jb_max_model_len and max_len:
+        options.jb_max_model_len = int(max_len)
+    _, schedule = build_schedule(options)
+    RecordWriter(Path(options.jb_records)).open().close()
+    records_before = len(read_records(Path(options.jb_records))) if Path(options.jb_records).exists() else 0
+
+    env = Environment(user_classes=[TraceReplayUser], events=events, host=args.target, parsed_options=options)
+    finished = [0]
+    events.request.add_listener(lambda **_: finished.__setitem__(0, finished[0] + 1))
+    runner = env.create_local_runner()
+    stopped = [False]
+
+    def stop(*_: object) -> None:
+        stopped[0] = True
+        runner.quit()
+
+    gevent.signal_handler(signal.SIGINT, stop)
+    gevent.signal_handler(signal.SIGTERM, stop)
+    runner.start(1, spawn_rate=1)
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"{schedule.label}: {len(schedule)} requests", total=len(schedule))
+        while finished[0] < len(schedule) and not stopped[0]:
+            progress.update(task, completed=finished[0])
+            gevent.sleep(0.2)
+    if not stopped[0]:
+        runner.quit()
+    records = read_records(Path(options.jb_records))[records_before:]
+    summary = summarize(records)
+    _print_summary(summary, schedule.label, options.jb_records)
+    if args.summary:
+        args.summary.write_text(json.dumps(summary, indent=2) + "\n")
+    return 130 if stopped[0] else 0
+
+
+def _print_summary(s: dict, label: str, records: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{1000 * v:.1f}"
+
+    t = Table(title=f"replay {label}: {s['ok']}/{s['requests']} ok, {s['achieved_rate_per_s']:.2f} req/s achieved")
+    for col in ("", "p50 ms", "p90 ms", "p99 ms"):
+        t.add_column(col, justify="right")
+    for name in ("ttft_s", "ttft_from_schedule_s", "tpot_s", "itl_s", "e2e_s", "schedule_lag_s"):
+        t.add_row(name.removesuffix("_s").replace("_", " "), *(ms(s[name][p]) for p in ("p50", "p90", "p99")))
+    Console().print(t)
+    errors = {k: v for k, v in s["statuses"].items() if k != "ok"}
+    print(f"tokens in/out: {s['input_tokens']}/{s['output_tokens']}; errors: {errors or 'none'}; records: {records}")
+
+
+LOCUST_DESCRIPTION = "Locust's own command with joulebench's trace replay loaded (-f): its web UI on 8089."
+
+
+def run_locust(extra: list[str]) -> int:
+    import os
+    import sys
+
+    from loadgen import locustfile
+
+    args = [sys.executable, "-m", "locust", "-f", locustfile.__file__, *extra]
+    os.execv(sys.executable, args)
+    return 0  # not reached
+
+
 def main(argv: list[str] | None = None) -> int:
     from joulebench.cli import run_command
 
@@ -44,4 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("mock-server", description=MOCK_DESCRIPTION)
     add_mock_arguments(p)
     p.set_defaults(run=run_mock)
+    p = sub.add_parser("replay", description=REPLAY_DESCRIPTION)
+    add_replay_arguments(p)
+    p.set_defaults(run=run_replay)
     return run_command(parser, lambda a: a.run(a), argv)

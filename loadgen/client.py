@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from loadgen.errors import LoadgenError
 from loadgen.records import RequestRecord
 from loadgen.sse import SSEParser
 
@@ -133,3 +134,21 @@ def _stream(resp: http.client.HTTPResponse, record: RequestRecord, clock: Callab
         record.status = "ok" if record.usage_output_tokens >= record.output_tokens else "short_output"
     if record.status == "short_output":
         record.error = f"{record.usage_output_tokens} of {record.output_tokens} output tokens"
+
+
+def served_model(base_url: str, timeout_s: float = 10.0) -> tuple[str, int | None]:
+    """The server's first model and its ``max_model_len`` (vLLM says it), from ``/v1/models``."""
+    url = urllib.parse.urlsplit(base_url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=timeout_s)
+    try:
+        conn.request("GET", f"{url.path.rstrip('/')}/v1/models")
+        resp = conn.getresponse()
+        data = json.loads(resp.read()) if resp.status == 200 else {}
+    except (OSError, http.client.HTTPException, json.JSONDecodeError) as err:
+        raise LoadgenError(f"no OpenAI server answers at {base_url} ({err}): start one, or check --target") from err
+    finally:
+        conn.close()
+    models = data.get("data") or []
+    if not models:
+        raise LoadgenError(f"{base_url}/v1/models lists no model")
+    return str(models[0]["id"]), models[0].get("max_model_len")

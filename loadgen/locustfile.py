@@ -1,0 +1,142 @@
+"""joulebench's Locust plugin: replay a trace at a controlled arrival rate, open loop.
+
+Run it with ``joulebench locust`` (Locust's web UI: trace, process, rate, duration and target are
+fields of its start form) or headless with ``joulebench replay``. One ``TraceReplayUser`` per process
+is the dispatcher: it builds the schedule, sleeps until each request's time and spawns a greenlet to
+send it, never waiting for a response before sending the next. Each request fires Locust's own
+``request`` event (so its UI and CSV stay right) and its full ``RequestRecord`` is appended to the
+records file as it ends; requests still in flight when the user stops are recorded as interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.pool
+import numpy as np
+from locust import User, events, task
+from locust.exception import StopUser
+
+from loadgen.arrivals import PROCESSES, Schedule
+from loadgen.client import ClientConfig, request_body, send, served_model
+from loadgen.errors import LoadgenError
+from loadgen.records import RecordWriter, RequestRecord
+from loadgen.traces import Trace, resolve_trace
+
+log = logging.getLogger(__name__)
+
+#: The options joulebench adds to Locust (``--jb-*``): name → (default, help).
+OPTIONS: dict[str, tuple[Any, str]] = {
+    "jb_trace": ("azure-conv", "trace: azure-conv, azure-code, or a CSV/JSONL path"),
+    "jb_trace_dir": ("", "folder holding the Azure trace files (else the cache, else downloaded)"),
+    "jb_process": ("trace", f"arrival process: {', '.join(PROCESSES)}"),
+    "jb_rate": (1.0, "time factor for trace/trace-resample (2: twice as fast), requests/s for the others"),
+    "jb_duration": (60.0, "seconds of schedule to replay"),
+    "jb_start": (0.0, "start this many seconds into the trace"),
+    "jb_seed": (0, "seed of the arrival process and the prompts"),
+    "jb_model": ("", "model name (default: the server's first)"),
+    "jb_chat": (False, "use /v1/chat/completions with text instead of token-id completions"),
+    "jb_max_model_len": (0, "clip requests to this context (0: the server's max_model_len if it says)"),
+    "jb_vocab": (2000, "token ids of prompts are drawn from [2, vocab)"),
+    "jb_timeout": (300.0, "seconds without a byte before a request times out"),
+    "jb_records": ("requests.jsonl", "append every request's record to this file"),
+}
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("joulebench", "trace replay at a controlled arrival rate")
+    for name, (default, help_text) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            group.add_argument(flag, action="store_true", default=default, help=help_text, include_in_web_ui=True)
+        else:
+            group.add_argument(flag, type=type(default), default=default, help=help_text, include_in_web_ui=True)
+
+
+def build_schedule(options: Any) -> tuple[Trace, Schedule]:
+    if options.jb_process not in PROCESSES:
+        raise LoadgenError(f"unknown arrival process {options.jb_process!r}: use one of {', '.join(PROCESSES)}")
+    trace = resolve_trace(options.jb_trace, trace_dir=Path(options.jb_trace_dir) if options.jb_trace_dir else None)
+    if options.jb_start:
+        trace = trace.window(options.jb_start, trace.duration_s + 1.0)
+    if options.jb_max_model_len:
+        trace = trace.clip(options.jb_max_model_len)
+    schedule = PROCESSES[options.jb_process](trace, options.jb_rate, options.jb_duration, options.jb_seed)
+    return trace, schedule
+
+
+def prompt_for(index: int, n_tokens: int, vocab: int, seed: int, chat: bool) -> list[int] | str:
+    """Distinct prompts (so no prefix cache makes a request cheaper than the trace says)."""
+    rng = np.random.default_rng((seed, index))
+    if chat:
+        return " ".join(f"w{x}" for x in rng.integers(0, 50_000, n_tokens))
+    return rng.integers(2, vocab, n_tokens).tolist()
+
+
+class TraceReplayUser(User):
+    """The dispatcher: one per process (``fixed_count``)."""
+
+    fixed_count = 1
+
+    def on_start(self) -> None:
+        self.in_flight: dict[str, RequestRecord] = {}
+        self.writer = RecordWriter(Path(self.environment.parsed_options.jb_records)).open()
+        self.sent = 0
+        self.done = 0
+
+    def on_stop(self) -> None:
+        writer = getattr(self, "writer", None)
+        if writer is not None:
+            writer.close(in_flight=list(self.in_flight.values()))
+
+    @task
+    def replay(self) -> None:
+        opts = self.environment.parsed_options
+        base_url = self.host or "http://127.0.0.1:8000"
+        model, max_len = served_model(base_url)
+        if not opts.jb_max_model_len and max_len:
+            opts.jb_max_model_len = int(max_len)
+        trace, schedule = build_schedule(opts)
+        config = ClientConfig(
+            base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat, timeout_s=opts.jb_timeout
+        )
+        log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
+        self.environment.jb_total = len(schedule)  # for progress displays
+        pool = gevent.pool.Pool()
+        start = time.time() + 0.2
+        for i, (t, idx) in enumerate(zip(schedule.times_s.tolist(), schedule.index.tolist(), strict=True)):
+            req = trace.requests[idx]
+            record = RequestRecord(
+                request_id=f"{i}", trace_index=idx, scheduled_s=start + t,
+                input_tokens=req.input_tokens, output_tokens=req.output_tokens, klass=req.klass,
+            )  # fmt: skip
+            body = request_body(config, prompt_for(idx, req.input_tokens, opts.jb_vocab, opts.jb_seed, config.chat),
+                                req.output_tokens)  # fmt: skip
+            delay = record.scheduled_s - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+            self.in_flight[record.request_id] = record
+            pool.spawn(self._one, config, record, body)
+            self.sent += 1
+        pool.join()
+        raise StopUser()
+
+    def _one(self, config: ClientConfig, record: RequestRecord, body: dict[str, Any]) -> None:
+        send(config, record, body)
+        self.in_flight.pop(record.request_id, None)
+        self.done += 1
+        self.writer.write(record)
+        failed = record.status != "ok"
+        self.environment.events.request.fire(
+            request_type="POST",
+            name=config.path,
+            response_time=1000 * (record.e2e_s or 0.0),
+            response_length=record.usage_output_tokens or 0,
+            exception=LoadgenError(f"{record.status}: {record.error}") if failed else None,
+            context={"ttft_s": record.ttft_s, "schedule_lag_s": record.schedule_lag_s, "klass": record.klass},
+        )
