@@ -3,9 +3,16 @@
 Run it with ``joulebench locust`` (Locust's web UI: trace, process, rate, duration and target are
 fields of its start form) or headless with ``joulebench replay``. One ``TraceReplayUser`` per process
 is the dispatcher: it builds the schedule, sleeps until each request's time and spawns a greenlet to
-send it, never waiting for a response before sending the next. Each request fires Locust's own
-``request`` event (so its UI and CSV stay right) and its full ``RequestRecord`` is appended to the
-records file as it ends; requests still in flight when the user stops are recorded as interrupted.
+send it, never waiting for a response before sending the next.
+
+Distributed (``--master`` and ``--worker``s, one user per worker): at test start the master sends
+every worker the plan, a common start time and the number of workers; each worker builds the same
+seeded schedule and sends the requests whose position modulo the number of workers is its index, so
+none is sent twice or lost, and writes its own records file (``requests.workerN.jsonl``).
+
+Each request fires Locust's own ``request`` event (so its UI and CSV stay right) and its full
+``RequestRecord`` is appended to the records file as it ends; requests still in flight when the user
+stops are recorded as interrupted.
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from typing import Any
 import gevent
 import gevent.pool
 import numpy as np
+from gevent.event import AsyncResult
 from locust import User, events, task
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen.arrivals import PROCESSES, Schedule
 from loadgen.client import ClientConfig, request_body, send, served_model
@@ -49,13 +58,41 @@ OPTIONS: dict[str, tuple[Any, str]] = {
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
-    group = parser.add_argument_group("joulebench", "trace replay at a controlled arrival rate")
+    # Locust's own add_argument (not a group's) takes include_in_web_ui: the fields of its start form.
     for name, (default, help_text) in OPTIONS.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
-            group.add_argument(flag, action="store_true", default=default, help=help_text, include_in_web_ui=True)
+            parser.add_argument(flag, action="store_true", default=default, help=help_text, include_in_web_ui=True)
         else:
-            group.add_argument(flag, type=type(default), default=default, help=help_text, include_in_web_ui=True)
+            parser.add_argument(flag, type=type(default), default=default, help=help_text, include_in_web_ui=True)
+
+
+@events.init.add_listener
+def _on_init(environment: Any, **_: Any) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+
+        def on_plan(msg: Any, **__: Any) -> None:
+            plan = AsyncResult()
+            plan.set(msg.data)
+            environment.jb_plan = plan
+
+        environment.runner.register_message("jb_plan", on_plan)
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        runner.send_message("jb_plan", {"start_s": time.time() + 1.0, "count": runner.worker_count})
+    elif not isinstance(runner, WorkerRunner):
+        plan = AsyncResult()
+        plan.set({"start_s": time.time() + 0.2, "count": 1})
+        environment.jb_plan = plan
+
+
+def records_path(path: str, index: int, count: int) -> Path:
+    p = Path(path)
+    return p if count == 1 else p.with_name(f"{p.stem}.worker{index}{p.suffix}")
 
 
 def build_schedule(options: Any) -> tuple[Trace, Schedule]:
@@ -79,24 +116,28 @@ def prompt_for(index: int, n_tokens: int, vocab: int, seed: int, chat: bool) -> 
 
 
 class TraceReplayUser(User):
-    """The dispatcher: one per process (``fixed_count``)."""
+    """The dispatcher: one per process (a second user in the same process stops at once)."""
 
-    fixed_count = 1
+    writer: RecordWriter | None = None
 
     def on_start(self) -> None:
         self.in_flight: dict[str, RequestRecord] = {}
-        self.writer = RecordWriter(Path(self.environment.parsed_options.jb_records)).open()
-        self.sent = 0
-        self.done = 0
 
     def on_stop(self) -> None:
-        writer = getattr(self, "writer", None)
-        if writer is not None:
-            writer.close(in_flight=list(self.in_flight.values()))
+        if self.writer is not None:
+            self.writer.close(in_flight=list(self.in_flight.values()))
+            self.environment.jb_dispatching = False
 
     @task
     def replay(self) -> None:
-        opts = self.environment.parsed_options
+        env = self.environment
+        if getattr(env, "jb_dispatching", False):
+            raise StopUser()  # this process already has its dispatcher
+        env.jb_dispatching = True
+        plan = env.jb_plan.get(timeout=60)
+        index = getattr(env.runner, "worker_index", 0) if isinstance(env.runner, WorkerRunner) else 0
+        opts = env.parsed_options
+        self.writer = RecordWriter(records_path(opts.jb_records, index, plan["count"])).open()
         base_url = self.host or "http://127.0.0.1:8000"
         model, max_len = served_model(base_url)
         if not opts.jb_max_model_len and max_len:
@@ -106,10 +147,11 @@ class TraceReplayUser(User):
             base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat, timeout_s=opts.jb_timeout
         )
         log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
-        self.environment.jb_total = len(schedule)  # for progress displays
         pool = gevent.pool.Pool()
-        start = time.time() + 0.2
+        start = plan["start_s"]
         for i, (t, idx) in enumerate(zip(schedule.times_s.tolist(), schedule.index.tolist(), strict=True)):
+            if i % plan["count"] != index:
+                continue
             req = trace.requests[idx]
             record = RequestRecord(
                 request_id=f"{i}", trace_index=idx, scheduled_s=start + t,
@@ -122,15 +164,14 @@ class TraceReplayUser(User):
                 gevent.sleep(delay)
             self.in_flight[record.request_id] = record
             pool.spawn(self._one, config, record, body)
-            self.sent += 1
         pool.join()
         raise StopUser()
 
     def _one(self, config: ClientConfig, record: RequestRecord, body: dict[str, Any]) -> None:
         send(config, record, body)
         self.in_flight.pop(record.request_id, None)
-        self.done += 1
-        self.writer.write(record)
+        if self.writer is not None:
+            self.writer.write(record)
         failed = record.status != "ok"
         self.environment.events.request.fire(
             request_type="POST",

@@ -109,3 +109,45 @@ def test_bad_input_is_one_line(tmp_path, args, message):
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert message in run.stderr
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_distributed_workers_split_one_schedule(tmp_path, trace):
+    plugin = Path(__file__).resolve().parents[1] / "loadgen" / "locustfile.py"  # not imported: it patches
+    records = tmp_path / "requests.jsonl"
+    port = free_port()
+    common = [sys.executable, "-m", "locust", "-f", str(plugin), "--headless"]
+    with mock_server("--ttft-ms", "5", "--itl-ms", "1") as url:
+        jb = ["--jb-trace", trace, "--jb-process", "constant", "--jb-rate", "30", "--jb-duration", "3",
+              "--jb-records", str(records)]  # fmt: skip
+        master = subprocess.Popen(
+            [*common, "--master", "--master-bind-port", str(port), "--expect-workers", "2", "-u", "2", "-r", "2",
+             "-t", "12s", "--host", url, *jb],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        workers = [
+            subprocess.Popen(
+                [*common, "--worker", "--master-port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for _ in range(2)
+        ]
+        out, _ = master.communicate(timeout=90)
+        for w in workers:
+            w.wait(timeout=30)
+    assert master.returncode == 0, out[-3000:]
+    files = sorted(tmp_path.glob("requests.worker*.jsonl"))
+    assert [f.name for f in files] == ["requests.worker0.jsonl", "requests.worker1.jsonl"]
+    per_worker = [read_records(f) for f in files]
+    assert all(len(rows) == 45 for rows in per_worker)
+    ids = [r["request_id"] for rows in per_worker for r in rows]
+    assert sorted(ids, key=int) == [str(i) for i in range(90)]  # every request once, none twice
+    assert {r["status"] for rows in per_worker for r in rows} == {"ok"}
+    starts = [min(r["scheduled_s"] for r in rows) for rows in per_worker]
+    assert abs(starts[0] - starts[1]) == pytest.approx(1 / 30, abs=1e-6)  # one schedule, one clock
