@@ -17,6 +17,7 @@ stops are recorded as interrupted.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -53,7 +54,16 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "jb_vocab": (2000, "token ids of prompts are drawn from [2, vocab)"),
     "jb_timeout": (300.0, "seconds without a byte before a request times out"),
     "jb_records": ("requests.jsonl", "append every request's record to this file"),
+    "jb_monitor": ("", "URL of a joulebench monitor: the web UI's Energy tab then shows live J/token"),
 }
+
+ENERGY_TAB = "joulebench-energy"
+ENERGY_COLUMNS = [
+    ("device", "Device"), ("source", "Source"), ("average_power_w", "Avg power (W)"), ("energy_j", "Energy (J)"),
+    ("output_tokens", "Output tokens"), ("j_per_output_token", "J / output token"),
+]  # fmt: skip
+#: The monitor's window ends this far behind now, so it ends on counter updates, not extrapolation.
+ENERGY_SETTLE_S = 1.5
 
 
 @events.init_command_line_parser.add_listener
@@ -67,8 +77,58 @@ def _add_arguments(parser: Any) -> None:
             parser.add_argument(flag, type=type(default), default=default, help=help_text, include_in_web_ui=True)
 
 
+def energy_rows(environment: Any) -> list[dict[str, Any]]:
+    """Energy since the test started per device, and J per output token Locust has counted."""
+    from monitor.errors import MonitorError
+    from monitor.meter import MonitorClient
+
+    url = environment.parsed_options.jb_monitor
+    start = getattr(environment, "jb_test_start_s", None)
+    end = time.time() - ENERGY_SETTLE_S
+    if not url or start is None or end <= start:
+        return []
+    tokens = environment.runner.stats.total.total_content_length  # response_length is output tokens
+    try:
+        reading = MonitorClient(url, settle_s=0).energy(start, end)
+    except MonitorError as err:  # the tab says what is wrong rather than breaking the UI
+        return [{"device": f"monitor error: {err}", "source": "", "average_power_w": "", "energy_j": "",
+                 "output_tokens": tokens, "j_per_output_token": ""}]  # fmt: skip
+    rows = []
+    for key, d in reading.devices.items():
+        rows.append({"device": key, "source": d["source"], "average_power_w": round(d["energy_j"] / (end - start), 1),
+                     "energy_j": round(d["energy_j"], 1), "output_tokens": tokens,
+                     "j_per_output_token": round(d["energy_j"] / tokens, 4) if tokens else ""})  # fmt: skip
+    rows.append({"device": f"total ({reading.kind})", "source": ",".join(reading.sources),
+                 "average_power_w": round(reading.average_power_w, 1), "energy_j": round(reading.energy_j, 1),
+                 "output_tokens": tokens,
+                 "j_per_output_token": round(reading.energy_j / tokens, 4) if tokens else ""})  # fmt: skip
+    return rows
+
+
+def _extend_web_ui(environment: Any) -> None:
+    """The Energy tab, through Locust's documented extension points."""
+    web_ui = environment.web_ui
+    web_ui.template_args["extended_tabs"] = [{"title": "Energy", "key": ENERGY_TAB}]
+    web_ui.template_args["extended_tables"] = [
+        {"key": ENERGY_TAB, "structure": [{"key": k, "title": t} for k, t in ENERGY_COLUMNS]}
+    ]
+
+    @web_ui.app.after_request
+    def add_energy(response: Any) -> Any:
+        from flask import request
+
+        if request.path != "/stats/requests" or response.status_code != 200:
+            return response
+        body = json.loads(response.get_data())
+        body["extended_stats"] = [{"key": ENERGY_TAB, "data": energy_rows(environment)}]
+        response.set_data(json.dumps(body))
+        return response
+
+
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
+    if getattr(environment, "web_ui", None) is not None:
+        _extend_web_ui(environment)
     if isinstance(environment.runner, WorkerRunner):
 
         def on_plan(msg: Any, **__: Any) -> None:
@@ -81,6 +141,7 @@ def _on_init(environment: Any, **_: Any) -> None:
 
 @events.test_start.add_listener
 def _on_test_start(environment: Any, **_: Any) -> None:
+    environment.jb_test_start_s = time.time()
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         runner.send_message("jb_plan", {"start_s": time.time() + 1.0, "count": runner.worker_count})
