@@ -152,3 +152,62 @@ def served_model(base_url: str, timeout_s: float = 10.0) -> tuple[str, int | Non
     if not models:
         raise LoadgenError(f"{base_url}/v1/models lists no model")
     return str(models[0]["id"]), models[0].get("max_model_len")
+
+
+class TextCalibrator:
+    """Chat prompts of an exact token count, as the server itself counts them.
+
+    Counts come from the server's own ``usage.prompt_tokens`` of a one-token chat completion: on vLLM
+    0.32 ``/tokenize`` with messages counts 5 tokens fewer than the chat endpoint charges for the same
+    text, so the endpoint is asked directly. The prompt is a run of a filler word; two lengths give the
+    line to the target, the last steps are taken one word at a time; a count below the chat template's
+    own length is unreachable and gets the shortest prompt. Results are cached per count.
+    Every chat prompt of a length is the same text: serve chat replays with prefix caching off
+    (``--no-prefix-caching``), or the cache makes them cheaper than the trace; token-id completions
+    (the default) are distinct per request.
+    """
+
+    FILLER = "a"  # " a" is one token in byte-level BPEs, so every count is reachable
+
+    def __init__(self, base_url: str, model: str, timeout_s: float = 60.0) -> None:
+        self.config = ClientConfig(base_url=base_url, model=model, chat=True, timeout_s=timeout_s)
+        self._cache: dict[int, str] = {}
+
+    def count(self, text: str) -> int:
+        body = {**request_body(self.config, text, 1), "stream": False}
+        body.pop("stream_options")
+        url = urllib.parse.urlsplit(self.config.base_url)
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=self.config.timeout_s)
+        try:
+            conn.request("POST", self.config.path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            data = resp.read()
+            if resp.status != 200:
+                raise LoadgenError(f"calibrating chat prompts: {self.config.path} answered HTTP {resp.status}")
+            return int(json.loads(data)["usage"]["prompt_tokens"])
+        except (OSError, http.client.HTTPException, json.JSONDecodeError, KeyError) as err:
+            raise LoadgenError(f"calibrating chat prompts against {self.config.base_url} failed ({err})") from err
+        finally:
+            conn.close()
+
+    def text(self, n_tokens: int) -> str:
+        """Text whose chat prompt is ``n_tokens`` long (or the nearest length the template allows)."""
+        if n_tokens in self._cache:
+            return self._cache[n_tokens]
+        words = lambda k: " ".join([self.FILLER] * k)  # noqa: E731
+        c0, c1 = self.count(words(1)), self.count(words(33))
+        per_word = max((c1 - c0) / 32, 1e-9)
+        k = max(1, round(1 + (n_tokens - c0) / per_word))
+        c = self.count(words(k))
+        for _ in range(64):  # walk the last few words
+            if c == n_tokens:
+                break
+            step = 1 if c < n_tokens else -1
+            if k + step < 1:
+                break
+            c_next = self.count(words(k + step))
+            if (c_next - n_tokens) * (c - n_tokens) < 0 and abs(c_next - n_tokens) >= abs(c - n_tokens):
+                break  # crossed over: the nearest is where we are
+            k, c = k + step, c_next
+        self._cache[n_tokens] = words(k)
+        return self._cache[n_tokens]

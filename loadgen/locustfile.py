@@ -32,7 +32,7 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadgen.arrivals import PROCESSES, Schedule
-from loadgen.client import ClientConfig, request_body, send, served_model
+from loadgen.client import ClientConfig, TextCalibrator, request_body, send, served_model
 from loadgen.errors import LoadgenError
 from loadgen.records import RecordWriter, RequestRecord
 from loadgen.traces import Trace, resolve_trace
@@ -49,7 +49,7 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "jb_start": (0.0, "start this many seconds into the trace"),
     "jb_seed": (0, "seed of the arrival process and the prompts"),
     "jb_model": ("", "model name (default: the server's first)"),
-    "jb_chat": (False, "use /v1/chat/completions with text instead of token-id completions"),
+    "jb_chat": (False, "use /v1/chat/completions with text calibrated by /tokenize (serve with prefix caching off)"),
     "jb_max_model_len": (0, "clip requests to this context (0: the server's max_model_len if it says)"),
     "jb_vocab": (2000, "token ids of prompts are drawn from [2, vocab)"),
     "jb_timeout": (300.0, "seconds without a byte before a request times out"),
@@ -168,12 +168,9 @@ def build_schedule(options: Any) -> tuple[Trace, Schedule]:
     return trace, schedule
 
 
-def prompt_for(index: int, n_tokens: int, vocab: int, seed: int, chat: bool) -> list[int] | str:
-    """Distinct prompts (so no prefix cache makes a request cheaper than the trace says)."""
-    rng = np.random.default_rng((seed, index))
-    if chat:
-        return " ".join(f"w{x}" for x in rng.integers(0, 50_000, n_tokens))
-    return rng.integers(2, vocab, n_tokens).tolist()
+def token_prompt(index: int, n_tokens: int, vocab: int, seed: int) -> list[int]:
+    """Distinct token-id prompts (so no prefix cache makes a request cheaper than the trace says)."""
+    return np.random.default_rng((seed, index)).integers(2, vocab, n_tokens).tolist()
 
 
 class TraceReplayUser(User):
@@ -207,6 +204,7 @@ class TraceReplayUser(User):
         config = ClientConfig(
             base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat, timeout_s=opts.jb_timeout
         )
+        calibrator = TextCalibrator(base_url, config.model) if config.chat else None
         log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
         pool = gevent.pool.Pool()
         start = plan["start_s"]
@@ -218,8 +216,12 @@ class TraceReplayUser(User):
                 request_id=f"{i}", trace_index=idx, scheduled_s=start + t,
                 input_tokens=req.input_tokens, output_tokens=req.output_tokens, klass=req.klass,
             )  # fmt: skip
-            body = request_body(config, prompt_for(idx, req.input_tokens, opts.jb_vocab, opts.jb_seed, config.chat),
-                                req.output_tokens)  # fmt: skip
+            prompt = (
+                calibrator.text(req.input_tokens)
+                if calibrator is not None
+                else token_prompt(idx, req.input_tokens, opts.jb_vocab, opts.jb_seed)
+            )
+            body = request_body(config, prompt, req.output_tokens)
             delay = record.scheduled_s - time.time()
             if delay > 0:
                 gevent.sleep(delay)

@@ -72,3 +72,12 @@ def test_fewer_tokens_than_forced_is_short_output(url):
 def test_nobody_listening_is_a_disconnect():
     r = run("http://127.0.0.1:9", 3)
     assert r.status == "disconnect" and "Connection" in r.error
+
+
+def test_chat_text_is_calibrated_with_the_servers_tokenizer(url):
+    from loadgen.client import TextCalibrator
+
+    cal = TextCalibrator(url, "mock")
+    for n in (1, 7, 300):
+        assert cal.count(cal.text(n)) == n
+    assert run(url, 2, chat=True).status == "ok"

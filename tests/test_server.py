@@ -62,6 +62,19 @@ def test_the_record_says_what_ran(tiny):
     assert rec["engine"]["max_model_len"] == 4096
 
 
+def test_chat_text_calibrated_to_an_exact_prompt_length(tiny):
+    from loadgen.client import ClientConfig, TextCalibrator, request_body, send
+    from loadgen.records import RequestRecord
+
+    calibrator = TextCalibrator(tiny.url, "tiny")
+    config = ClientConfig(base_url=tiny.url, model="tiny", chat=True, timeout_s=120)
+    for n in (60, 137):  # the chat template alone is ~24 tokens here: shorter is unreachable
+        record = RequestRecord("c", 0, scheduled_s=0.0, input_tokens=n, output_tokens=3)
+        send(config, record, request_body(config, calibrator.text(n), 3))
+        assert record.status == "ok", record.error
+        assert (record.usage_input_tokens, record.usage_output_tokens) == (n, 3)
+
+
 def test_stop_leaves_no_process_behind(tiny):
     family = [psutil.Process(tiny.pid), *psutil.Process(tiny.pid).children(recursive=True)]
     assert len(family) >= 2  # the API server and vLLM's engine core at least
