@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from joulebench import __version__
 from joulebench.errors import JoulebenchError
@@ -28,58 +29,46 @@ def run_command(
         return 130
 
 
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: its name, one-line help, description, argument adder and runner."""
+
+    name: str
+    help: str
+    description: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def command_main(prog: str, commands: list[Command], argv: list[str] | None, description: str = "") -> int:
+    """Build a parser with ``commands`` as subcommands and run the chosen one."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    if prog == "joulebench":
+        parser.add_argument("--version", action="version", version=f"joulebench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for c in commands:
+        p = sub.add_parser(c.name, help=c.help, description=c.description)
+        c.add_arguments(p)
+        p.set_defaults(run=c.run)
+    if prog == "joulebench":  # documented in --help; its arguments are Locust's, handled in main
+        sub.add_parser("locust", help="Locust's web UI with the trace replay loaded (arguments go to locust)")
+    return run_command(parser, lambda args: args.run(args), argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     from loadgen import cli as loadgen_cli
     from monitor import cli as monitor_cli
     from server import cli as server_cli
 
-    parser = argparse.ArgumentParser(
-        prog="joulebench",
-        description="What LLM serving costs in energy: online vs offline joules per token.",
-    )
-    parser.add_argument("--version", action="version", version=f"joulebench {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser(
-        "monitor", help="sample power and serve /metrics and /v1/energy", description=monitor_cli.DESCRIPTION
-    )
-    monitor_cli.add_arguments(p)
-    p.set_defaults(run=monitor_cli.run)
-    p = sub.add_parser(
-        "serve", help="start vLLM's OpenAI server on a preset or model", description=server_cli.SERVE_DESCRIPTION
-    )
-    server_cli.add_serve_arguments(p)
-    p.set_defaults(run=server_cli.run_serve)
-    p = sub.add_parser(
-        "offline",
-        help="serve requests offline in batches and report J/token",
-        description=server_cli.OFFLINE_DESCRIPTION,
-    )
-    server_cli.add_offline_arguments(p)
-    p.set_defaults(run=server_cli.run_offline)
-    p = sub.add_parser(
-        "mock-server",
-        help="an OpenAI-compatible streaming server with set latencies",
-        description=loadgen_cli.MOCK_DESCRIPTION,
-    )
-    loadgen_cli.add_mock_arguments(p)
-    p.set_defaults(run=loadgen_cli.run_mock)
-    p = sub.add_parser(
-        "replay",
-        help="replay a trace at a controlled rate, headless, with a summary",
-        description=loadgen_cli.REPLAY_DESCRIPTION,
-    )
-    loadgen_cli.add_replay_arguments(p)
-    p.set_defaults(run=loadgen_cli.run_replay)
-    sub.add_parser(
-        "locust",
-        help="Locust's web UI with the trace replay loaded (arguments go to locust)",
-        description=loadgen_cli.LOCUST_DESCRIPTION,
-        add_help=False,
-    )
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["locust"]:  # everything after it is Locust's
         return loadgen_cli.run_locust(argv[1:])
-    return run_command(parser, lambda args: args.run(args), argv)
+    return command_main(
+        "joulebench",
+        [*monitor_cli.COMMANDS, *server_cli.COMMANDS, *loadgen_cli.COMMANDS],
+        argv,
+        "What LLM serving costs in energy: online vs offline joules per token.",
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import signal
 from pathlib import Path
 
+from joulebench.cli import Command, command_main
 from joulebench.serving import AppServer
 from loadgen.errors import LoadgenError
 
@@ -55,6 +56,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, action="store_true", help=help_text)
         else:
             parser.add_argument(flag, dest=name, type=type(default), default=default,
+                                metavar=name.removeprefix("jb_").upper(),
                                 help=f"{help_text} (default: %(default)s)")  # fmt: skip
     parser.add_argument("--summary", type=Path, help="also write the summary as JSON here")
 
@@ -126,9 +128,6 @@ def _print_summary(s: dict, label: str, records: str) -> None:
     print(f"tokens in/out: {s['input_tokens']}/{s['output_tokens']}; errors: {errors or 'none'}; records: {records}")
 
 
-LOCUST_DESCRIPTION = "Locust's own command with joulebench's trace replay loaded (-f): its web UI on 8089."
-
-
 def run_locust(extra: list[str]) -> int:
     import os
     import sys
@@ -140,15 +139,14 @@ def run_locust(extra: list[str]) -> int:
     return 0  # not reached
 
 
-def main(argv: list[str] | None = None) -> int:
-    from joulebench.cli import run_command
+COMMANDS = [
+    Command("mock-server", "an OpenAI-compatible streaming server with set latencies", MOCK_DESCRIPTION,
+            add_mock_arguments, run_mock),
+    Command("replay", "replay a trace at a controlled rate, headless, with a summary", REPLAY_DESCRIPTION,
+            add_replay_arguments, run_replay),
+]  # fmt: skip
 
-    parser = argparse.ArgumentParser(prog="python -m loadgen")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("mock-server", description=MOCK_DESCRIPTION)
-    add_mock_arguments(p)
-    p.set_defaults(run=run_mock)
-    p = sub.add_parser("replay", description=REPLAY_DESCRIPTION)
-    add_replay_arguments(p)
-    p.set_defaults(run=run_replay)
-    return run_command(parser, lambda a: a.run(a), argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loadgen mock-server|replay``: the same commands as ``joulebench …``."""
+    return command_main("python -m loadgen", COMMANDS, argv)

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from joulebench.cli import Command
 from joulebench.serving import AppServer
 from monitor.errors import MonitorError
 from monitor.sampler import DeviceState, Sampler
@@ -162,6 +163,7 @@ DESCRIPTION = (
     "Sample GPU (NVML), CPU (RAPL) or estimated host power every 10 ms and serve Prometheus metrics "
     "and window energy over HTTP."
 )
+COMMANDS = [Command("monitor", "sample power and serve /metrics and /v1/energy", DESCRIPTION, add_arguments, run)]
 
 if __name__ == "__main__":
     sys.exit(main())

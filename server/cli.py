@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from joulebench import __version__
+from joulebench.cli import Command, command_main
 from server.errors import ServerError
 from server.launch import VllmServer, apply_vllm_env, vllm_install
 from server.models import TRAINED_VOCAB, resolve_model
@@ -196,16 +197,14 @@ def parse_bins(text: str) -> list[tuple[int, int]]:
     return bins
 
 
+COMMANDS = [
+    Command("serve", "start vLLM's OpenAI server on a preset or model", SERVE_DESCRIPTION,
+            add_serve_arguments, run_serve),
+    Command("offline", "serve requests offline in batches and report J/token", OFFLINE_DESCRIPTION,
+            add_offline_arguments, run_offline),
+]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m server serve|offline``: the same commands as ``joulebench serve|offline``."""
-    from joulebench.cli import run_command
-
-    parser = argparse.ArgumentParser(prog="python -m server")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve", description=SERVE_DESCRIPTION)
-    add_serve_arguments(p)
-    p.set_defaults(run=run_serve)
-    p = sub.add_parser("offline", description=OFFLINE_DESCRIPTION)
-    add_offline_arguments(p)
-    p.set_defaults(run=run_offline)
-    return run_command(parser, lambda a: a.run(a), argv)
+    return command_main("python -m server", COMMANDS, argv)

@@ -10,20 +10,34 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def mock_server(*args: str) -> Iterator[str]:
-    """``joulebench mock-server`` on a free port; yields its URL; must stop cleanly on SIGTERM."""
+def running(*args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``python -m ARGS`` with ``--port 0``: yields the process and the URL it says it listens on.
+
+    The process is killed if still running on the way out, and always reaped.
+    """
     with subprocess.Popen(
-        [sys.executable, "-m", "joulebench", "mock-server", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", *args, "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
         try:
             assert proc.stdout is not None
-            line = proc.stdout.readline()
-            m = re.search(r"listening on (http://\S+)", line)
-            assert m, line + (proc.stderr.read() if proc.stderr else "")
-            yield m.group(1)
+            seen = []
+            for line in proc.stdout:
+                seen.append(line)
+                m = re.search(r"listening on (http://\S+)", line)
+                if m:
+                    yield proc, m.group(1)
+                    break
+            else:
+                raise AssertionError(f"{args[0]} did not start: {seen} {proc.stderr.read() if proc.stderr else ''}")
         finally:
-            proc.terminate()
-            assert proc.wait(timeout=15) == 0
+            if proc.poll() is None:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def mock_server(*args: str) -> Iterator[str]:
+    """``joulebench mock-server`` on a free port; yields its URL; must stop cleanly on SIGTERM."""
+    with running("joulebench", "mock-server", *args) as (proc, url):
+        yield url
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0

@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import httpx2
 import pytest
+from servers import running
 
 pytestmark = pytest.mark.integration
 
 
-@contextlib.contextmanager
-def running_monitor(*args: str) -> Iterator[tuple[subprocess.Popen, str]]:
-    """A monitor process on a free port; killed (if still running) and reaped on the way out."""
-    with subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--port", "0", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    ) as proc:
-        try:
-            assert proc.stdout is not None
-            seen = []
-            for line in proc.stdout:
-                seen.append(line)
-                m = re.search(r"listening on (http://\S+)", line)
-                if m:
-                    yield proc, m.group(1)
-                    break
-            else:
-                raise AssertionError(f"the monitor did not start: {seen}")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+def running_monitor(*args: str):
+    return running("monitor", *args)
 
 
 def test_monitor_serves_estimated_energy_that_grows_with_the_window():
