@@ -141,10 +141,12 @@ def _check_rate(rate_per_s: float, duration_s: float) -> None:
         raise LoadgenError(f"rate and duration must be positive, got {rate_per_s}/s for {duration_s} s")
 
 
-#: Processes by name, for the CLI and Locust's web UI. Each takes (trace, rate or factor, duration, seed).
+#: Processes by name, for the CLI and Locust's web UI. Each takes (trace, rate or factor, duration, seed,
+#: cv); only gamma uses cv.
 PROCESSES: dict[str, Callable[..., Schedule]] = {
-    "trace": lambda trace, factor, duration_s, seed: compress(trace, factor, seed).until(duration_s),
-    "trace-resample": lambda trace, factor, duration_s, seed: resample(trace, factor, seed).until(duration_s),
-    "poisson": lambda trace, rate, duration_s, seed: poisson(trace, rate, duration_s, seed),
-    "constant": lambda trace, rate, duration_s, seed: constant(trace, rate, duration_s, seed),
+    "trace": lambda trace, factor, duration_s, seed, cv=1.0: compress(trace, factor, seed).until(duration_s),
+    "trace-resample": lambda trace, factor, duration_s, seed, cv=1.0: resample(trace, factor, seed).until(duration_s),
+    "poisson": lambda trace, rate, duration_s, seed, cv=1.0: poisson(trace, rate, duration_s, seed),
+    "constant": lambda trace, rate, duration_s, seed, cv=1.0: constant(trace, rate, duration_s, seed),
+    "gamma": lambda trace, rate, duration_s, seed, cv=1.0: gamma(trace, rate, duration_s, cv, seed),
 }

@@ -45,6 +45,7 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "jb_trace_dir": ("", "folder holding the Azure trace files (else the cache, else downloaded)"),
     "jb_process": ("trace", f"arrival process: {', '.join(PROCESSES)}"),
     "jb_rate": (1.0, "time factor for trace/trace-resample (2: twice as fast), requests/s for the others"),
+    "jb_cv": (1.0, "gamma process: coefficient of variation of the gaps (1: Poisson)"),
     "jb_duration": (60.0, "seconds of schedule to replay"),
     "jb_start": (0.0, "start this many seconds into the trace"),
     "jb_seed": (0, "seed of the arrival process and the prompts"),
@@ -164,7 +165,9 @@ def build_schedule(options: Any) -> tuple[Trace, Schedule]:
         trace = trace.window(options.jb_start, trace.duration_s + 1.0)
     if options.jb_max_model_len:
         trace = trace.clip(options.jb_max_model_len)
-    schedule = PROCESSES[options.jb_process](trace, options.jb_rate, options.jb_duration, options.jb_seed)
+    schedule = PROCESSES[options.jb_process](
+        trace, options.jb_rate, options.jb_duration, options.jb_seed, options.jb_cv
+    )
     return trace, schedule
 
 

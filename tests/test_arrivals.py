@@ -102,3 +102,11 @@ def test_the_conversation_trace_at_half_and_double_rate():
     for factor in (0.5, 2.0):
         s = PROCESSES["trace-resample"](t, factor, 600.0, 0)
         assert s.rate_per_s == pytest.approx(5.53 * factor, rel=0.15)
+
+
+def test_every_registered_process_runs_by_name():
+    t = synthetic()
+    for name, make in PROCESSES.items():
+        s = make(t, 2.0, 50.0, 0, 1.5)
+        assert len(s) > 0 and (s.times_s < 50.0).all(), name
+    assert cv(PROCESSES["gamma"](t, 10.0, 2000.0, 0, 2.0).times_s) == pytest.approx(2.0, rel=0.08)
