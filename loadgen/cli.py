@@ -10,6 +10,7 @@ from pathlib import Path
 from joulebench.cli import Command, command_main
 from joulebench.serving import AppServer
 from loadgen.errors import LoadgenError
+from loadgen.options import OPTIONS
 
 MOCK_DESCRIPTION = "An OpenAI-compatible streaming server with set TTFT and per-token latency, for calibration."
 
@@ -47,8 +48,6 @@ REPLAY_DESCRIPTION = (
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    from loadgen.locustfile import OPTIONS
-
     parser.add_argument("--target", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
     for name, (default, help_text) in OPTIONS.items():
         flag = "--" + name.removeprefix("jb_").replace("_", "-")
@@ -69,7 +68,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from loadgen.client import served_model
-    from loadgen.locustfile import OPTIONS, TraceReplayUser, build_schedule
+    from loadgen.locustfile import TraceReplayUser, build_schedule
     from loadgen.records import RecordWriter, read_records
     from loadgen.summary import summarize
 
