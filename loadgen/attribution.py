@@ -49,7 +49,7 @@ def fit_weights(runs: Sequence[tuple[int, int, float]]) -> Weights:
 
 
 def _work(record: Mapping[str, Any], edges: np.ndarray, w: Weights) -> np.ndarray:
-    """The request's weighted token work in each slice."""
+    """The request's weighted token work in each slice: α × its prefill tokens there + β × its decode tokens."""
     work = np.zeros(len(edges) - 1)
     sent, first = record.get("sent_s"), record.get("first_token_s")
     n_in = record.get("usage_input_tokens") or record.get("input_tokens") or 0
@@ -62,6 +62,25 @@ def _work(record: Mapping[str, Any], edges: np.ndarray, w: Weights) -> np.ndarra
         if 0 <= k < len(work):
             work[k] += w.decode_j_per_token * n
     return work
+
+
+def token_work(records: Sequence[Mapping[str, Any]], edges: Sequence[float], weights: Weights) -> np.ndarray:
+    """Each request's weighted token work in each slice (requests × slices)."""
+    t = np.asarray(edges, dtype=float)
+    return np.array([_work(r, t, weights) for r in records]) if records else np.zeros((0, len(t) - 1))
+
+
+#: Weights that count tokens: prefill tokens alone, decode tokens alone.
+PREFILL_TOKENS = Weights(1.0, 0.0, "prefill tokens")
+DECODE_TOKENS = Weights(0.0, 1.0, "decode tokens")
+
+
+def tokens_in_window(records: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float) -> tuple[float, float]:
+    """Input and output tokens processed inside [t0, t1]: prefill spread over sent → first token, decode
+    at each chunk's arrival. The steady-state window's J/token divides its energy by these."""
+    edges = [t0_s, t1_s]
+    prefill = token_work(records, edges, PREFILL_TOKENS).sum()
+    return float(prefill), float(token_work(records, edges, DECODE_TOKENS).sum())
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +104,7 @@ def attribute(
         raise ValueError("edges must be increasing and one more than the slices")
     idle = np.minimum(idle_power_w * np.diff(t), e)
     shareable = e - idle
-    work = np.array([_work(r, t, weights) for r in records]) if records else np.zeros((0, len(e)))
+    work = token_work(records, t, weights)
     total_work = work.sum(axis=0)
     active = total_work > 0
     share = np.zeros_like(work)

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from joulebench.cli import Command, command_main
 from joulebench.serving import AppServer
+from loadgen.arrivals import PROCESSES
 from loadgen.errors import LoadgenError
+from loadgen.experiment import default_rates, parse_rates
 from loadgen.options import OPTIONS
 
 MOCK_DESCRIPTION = "An OpenAI-compatible streaming server with set TTFT and per-token latency, for calibration."
@@ -68,7 +70,8 @@ def run_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
     from loadgen.client import served_model
-    from loadgen.locustfile import TraceReplayUser, build_schedule
+    from loadgen.locustfile import TraceReplayUser
+    from loadgen.options import build_schedule
     from loadgen.records import RecordWriter, read_records
     from loadgen.summary import summarize
 
@@ -104,6 +107,9 @@ def run_replay(args: argparse.Namespace) -> int:
         runner.quit()
     records = read_records(Path(options.jb_records))[records_before:]
     summary = summarize(records)
+    plan = getattr(env, "jb_plan", None)
+    summary["schedule_start_s"] = plan.get()["start_s"] if plan is not None else None
+    summary["schedule"] = {"label": schedule.label, "requests": len(schedule)}
     _print_summary(summary, schedule.label, options.jb_records)
     if args.summary:
         args.summary.write_text(json.dumps(summary, indent=2) + "\n")
@@ -127,6 +133,117 @@ def _print_summary(s: dict, label: str, records: str) -> None:
     print(f"tokens in/out: {s['input_tokens']}/{s['output_tokens']}; errors: {errors or 'none'}; records: {records}")
 
 
+COMPARE_DESCRIPTION = (
+    "Online vs offline energy per token, end to end: start (or attach to) the energy monitor and vLLM, measure "
+    "idle power until stable, replay a trace at a ladder of arrival rates (warm-up, then a steady-state window), "
+    "serve the same tokens offline in full batches, attribute energy to requests, and write a run directory with "
+    "summary.json, report.md and report.html. With no arguments: the tiny preset on vLLM's CPU build."
+)
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.cli import DEFAULT_CACHE
+    from server.options import add_engine_arguments
+
+    add_engine_arguments(parser)
+    parser.add_argument("--model-cache", type=Path, default=DEFAULT_CACHE, help="where presets are written")
+    parser.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=256,
+        help="max batch, online and offline (offline batches are this full) (default: %(default)s)",
+    )
+    g = parser.add_argument_group("traffic")
+    g.add_argument(
+        "--trace", default="azure-conv", help="azure-conv, azure-code, or a CSV/JSONL path (default: %(default)s)"
+    )
+    g.add_argument(
+        "--trace-dir", default="", help="folder with the Azure trace files (else the cache, else downloaded)"
+    )
+    g.add_argument("--process", default="trace", help=f"arrival process: {', '.join(PROCESSES)} (default: %(default)s)")
+    g.add_argument("--cv", type=float, default=1.0, help="gamma process: CV of the gaps (default: %(default)s)")
+    g.add_argument(
+        "--rates",
+        type=parse_rates,
+        default=default_rates(),
+        metavar="LIST",
+        help="multiples of the trace's own rate, e.g. 0.25,0.5,1,2,4 (the default); the ladder stops above "
+        "the first saturated rate",
+    )
+    g.add_argument(
+        "--start", type=float, default=0.0, help="start this many seconds into the trace (default: %(default)s)"
+    )
+    g.add_argument("--warmup-s", type=float, default=10.0, help="per rate, before the window (default: %(default)s)")
+    g.add_argument(
+        "--window-s", type=float, default=40.0, help="the steady-state window per rate (default: %(default)s)"
+    )
+    g.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="replays per rate, and offline runs per request set: 2+ give the premium a 95%% interval "
+        "(default: %(default)s)",
+    )
+    g.add_argument(
+        "--drain-s",
+        type=float,
+        default=120.0,
+        help="after the schedule, wait this long for requests in flight (default: %(default)s)",
+    )
+    g.add_argument("--request-timeout-s", type=float, default=300.0, help="(default: %(default)s)")
+    g = parser.add_argument_group("energy and servers")
+    g.add_argument("--monitor", help="URL of a running joulebench monitor (default: start one)")
+    g.add_argument("--source", default="auto", help="power source of the monitor started here (default: %(default)s)")
+    g.add_argument("--target", help="URL of a running OpenAI server to measure (default: start vLLM)")
+    g.add_argument("--start-timeout-s", type=float, default=900.0, help="for vLLM to start (default: %(default)s)")
+    g.add_argument(
+        "--idle-max-s",
+        type=float,
+        default=60.0,
+        help="idle power is measured in 2 s blocks until three agree, at most this long (default: %(default)s)",
+    )
+    g.add_argument("--slice-s", type=float, default=0.25, help="energy slices for attribution (default: %(default)s)")
+    g.add_argument("--no-offline", action="store_true", help="skip the offline runs (no premium, no binning)")
+    g.add_argument("--no-binning", action="store_true", help="skip measuring the binning estimator's bins")
+    g.add_argument("--bin-batch", type=int, default=32, help="requests per bin batch (default: %(default)s)")
+    g.add_argument("--out", type=Path, help="the run directory (default: runs/compare-DATE-TIME)")
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import time
+
+    from loadgen.experiment import Comparison
+
+    for name in ("warmup_s", "window_s", "slice_s", "idle_max_s", "drain_s"):
+        if not getattr(args, name) > 0 and not (name == "warmup_s" and args.warmup_s == 0):
+            raise LoadgenError(f"--{name.replace('_', '-')} must be positive")
+    if args.repeats < 1 or args.bin_batch < 1 or args.max_num_seqs < 1:
+        raise LoadgenError("--repeats, --bin-batch and --max-num-seqs must be at least 1")
+    if args.process not in PROCESSES:
+        raise LoadgenError(f"unknown arrival process {args.process!r}: use one of {', '.join(PROCESSES)}")
+    run_dir = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
+    if (run_dir / "config.json").exists():
+        raise LoadgenError(f"{run_dir} already holds a run: choose another --out")
+    Comparison(args, run_dir).run()
+    print(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    return 0
+
+
+REPORT_DESCRIPTION = "Analyse a compare run directory again and rewrite summary.json, report.md, report.html and plots."
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="a directory written by joulebench compare")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from loadgen.report import write_report
+
+    paths = write_report(args.run_dir)
+    print(f"wrote {paths['summary']}, {paths['md']} and {paths['html']}")
+    return 0
+
+
 def run_locust(extra: list[str]) -> int:
     import os
     import sys
@@ -139,6 +256,10 @@ def run_locust(extra: list[str]) -> int:
 
 
 COMMANDS = [
+    Command("compare", "online vs offline energy per token: the whole comparison and its report",
+            COMPARE_DESCRIPTION, add_compare_arguments, run_compare),
+    Command("report", "rewrite a compare run's summary and report from its files", REPORT_DESCRIPTION,
+            add_report_arguments, run_report),
     Command("mock-server", "an OpenAI-compatible streaming server with set latencies", MOCK_DESCRIPTION,
             add_mock_arguments, run_mock),
     Command("replay", "replay a trace at a controlled rate, headless, with a summary", REPLAY_DESCRIPTION,

@@ -31,12 +31,10 @@ from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
-from loadgen.arrivals import PROCESSES, Schedule
 from loadgen.client import ClientConfig, TextCalibrator, request_body, send, served_model
 from loadgen.errors import LoadgenError
-from loadgen.options import OPTIONS
+from loadgen.options import OPTIONS, build_schedule
 from loadgen.records import RecordWriter, RequestRecord
-from loadgen.traces import Trace, resolve_trace
 
 log = logging.getLogger(__name__)
 
@@ -137,20 +135,6 @@ def _on_test_start(environment: Any, **_: Any) -> None:
 def records_path(path: str, index: int, count: int) -> Path:
     p = Path(path)
     return p if count == 1 else p.with_name(f"{p.stem}.worker{index}{p.suffix}")
-
-
-def build_schedule(options: Any) -> tuple[Trace, Schedule]:
-    if options.jb_process not in PROCESSES:
-        raise LoadgenError(f"unknown arrival process {options.jb_process!r}: use one of {', '.join(PROCESSES)}")
-    trace = resolve_trace(options.jb_trace, trace_dir=Path(options.jb_trace_dir) if options.jb_trace_dir else None)
-    if options.jb_start:
-        trace = trace.window(options.jb_start, trace.duration_s + 1.0)
-    if options.jb_max_model_len:
-        trace = trace.clip(options.jb_max_model_len)
-    schedule = PROCESSES[options.jb_process](
-        trace, options.jb_rate, options.jb_duration, options.jb_seed, options.jb_cv
-    )
-    return trace, schedule
 
 
 def token_prompt(index: int, n_tokens: int, vocab: int, seed: int) -> list[int]:

@@ -6,9 +6,12 @@ process with gevent; building joulebench's parser must not.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from loadgen.arrivals import PROCESSES
+from loadgen.arrivals import PROCESSES, Schedule
+from loadgen.errors import LoadgenError
+from loadgen.traces import Trace, resolve_trace
 
 #: The options joulebench adds to Locust (``--jb-*``): name → (default, help).
 OPTIONS: dict[str, tuple[Any, str]] = {
@@ -28,3 +31,17 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "jb_records": ("requests.jsonl", "append every request's record to this file"),
     "jb_monitor": ("", "URL of a joulebench monitor: the web UI's Energy tab then shows live J/token"),
 }
+
+
+def build_schedule(options: Any) -> tuple[Trace, Schedule]:
+    if options.jb_process not in PROCESSES:
+        raise LoadgenError(f"unknown arrival process {options.jb_process!r}: use one of {', '.join(PROCESSES)}")
+    trace = resolve_trace(options.jb_trace, trace_dir=Path(options.jb_trace_dir) if options.jb_trace_dir else None)
+    if options.jb_start:
+        trace = trace.window(options.jb_start, trace.duration_s + 1.0)
+    if options.jb_max_model_len:
+        trace = trace.clip(options.jb_max_model_len)
+    schedule = PROCESSES[options.jb_process](
+        trace, options.jb_rate, options.jb_duration, options.jb_seed, options.jb_cv
+    )
+    return trace, schedule

@@ -24,9 +24,13 @@ from joulebench import __version__
 from monitor.errors import MonitorError
 from monitor.sampler import DeviceState, Sampler, state_json
 from monitor.sources import THROTTLE_REASONS
+from monitor.window import slice_edges
 
 #: The clock skew tolerated for a window end slightly in the future (client and monitor clocks).
 FUTURE_TOLERANCE_S = 1.0
+#: ``/v1/energy/series`` bounds: the finest slice, and the most slices one answer holds.
+MIN_STEP_S = 0.01
+MAX_SLICES = 100_000
 
 
 def _opt(value: float | None) -> float:
@@ -201,13 +205,13 @@ class BadQuery(MonitorError):
     """A query the API refuses with 400."""
 
 
-def _parse_time(name: str, raw: str | None) -> float:
+def _parse_time(name: str, raw: str | None, what: str = "Unix seconds") -> float:
     if raw is None:
-        raise BadQuery(f"missing query parameter {name!r} (Unix seconds)")
+        raise BadQuery(f"missing query parameter {name!r} ({what})")
     try:
         value = float(raw)
     except ValueError:
-        raise BadQuery(f"{name}={raw!r} is not a number of Unix seconds") from None
+        raise BadQuery(f"{name}={raw!r} is not a number of {what}") from None
     if not math.isfinite(value):
         raise BadQuery(f"{name}={raw!r} must be finite")
     return value
@@ -248,8 +252,7 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
     async def devices() -> dict[str, Any]:
         return {"now_s": sampler.now(), "devices": [state_json(s) for s in sampler.states()]}
 
-    @app.get("/v1/energy")
-    def energy(start: str | None = None, end: str | None = None, device: str | None = None) -> dict[str, Any]:
+    def window(start: str | None, end: str | None, device: str | None) -> tuple[float, float, list[str]]:
         t0, t1 = _parse_time("start", start), _parse_time("end", end)
         now = sampler.now()
         if t1 <= t0:
@@ -263,6 +266,34 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
             if device not in keys:
                 raise BadQuery(f"no device {device!r}; devices: {', '.join(keys)}")
             keys = [device]
+        return t0, t1, keys
+
+    @app.get("/v1/energy/series")
+    def energy_series(
+        start: str | None = None, end: str | None = None, step: str | None = None, device: str | None = None
+    ) -> dict[str, Any]:
+        t0, t1, keys = window(start, end, device)
+        dt = _parse_time("step", step, "seconds")
+        if dt < MIN_STEP_S or (t1 - t0) / dt > MAX_SLICES:
+            raise BadQuery(f"step={dt} s: use at least {MIN_STEP_S} s and at most {MAX_SLICES} slices per window")
+        edges = slice_edges(t0, t1, dt)
+        try:
+            series = sampler.energy_series(edges, keys)
+        except MonitorError as err:
+            raise BadQuery(str(err)) from err
+        by_key = {d.key: d for d in sampler.devices}
+        return {
+            "edges": edges.tolist(),
+            "devices": [
+                {"device": k, "source": by_key[k].source, "kind": by_key[k].kind,
+                 "energy_j": e.tolist(), "uncertainty_j": u.tolist()}
+                for k, (e, u) in series.items()
+            ],
+        }  # fmt: skip
+
+    @app.get("/v1/energy")
+    def energy(start: str | None = None, end: str | None = None, device: str | None = None) -> dict[str, Any]:
+        t0, t1, keys = window(start, end, device)
         states = {s.device.key: s for s in sampler.states()}
         out = []
         for key in keys:

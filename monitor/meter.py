@@ -14,12 +14,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import numpy as np
 
 from monitor.errors import MonitorError
 from monitor.sampler import Sampler, state_json
 from monitor.sources import open_sources
+from monitor.window import slice_edges
 
 _KIND_ORDER = ("gpu", "cpu", "host")
 
@@ -62,10 +66,41 @@ def _combine(t0: float, t1: float, devices: list[dict[str, Any]]) -> MeterReadin
     )
 
 
+@dataclass(frozen=True, slots=True)
+class MeterSeries:
+    """Energy in consecutive slices of a window, summed over the measured kind's devices."""
+
+    edges: np.ndarray  # Unix seconds, one more than the slices
+    energy_j: np.ndarray
+    uncertainty_j: np.ndarray  # per slice; adjacent slices share an edge, so do not add these in quadrature
+    kind: str
+    sources: list[str]
+
+    @property
+    def estimated(self) -> bool:
+        return "estimate" in self.sources
+
+
+def _combine_series(edges: np.ndarray, devices: list[dict[str, Any]]) -> MeterSeries:
+    kind = next((k for k in _KIND_ORDER if any(d["kind"] == k for d in devices)), None)
+    if kind is None:
+        raise MonitorError("the monitor measures no device")
+    chosen = [d for d in devices if d["kind"] == kind]
+    return MeterSeries(
+        edges=np.asarray(edges, dtype=float),
+        energy_j=np.sum([np.asarray(d["energy_j"], dtype=float) for d in chosen], axis=0),
+        uncertainty_j=np.sqrt(np.sum([np.asarray(d["uncertainty_j"], dtype=float) ** 2 for d in chosen], axis=0)),
+        kind=kind,
+        sources=sorted({d["source"] for d in chosen}),
+    )
+
+
 class EnergyMeter(Protocol):
     def now(self) -> float: ...
 
     def energy(self, t0_s: float, t1_s: float) -> MeterReading: ...
+
+    def series(self, t0_s: float, t1_s: float, step_s: float) -> MeterSeries: ...
 
     def devices(self) -> list[dict[str, Any]]: ...
 
@@ -99,12 +134,20 @@ class MonitorClient:
     def devices(self) -> list[dict[str, Any]]:
         return list(self._get("/v1/devices")["devices"])
 
-    def energy(self, t0_s: float, t1_s: float) -> MeterReading:
+    def _settle(self, t1_s: float) -> None:
         # Wait until the window's end is behind a counter update, not extrapolated.
         while (lag := t1_s + self.settle_s - self.now()) > 0:
             time.sleep(min(lag, 1.0))
+
+    def energy(self, t0_s: float, t1_s: float) -> MeterReading:
+        self._settle(t1_s)
         body = self._get("/v1/energy", start=repr(t0_s), end=repr(t1_s))
         return _combine(t0_s, t1_s, body["devices"])
+
+    def series(self, t0_s: float, t1_s: float, step_s: float) -> MeterSeries:
+        self._settle(t1_s)
+        body = self._get("/v1/energy/series", start=repr(t0_s), end=repr(t1_s), step=repr(step_s))
+        return _combine_series(np.asarray(body["edges"]), body["devices"])
 
     def close(self) -> None:
         pass
@@ -124,9 +167,12 @@ class LocalMeter:
     def devices(self) -> list[dict[str, Any]]:
         return [state_json(s) for s in self.sampler.states()]
 
-    def energy(self, t0_s: float, t1_s: float) -> MeterReading:
+    def _settle(self, t1_s: float) -> None:
         while (lag := t1_s + self.settle_s - self.now()) > 0:
             time.sleep(min(lag, 1.0))
+
+    def energy(self, t0_s: float, t1_s: float) -> MeterReading:
+        self._settle(t1_s)
         windows = self.sampler.energy(t0_s, t1_s)
         devices = []
         for d in self.sampler.devices:
@@ -143,5 +189,81 @@ class LocalMeter:
             )
         return _combine(t0_s, t1_s, devices)
 
+    def series(self, t0_s: float, t1_s: float, step_s: float) -> MeterSeries:
+        self._settle(t1_s)
+        edges = slice_edges(t0_s, t1_s, step_s)
+        by_key = {d.key: d for d in self.sampler.devices}
+        devices = [
+            {"device": k, "kind": by_key[k].kind, "source": by_key[k].source, "energy_j": e, "uncertainty_j": u}
+            for k, (e, u) in self.sampler.energy_series(edges).items()
+        ]
+        return _combine_series(edges, devices)
+
     def close(self) -> None:
         self.sampler.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class StablePower:
+    """Power measured in consecutive blocks until the last ``need`` agree (see ``stable_power``)."""
+
+    power_w: float  # mean of the agreeing blocks
+    spread_w: float  # max − min of the agreeing blocks
+    stable: bool  # False when ``max_s`` ran out first (the last blocks are used anyway)
+    blocks_w: list[float]
+    start_s: float
+    end_s: float
+    kind: str
+    sources: list[str]
+
+
+def settled(blocks_w: list[float], need: int, rel_tol: float, abs_tol_w: float) -> bool:
+    """Whether the last ``need`` block powers agree: spread ≤ max(rel_tol × mean, abs_tol_w)."""
+    if len(blocks_w) < need:
+        return False
+    last = blocks_w[-need:]
+    mean = sum(last) / need
+    return max(last) - min(last) <= max(rel_tol * abs(mean), abs_tol_w)
+
+
+def stable_power(
+    meter: EnergyMeter,
+    block_s: float = 2.0,
+    need: int = 3,
+    max_s: float = 60.0,
+    rel_tol: float = 0.03,
+    abs_tol_w: float = 0.5,
+    tick: Callable[[list[float]], None] | None = None,
+) -> StablePower:
+    """Measure power in ``block_s`` blocks until ``need`` consecutive blocks agree, or ``max_s`` runs out.
+
+    Idle power drifts after a load (clocks step down, fans, temperature), so a fixed sleep measures the
+    drift; this waits it out and says whether it settled.
+    """
+    blocks: list[float] = []
+    starts: list[float] = []
+    t0 = start = meter.now()
+    kind, sources = "", []
+    while True:
+        time.sleep(max(0.0, t0 + block_s - meter.now()))
+        t1 = meter.now()
+        reading = meter.energy(t0, t1)
+        kind, sources = reading.kind, reading.sources
+        blocks.append(reading.average_power_w)
+        starts.append(t0)
+        if tick is not None:
+            tick(blocks)
+        ok = settled(blocks, need, rel_tol, abs_tol_w)
+        if ok or t1 - start >= max_s:
+            last = blocks[-need:]
+            return StablePower(
+                power_w=sum(last) / len(last),
+                spread_w=max(last) - min(last),
+                stable=ok,
+                blocks_w=blocks,
+                start_s=starts[-len(last)],
+                end_s=t1,
+                kind=kind,
+                sources=sources,
+            )
+        t0 = t1

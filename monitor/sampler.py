@@ -23,11 +23,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+
 from monitor.errors import DeviceReadError, MonitorError
 from monitor.series import DeviceSeries, Latest, SeriesView
 from monitor.sources import Device, DeviceStatus, OpenedSource, PowerSource
 from monitor.ticks import CounterReads
-from monitor.window import WindowEnergy, counter_power_ratio, estimate_power_lag, window_energy
+from monitor.window import WindowEnergy, counter_power_ratio, estimate_power_lag, window_energy, window_series
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +310,13 @@ class Sampler:
     def energy(self, t0_s: float, t1_s: float, keys: Sequence[str] | None = None) -> dict[str, WindowEnergy]:
         """Window energy of each device (or of ``keys``) over [t0, t1] Unix seconds."""
         return {k: window_energy(self.view(k, t0_s, t1_s), t0_s, t1_s) for k in (keys or self._by_key)}
+
+    def energy_series(
+        self, edges: np.ndarray, keys: Sequence[str] | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each device's energy and uncertainty in every slice between consecutive ``edges``."""
+        t0, t1 = float(edges[0]), float(edges[-1])
+        return {k: window_series(self.view(k, t0, t1), edges) for k in (keys or self._by_key)}
 
     def states(self) -> list[DeviceState]:
         with self._poller.lock:

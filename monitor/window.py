@@ -266,3 +266,20 @@ def estimate_power_lag(view: SeriesView, min_steps: int = 10, min_gain: float = 
     if not rms[best] < (1 - min_gain) * at_zero:
         return None
     return float(LAG_CANDIDATES_S[best])
+
+
+def slice_edges(t0_s: float, t1_s: float, step_s: float) -> np.ndarray:
+    """Edges t0, t0 + step, …, t1 (the last slice is shorter when step does not divide the window)."""
+    if not step_s > 0 or t1_s <= t0_s:
+        raise WindowError(f"slices need start < end and a positive step, got {t0_s}..{t1_s} by {step_s}")
+    inner = t0_s + step_s * np.arange(1, math.ceil((t1_s - t0_s) / step_s - 1e-9))
+    return np.concatenate(([t0_s], inner, [t1_s]))
+
+
+def window_series(view: SeriesView, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Energy and uncertainty of each slice between consecutive ``edges``, all read off one view.
+
+    Adjacent slices share their edge's cumulative energy, so the slices sum to the window's energy.
+    """
+    out = [window_energy(view, float(a), float(b)) for a, b in itertools.pairwise(edges)]
+    return np.array([w.energy_j for w in out]), np.array([w.uncertainty_j for w in out])

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from joulebench.cli import Command, command_main
 from server.errors import ServerError
 from server.launch import VllmServer, apply_vllm_env, vllm_install
 from server.models import TRAINED_VOCAB, resolve_model
+from server.offline import Request
 from server.options import add_engine_arguments, engine_options
 
 DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "models"
@@ -42,7 +44,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start-timeout-s", type=float, default=900.0)
 
 
-def _cpu_defaults(args: argparse.Namespace, spec_max_len: int | None, cpu: bool) -> None:
+def cpu_defaults(args: argparse.Namespace, spec_max_len: int | None, cpu: bool) -> None:
     if cpu and args.max_model_len is None and spec_max_len is not None:
         args.max_model_len = min(spec_max_len, 16384)  # the CPU KV cache is small
 
@@ -53,7 +55,7 @@ def run_serve(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     spec = resolve_model(args.model, args.model_cache)
     install = vllm_install()
-    _cpu_defaults(args, spec.max_position_embeddings, install.cpu)
+    cpu_defaults(args, spec.max_position_embeddings, install.cpu)
     run_dir = args.log_dir / time.strftime("serve-%Y%m%d-%H%M%S")
     server = VllmServer(spec, engine_options(args, args.max_num_seqs), run_dir / "vllm.log", args.host, args.port)
     stop = threading.Event()
@@ -65,8 +67,8 @@ def run_serve(args: argparse.Namespace) -> int:
         (run_dir / "server.json").write_text(json.dumps(server.record(), indent=2) + "\n")
         print(f"vLLM ready in {took:.0f} s at {server.url} (model {spec.name}, weights {spec.weights})", flush=True)
         while not stop.wait(0.5):
-            if server._proc is not None and server._proc.poll() is not None:
-                raise ServerError(f"vLLM exited with code {server._proc.returncode}; see {server.log_path}")
+            if (code := server.poll()) is not None:
+                raise ServerError(f"vLLM exited with code {code}; see {server.log_path}")
     finally:
         server.stop()
         for sig, handler in previous.items():
@@ -88,9 +90,20 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
         "e.g. 1024x256,2048x512 (bins of server/binning.py)",
     )
     parser.add_argument("--bin-batch", type=int, default=64, help="requests per bin batch (default: %(default)s)")
+    parser.add_argument(
+        "--requests",
+        type=Path,
+        help='serve the request sets of this JSON file instead: {"sets": [{"label", "batch_size", '
+        '"requests": [[input, output], …], "bin" (optional)}]} (joulebench compare writes one)',
+    )
     parser.add_argument("--monitor", help="URL of a running monitor (default: sample in-process)")
     parser.add_argument("--source", default="auto", help="in-process power source (default: %(default)s)")
-    parser.add_argument("--idle-s", type=float, default=5.0, help="loaded-idle measurement (default: %(default)s)")
+    parser.add_argument(
+        "--idle-max-s",
+        type=float,
+        default=60.0,
+        help="loaded-idle power is measured in 2 s blocks until three agree, at most this long (default: %(default)s)",
+    )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
 
 
@@ -99,17 +112,19 @@ def run_offline(args: argparse.Namespace) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from monitor.meter import EnergyMeter, LocalMeter, MonitorClient
-    from server.offline import OfflineRunner, Request
+    from monitor.meter import EnergyMeter, LocalMeter, MonitorClient, stable_power
+    from server.offline import OfflineRunner
 
     console = Console(stderr=True)
-    # Each measurement: (label, batch size, requests); bins are one full batch at the bin's lengths.
-    plan: list[tuple[list[int] | None, int, list[Request]]] = []
-    if args.bins:
+    # Each measurement: (label, bin or None, batch size, requests); a bin is one full batch at its lengths.
+    plan: list[tuple[str, list[int] | None, int, list[Request]]] = []
+    if args.requests:
+        plan = read_request_sets(args.requests)
+    elif args.bins:
         bins = parse_bins(args.bins)
         if args.bin_batch < 1:
             raise ServerError("--bin-batch must be positive")
-        plan = [([i, o], args.bin_batch, [Request(i, o)] * args.bin_batch) for i, o in bins]
+        plan = [(f"bin {i}x{o}", [i, o], args.bin_batch, [Request(i, o)] * args.bin_batch) for i, o in bins]
     else:
         try:
             sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
@@ -119,11 +134,11 @@ def run_offline(args: argparse.Namespace) -> int:
             raise ServerError("batch sizes, --input-tokens and --output-tokens must be positive")
         for b in sizes:
             n = args.num_requests or max(2 * b, 64)
-            plan.append((None, b, [Request(args.input_tokens, args.output_tokens)] * n))
+            plan.append((f"batch {b}", None, b, [Request(args.input_tokens, args.output_tokens)] * n))
     spec = resolve_model(args.model, args.model_cache)
     install = vllm_install()
-    _cpu_defaults(args, spec.max_position_embeddings, install.cpu)
-    options = engine_options(args, max(b for _, b, _ in plan))
+    cpu_defaults(args, spec.max_position_embeddings, install.cpu)
+    options = engine_options(args, max(b for _, _, b, _ in plan))
     apply_vllm_env(install, os.environ)  # vLLM runs in this process
     meter: EnergyMeter = MonitorClient(args.monitor) if args.monitor else LocalMeter(args.source)
     runner = OfflineRunner(options.llm_kwargs(spec), meter, vocab=min(spec.vocab_size or TRAINED_VOCAB, TRAINED_VOCAB))
@@ -131,16 +146,15 @@ def run_offline(args: argparse.Namespace) -> int:
     try:
         with console.status(f"loading {spec.name} in vLLM {install.version} ({install.distribution})"):
             runner.load()
-        with console.status(f"measuring loaded-idle power for {args.idle_s:.0f} s"):
-            idle = runner.idle_power_w(args.idle_s)
-        for label, b, requests in plan:
-            what = f"bin {label[0]}x{label[1]}" if label else f"batch {b}"
+        with console.status("measuring loaded-idle power until it is stable"):
+            idle = stable_power(meter, max_s=args.idle_max_s)
+        for label, bin_, b, requests in plan:
             with Progress(console=console, transient=True) as progress:
-                task = progress.add_task(f"{what}: {len(requests)} requests", total=len(requests))
+                task = progress.add_task(f"{label}: {len(requests)} requests", total=len(requests))
                 result = runner.run(
-                    requests, b, idle.average_power_w, lambda done, _, t=task: progress.update(t, completed=done)
+                    requests, b, idle.power_w, lambda done, _, t=task: progress.update(t, completed=done)
                 )
-            results.append({"bin": label, **result.summary()} if label else result.summary())
+            results.append({"label": label, "bin": bin_, **result.summary()})
     finally:
         runner.close()
         meter.close()
@@ -154,31 +168,53 @@ def run_offline(args: argparse.Namespace) -> int:
         "model": spec.model, "preset": spec.preset, "weights": spec.weights,
         "engine": options.record(),
         "offline_batches": "static: requests are served batch-size at a time, every batch full",
-        "energy": {"kind": idle.kind, "sources": idle.sources, "estimated": idle.estimated},
+        "energy": {"kind": idle.kind, "sources": idle.sources, "estimated": "estimate" in idle.sources},
         "devices": meter.devices(),
-        "idle_power_w": idle.average_power_w,
+        "idle_power_w": idle.power_w,
+        "idle": asdict(idle),
         "results": results,
     }  # fmt: skip
+    estimated = " (ESTIMATED)" if "estimate" in idle.sources else ""
     table = Table(title=f"offline — {spec.name} ({spec.weights} weights), vLLM {install.version}, energy: "
-                  f"{idle.kind} from {', '.join(idle.sources)}{' (ESTIMATED)' if idle.estimated else ''}")  # fmt: skip
-    for col in ("batch", "requests", "in/out tokens", "time", "avg power", "J/out-token", "dynamic", "± J/out-token",
+                  f"{idle.kind} from {', '.join(idle.sources)}{estimated}")  # fmt: skip
+    for col in ("set", "requests", "in/out tokens", "time", "avg power", "J/out-token", "dynamic", "± J/out-token",
                 "out tok/s"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in results:
         table.add_row(
-            f"{r['batch_size']}" + (f" @{r['bin'][0]}x{r['bin'][1]}" if r.get("bin") else ""),
+            r["label"],
             str(r["requests"]), f"{r['input_tokens']}/{r['output_tokens']}",
             f"{r['duration_s']:.1f} s", f"{r['average_power_w']:.1f} W", f"{r['j_per_output_token']:.4f}",
             f"{r['dynamic_j_per_output_token']:.4f}", f"{r['uncertainty_j_per_output_token']:.5f}",
             f"{r['output_tokens_per_s']:.0f}",
         )  # fmt: skip
     Console().print(table)
-    print(f"loaded-idle power: {idle.average_power_w:.1f} W")
+    print(f"loaded-idle power: {idle.power_w:.1f} W" + ("" if idle.stable else " (did not settle)"))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(record, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def read_request_sets(path: Path) -> list[tuple[str, list[int] | None, int, list[Request]]]:
+    """The request sets of a ``--requests`` file; a one-line error naming what is wrong."""
+    try:
+        sets = json.loads(path.read_text())["sets"]
+        plan = []
+        for i, s in enumerate(sets):
+            reqs = [Request(int(a), int(b)) for a, b in s["requests"]]
+            b = int(s["batch_size"])
+            if b < 1 or not reqs or any(r.input_tokens < 1 or r.output_tokens < 1 for r in reqs):
+                raise ValueError(f"set {i}: batch_size and every length must be positive, and requests not empty")
+            plan.append((str(s.get("label") or f"set {i}"), s.get("bin"), b, reqs))
+    except OSError as err:
+        raise ServerError(f"--requests {path}: {err.strerror}") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ServerError(f"--requests {path}: not a request-set file ({type(err).__name__}: {err})") from None
+    if not plan:
+        raise ServerError(f"--requests {path}: no request sets")
+    return plan
 
 
 def parse_bins(text: str) -> list[tuple[int, int]]:

@@ -8,30 +8,25 @@ reported with the log's last lines.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import weakref
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from joulebench.processes import Child, tail
 from server.errors import ServerError
 from server.models import ModelSpec
 from server.options import EngineOptions
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,35 +80,6 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _kill_group(proc: subprocess.Popen, timeout_s: float) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        log.warning("vLLM did not stop within %.0f s of SIGTERM: killing it", timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)  # stragglers in the group (engine core, workers)
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
 class VllmServer:
     """``start()``, ``wait_ready()``, ``stop()`` (or ``with``). Constructing one does nothing."""
 
@@ -136,7 +102,7 @@ class VllmServer:
         self.stop_timeout_s = stop_timeout_s
         self.install: VllmInstall | None = None
         self.command: list[str] = []
-        self._proc: subprocess.Popen | None = None
+        self._child: Child | None = None
 
     @property
     def url(self) -> str:
@@ -144,7 +110,7 @@ class VllmServer:
 
     @property
     def pid(self) -> int | None:
-        return None if self._proc is None else self._proc.pid
+        return None if self._child is None else self._child.pid
 
     def start(self) -> VllmServer:
         self.install = vllm_install(self.python)
@@ -155,28 +121,17 @@ class VllmServer:
             "--host", self.host, "--port", str(self.port),
             *self.options.cli_args(self.spec),
         ]  # fmt: skip
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log.info("starting vLLM %s: %s", self.install.version, " ".join(self.command))
-        with self.log_path.open("ab") as out:
-            self._proc = subprocess.Popen(
-                self.command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=dict(apply_vllm_env(self.install, dict(os.environ))),
-                start_new_session=True,
-                preexec_fn=_die_with_parent,
-            )
-        weakref.finalize(self, _kill_group, self._proc, 5.0)
+        env = dict(apply_vllm_env(self.install, dict(os.environ)))
+        self._child = Child("vLLM", self.command, self.log_path, env, self.stop_timeout_s).start()
         return self
 
     def wait_ready(self, timeout_s: float = 900.0, tick: Callable[[float], None] | None = None) -> float:
         """Block until ``/health`` answers 200; returns the seconds it took."""
-        if self._proc is None:
+        if self._child is None:
             raise ServerError("the server was not started")
         t0 = time.monotonic()
         while True:
-            code = self._proc.poll()
+            code = self._child.poll()
             if code is not None:
                 end = tail(self.log_path)
                 hint = ""
@@ -202,9 +157,13 @@ class VllmServer:
                 tick(elapsed)
             time.sleep(0.5)
 
+    def poll(self) -> int | None:
+        """The server's exit code once it has exited, else None."""
+        return None if self._child is None else self._child.poll()
+
     def stop(self) -> None:
-        if self._proc is not None:
-            _kill_group(self._proc, self.stop_timeout_s)
+        if self._child is not None:
+            self._child.stop()
 
     def __enter__(self) -> VllmServer:
         return self.start()

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from monitor.meter import EnergyMeter, MeterReading
+from monitor.meter import EnergyMeter
 from server.errors import ServerError
 
 log = logging.getLogger(__name__)
@@ -93,12 +92,6 @@ class OfflineRunner:
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None:
             core.shutdown()
-
-    def idle_power_w(self, seconds: float) -> MeterReading:
-        """The loaded-idle power: the engine holds its model and KV cache and serves nothing."""
-        t0 = self.meter.now()
-        time.sleep(seconds)
-        return self.meter.energy(t0, self.meter.now())
 
     def run(
         self,

@@ -62,6 +62,32 @@ class EngineOptions:
             args += ["--speculative-config", json.dumps(self.speculative_config)]
         return args
 
+    def engine_arguments(self) -> list[str]:
+        """The flags of ``add_engine_arguments`` that give these options back (all but ``--model``)."""
+        args = [
+            "--dtype",
+            self.dtype,
+            "--seed",
+            str(self.seed),
+            "--tensor-parallel-size",
+            str(self.tensor_parallel_size),
+        ]
+        for flag, value in (
+            ("--max-model-len", self.max_model_len),
+            ("--quantization", self.quantization),
+            ("--gpu-memory-utilization", self.gpu_memory_utilization),
+        ):
+            if value is not None:
+                args += [flag, str(value)]
+        if self.enforce_eager:
+            args.append("--enforce-eager")
+        for flag, value in (("prefix-caching", self.prefix_caching), ("chunked-prefill", self.chunked_prefill)):
+            if value is not None:
+                args.append(f"--{flag}" if value else f"--no-{flag}")
+        if self.speculative_config is not None:
+            args += ["--speculative-config", json.dumps(self.speculative_config)]
+        return args
+
     def llm_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
         kw: dict[str, Any] = {
             "model": spec.model,

@@ -93,3 +93,19 @@ def test_only_locust_commands_load_gevent():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_engine_arguments_give_the_options_back():
+    import argparse
+
+    from server.options import EngineOptions, add_engine_arguments, engine_options
+
+    opts = EngineOptions(
+        max_model_len=2048, dtype="bfloat16", enforce_eager=True, prefix_caching=False, chunked_prefill=True,
+        speculative_config={"method": "ngram", "num_speculative_tokens": 3}, gpu_memory_utilization=0.8, seed=7,
+        tensor_parallel_size=2, quantization="fp8",
+    )  # fmt: skip
+    parser = argparse.ArgumentParser()
+    add_engine_arguments(parser)
+    assert engine_options(parser.parse_args(opts.engine_arguments())) == opts
+    assert engine_options(parser.parse_args(EngineOptions().engine_arguments())) == EngineOptions()

@@ -126,3 +126,25 @@ def test_the_api_is_read_only(gpus):
     client, _, _ = gpus
     assert client.post("/v1/energy").status_code == 405
     assert client.delete("/metrics").status_code == 405
+
+
+def test_energy_series_slices_add_up_to_the_window(gpus):
+    client, sampler, _ = gpus
+    end = sampler.now() - 0.06
+    body = client.get("/v1/energy/series", params={"start": end - 0.3, "end": end, "step": 0.05}).json()
+    whole = client.get("/v1/energy", params={"start": end - 0.3, "end": end}).json()
+    assert len(body["edges"]) == 7 and body["edges"][0] == pytest.approx(end - 0.3)
+    for d, w in zip(body["devices"], whole["devices"], strict=True):
+        assert d["device"] == w["device"] and len(d["energy_j"]) == len(d["uncertainty_j"]) == 6
+        assert sum(d["energy_j"]) == pytest.approx(w["energy_j"], rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("step", "message"), [("0.001", "at least 0.01 s"), ("abc", "not a number of seconds"), (None, "missing")]
+)
+def test_bad_series_steps_get_400(gpus, step, message):
+    client, sampler, _ = gpus
+    now = sampler.now()
+    params = {"start": now - 0.3, "end": now} | ({"step": step} if step else {})
+    r = client.get("/v1/energy/series", params=params)
+    assert r.status_code == 400 and message in r.json()["error"]

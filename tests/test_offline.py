@@ -16,7 +16,7 @@ def test_offline_runner_on_32_requests(tmp_path):
     cmd = [
         sys.executable, "-m", "joulebench", "offline", "--model", "tiny", "--model-cache", str(tmp_path),
         "--batch-sizes", "8,32", "--num-requests", "32", "--input-tokens", "64", "--output-tokens", "16",
-        "--max-model-len", "1024", "--source", "estimate", "--idle-s", "1", "--out", str(out),
+        "--max-model-len", "1024", "--source", "estimate", "--idle-max-s", "4", "--out", str(out),
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -40,7 +40,7 @@ def test_bins_are_measured_one_full_batch_each_for_the_estimator(tmp_path):
     cmd = [
         sys.executable, "-m", "joulebench", "offline", "--model", "tiny", "--model-cache", str(tmp_path),
         "--bins", "32x8,64x16", "--bin-batch", "4", "--max-model-len", "1024", "--source", "estimate",
-        "--idle-s", "1", "--out", str(out),
+        "--idle-max-s", "4", "--out", str(out),
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -60,3 +60,23 @@ def test_a_bad_bin_is_one_line():
     )
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
     assert "100x7 is not a bin" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("not json", "not a request-set file"),
+        ('{"sets": [{"batch_size": 0, "requests": [[1, 1]]}]}', "must be positive"),
+        ('{"sets": [{"batch_size": 2, "requests": [[1]]}]}', "not a request-set file"),
+        ('{"sets": []}', "no request sets"),
+    ],
+)
+def test_a_bad_request_set_file_is_one_line(tmp_path, content, says):
+    path = tmp_path / "sets.json"
+    path.write_text(content)
+    run = subprocess.run(
+        [sys.executable, "-m", "joulebench", "offline", "--requests", str(path)], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert says in run.stderr

@@ -16,8 +16,10 @@ from monitor.window import (
     SHAPE_FLOOR_POWERED,
     counter_power_ratio,
     estimate_power_lag,
+    slice_edges,
     update_period_s,
     window_energy,
+    window_series,
 )
 
 
@@ -217,3 +219,27 @@ def test_a_learnt_lag_makes_edges_accurate():
 
 def test_flat_power_cannot_tell_a_lag():
     assert estimate_power_lag(flat_series()) is None
+
+
+@pytest.mark.parametrize(("t0", "t1", "step", "n"), [(0.0, 1.0, 0.25, 4), (0.0, 1.1, 0.25, 5), (2.0, 2.1, 0.5, 1)])
+def test_slice_edges_cover_the_window(t0, t1, step, n):
+    edges = slice_edges(t0, t1, step)
+    assert len(edges) == n + 1 and edges[0] == t0 and edges[-1] == t1
+    assert np.all(np.diff(edges) > 0) and np.all(np.diff(edges) <= step + 1e-12)
+
+
+def test_a_series_of_slices_sums_to_the_window():
+    rng = np.random.default_rng(11)
+    t = np.cumsum(rng.uniform(0.08, 0.12, 300))
+    c = np.cumsum(rng.uniform(5.0, 50.0, 300))
+    pt = np.sort(rng.uniform(t[0], t[-1], 3000))
+    view = SeriesView.from_arrays(t, c, pt, rng.uniform(50.0, 500.0, 3000))
+    edges = slice_edges(t[3] + 0.013, t[-3] - 0.02, 0.25)
+    energy, uncertainty = window_series(view, edges)
+    assert len(energy) == len(edges) - 1 and np.all(energy >= 0) and np.all(uncertainty >= 0)
+    assert energy.sum() == pytest.approx(window_energy(view, edges[0], edges[-1]).energy_j, rel=1e-12)
+
+
+def test_bad_slices_are_refused():
+    with pytest.raises(WindowError, match="positive step"):
+        slice_edges(0.0, 1.0, 0.0)

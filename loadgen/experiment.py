@@ -1,0 +1,405 @@
+"""``joulebench compare``: online vs offline energy per token, end to end, into a run directory.
+
+Phases, each recorded in the run directory as it finishes (so an interrupted run keeps what it has):
+
+1. the monitor (started here, or ``--monitor URL``), the devices and their settings → ``config.json``;
+2. device-idle power (before vLLM starts) and loaded-idle power (vLLM up, serving nothing), each
+   measured in blocks until stable → ``idle.json``;
+3. the rate ladder: for each rate (× the trace's own rate) and repeat, a headless replay in its own
+   process (``python -m loadgen replay``: Locust and gevent never enter this process), a warm-up,
+   then the steady-state window; the records, the window's energy and the dense energy series over
+   the replay → ``online/<rate>-<repeat>/``, ``energy.csv``. The ladder stops above the first
+   saturated rate;
+4. offline, after vLLM's server is stopped (one engine per GPU): each rate's token multiset in full
+   batches of ``--max-num-seqs``, ``--repeats`` times; two calibration sets (prefill-heavy,
+   decode-heavy) for the attribution weights; one full batch per binning bin → ``offline/``;
+5. the analysis (``summary.json``) and the report (``report.md``, ``report.html``, ``plots/``),
+   which ``joulebench report RUN_DIR`` redoes from the files alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import math
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from joulebench import __version__
+from joulebench.processes import Child, free_port
+from loadgen.errors import LoadgenError
+from loadgen.options import build_schedule
+from loadgen.records import read_records
+
+ENERGY_COLUMNS = ("phase", "rate", "repeat", "start_s", "end_s", "energy_j", "uncertainty_j")
+
+
+def rate_label(multiplier: float) -> str:
+    return f"{multiplier:g}x"
+
+
+def replay_dir(run_dir: Path, multiplier: float, repeat: int) -> Path:
+    return run_dir / "online" / f"{rate_label(multiplier)}-{repeat}"
+
+
+class Interrupted(LoadgenError):
+    """SIGINT or SIGTERM during a comparison."""
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``Interrupted`` here, so every ``finally`` stops its child."""
+
+    def handler(signum: int, _: object) -> None:
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _replay_options(args: argparse.Namespace, multiplier: float, trace_rate: float) -> argparse.Namespace:
+    """The replay options of one rung: ``trace`` scales time; the other processes get requests/s."""
+    rate = multiplier if args.process in ("trace", "trace-resample") else multiplier * trace_rate
+    return argparse.Namespace(
+        jb_trace=args.trace, jb_trace_dir=args.trace_dir, jb_process=args.process, jb_rate=rate, jb_cv=args.cv,
+        jb_duration=args.warmup_s + args.window_s, jb_start=args.start, jb_seed=args.seed,
+        jb_max_model_len=args.max_model_len or 0,
+    )  # fmt: skip
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON: {type(o).__name__}")
+
+
+def _hardware() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "python": platform.python_version()}  # fmt: skip
+
+
+class Comparison:
+    """One ``joulebench compare`` run; ``run()`` returns the run directory."""
+
+    def __init__(self, args: argparse.Namespace, run_dir: Path) -> None:
+        from rich.console import Console
+
+        self.args = args
+        self.run_dir = run_dir
+        self.console = Console(stderr=True)
+        self.config: dict[str, Any] = {}
+
+    def say(self, text: str) -> None:
+        self.console.print(f"[bold]compare[/bold] {text}")
+
+    # -- setup ---------------------------------------------------------------------------------------
+
+    def _plan(self, max_model_len: int | None) -> list[tuple[float, argparse.Namespace, int, float]]:
+        """Each rung: (multiplier, replay options, scheduled requests, offered requests/s: the multiplier ×
+        the trace's mean rate). Fails early on a bad trace or process."""
+        args = self.args
+        probe = _replay_options(args, 1.0, 1.0)
+        probe.jb_max_model_len = max_model_len or 0
+        trace, _ = build_schedule(probe)
+        plan = []
+        for m in args.rates:
+            opts = _replay_options(args, m, trace.rate_per_s)
+            opts.jb_max_model_len = max_model_len or 0
+            _, schedule = build_schedule(opts)
+            if len(schedule) == 0:
+                raise LoadgenError(f"rate {rate_label(m)} schedules no request in {opts.jb_duration:g} s: raise it")
+            plan.append((m, opts, len(schedule), m * trace.rate_per_s))
+        self.config["trace"] = {"name": trace.name, "requests": len(trace.requests), "rate_per_s": trace.rate_per_s,
+                                "duration_s": trace.duration_s}  # fmt: skip
+        return plan
+
+    def run(self) -> Path:
+        from monitor.meter import MonitorClient, stable_power
+        from server.cli import cpu_defaults
+        from server.launch import VllmServer, vllm_install
+        from server.models import resolve_model
+        from server.options import engine_options
+
+        args = self.args
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        spec = resolve_model(args.model, args.model_cache)
+        install = vllm_install()
+        cpu_defaults(args, spec.max_position_embeddings, install.cpu)
+        options = engine_options(args, args.max_num_seqs)
+        self.config = {
+            "joulebench": __version__, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": _hardware(),
+            "vllm": {"distribution": install.distribution, "version": install.version},
+            "model": spec.model, "preset": spec.preset, "weights": spec.weights, "engine": options.record(),
+            "options": {k: v for k, v in vars(args).items() if k not in ("run", "verbose")},
+            "complete": False,
+        }  # fmt: skip
+        plan = self._plan(options.max_model_len)
+        write_json(self.run_dir / "config.json", self.config)
+
+        with contextlib.ExitStack() as stack, _signals_interrupt():
+            url = args.monitor
+            if not url:
+                monitor = Child(
+                    "the monitor",
+                    [sys.executable, "-m", "monitor", "--port", "0", "--quiet", "--source", args.source],
+                    self.run_dir / "monitor.log",
+                ).start()
+                stack.callback(monitor.stop)
+                url = monitor.wait_for_line(r"listening on (http://\S+)", 60).group(1)
+            meter = MonitorClient(url)
+            self.config["monitor"] = {"url": url, "started_here": not args.monitor}
+            self.config["devices"] = meter.devices()
+            write_json(self.run_dir / "config.json", self.config)
+            estimated = any(d.get("source") == "estimate" for d in self.config["devices"])
+            self.say(f"energy from {url}" + (" — ESTIMATED from CPU utilization, not measured" if estimated else ""))
+
+            idle: dict[str, Any] = {}
+            server = None
+            target = args.target
+            if not target:
+                with self.console.status("device-idle power (vLLM not running), until stable"):
+                    idle["device"] = asdict(stable_power(meter, max_s=args.idle_max_s))
+                write_json(self.run_dir / "idle.json", idle)
+                server = VllmServer(spec, options, self.run_dir / "vllm.log", "127.0.0.1", free_port())
+                stack.callback(server.stop)
+                server.start()
+                with self.console.status(f"starting vLLM {install.version} ({install.distribution}) on {spec.name}"):
+                    took = server.wait_ready(args.start_timeout_s)
+                self.say(f"vLLM ready in {took:.0f} s at {server.url}")
+                self.config["server"] = server.record()
+                target = server.url
+            else:
+                self.config["server"] = {"url": target, "started_here": False}
+            with self.console.status("loaded-idle power (vLLM up, serving nothing), until stable"):
+                idle["loaded"] = asdict(stable_power(meter, max_s=args.idle_max_s))
+            write_json(self.run_dir / "idle.json", idle)
+            write_json(self.run_dir / "config.json", self.config)
+            self._say_idle(idle)
+
+            interrupted = None
+            try:
+                self._ladder(plan, target, meter)
+            except Interrupted as err:
+                interrupted = str(err)
+            if server is not None:
+                server.stop()
+            if interrupted is None and not args.no_offline:
+                try:
+                    self._offline(options, url)
+                except Interrupted as err:
+                    interrupted = str(err)
+            self.config["complete"] = interrupted is None
+            self.config["interrupted"] = interrupted
+            write_json(self.run_dir / "config.json", self.config)
+
+        from loadgen.report import write_report
+
+        paths = write_report(self.run_dir)
+        self.say(f"report: {paths['md']} and {paths['html']}")
+        if interrupted:
+            raise Interrupted(f"{interrupted}: the report covers what finished ({self.run_dir})")
+        return self.run_dir
+
+    def _say_idle(self, idle: dict[str, Any]) -> None:
+        parts = []
+        for name in ("device", "loaded"):
+            if name in idle:
+                p = idle[name]
+                parts.append(f"{name} {p['power_w']:.1f} W" + ("" if p["stable"] else " (did not settle)"))
+        self.say("idle power: " + ", ".join(parts))
+
+    # -- online --------------------------------------------------------------------------------------
+
+    def _ladder(self, plan: list[tuple[float, argparse.Namespace, int, float]], target: str, meter: Any) -> None:
+        from rich.progress import Progress
+
+        from loadgen.comparison import saturation
+
+        args = self.args
+        energy_csv = self.run_dir / "energy.csv"
+        if not energy_csv.exists():
+            energy_csv.write_text(",".join(ENERGY_COLUMNS) + "\n")
+        for m, opts, n, offered in plan:
+            saturated = False
+            for repeat in range(args.repeats):
+                out = replay_dir(self.run_dir, m, repeat)
+                out.mkdir(parents=True, exist_ok=True)
+                records_path = out / "requests.jsonl"
+                records_path.unlink(missing_ok=True)
+                cmd = [
+                    sys.executable, "-m", "loadgen", "replay", "--target", target, "--trace", opts.jb_trace,
+                    "--trace-dir", opts.jb_trace_dir, "--process", opts.jb_process, "--rate", repr(opts.jb_rate),
+                    "--cv", repr(opts.jb_cv), "--duration", repr(opts.jb_duration), "--start", repr(opts.jb_start),
+                    "--seed", str(opts.jb_seed), "--max-model-len", str(opts.jb_max_model_len),
+                    "--timeout", repr(args.request_timeout_s), "--records", str(records_path),
+                    "--summary", str(out / "replay.json"),
+                ]  # fmt: skip
+                replay = Child(f"the replay at {rate_label(m)}", cmd, out / "replay.log", stop_timeout_s=30).start()
+                deadline = time.monotonic() + opts.jb_duration + args.drain_s + 30
+                cut = False
+                try:
+                    with Progress(console=self.console, transient=True) as progress:
+                        what = f"online {rate_label(m)} ({offered:.2f} req/s), repeat {repeat + 1}/{args.repeats}"
+                        task = progress.add_task(what, total=n)
+                        while replay.poll() is None:
+                            if time.monotonic() > deadline and not cut:
+                                cut = True
+                                replay.stop()  # SIGTERM: in-flight requests are recorded as interrupted
+                            progress.update(task, completed=_count_lines(records_path))
+                            time.sleep(0.5)
+                finally:
+                    replay.stop()
+                code = replay.poll()
+                if code not in (0, 130) or not (out / "replay.json").exists():
+                    raise replay.failed(f"exited with code {code}")
+                summary = json.loads((out / "replay.json").read_text())
+                records = read_records(records_path)
+                s0 = summary["schedule_start_s"]
+                t0, t1 = s0 + args.warmup_s, s0 + args.warmup_s + args.window_s
+                reading = meter.energy(t0, t1)
+                sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
+                ends = [r.get("last_token_s") or r.get("sent_s") for r in records if r.get("sent_s") is not None]
+                a, b = min(sent), max(max(ends), min(sent) + 2 * args.slice_s)
+                series = meter.series(a, b, args.slice_s)
+                with energy_csv.open("a", newline="") as f:
+                    w = csv.writer(f)
+                    for k in range(len(series.energy_j)):
+                        w.writerow(["online", m, repeat, repr(float(series.edges[k])),
+                                    repr(float(series.edges[k + 1])), repr(float(series.energy_j[k])),
+                                    repr(float(series.uncertainty_j[k]))])  # fmt: skip
+                sat = saturation(records, t0, t1)
+                window = {
+                    "rate": m, "repeat": repeat, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
+                    "window": [t0, t1], "energy_j": reading.energy_j, "uncertainty_j": reading.uncertainty_j,
+                    "short_window": reading.short_window, "kind": reading.kind, "sources": reading.sources,
+                    "devices": reading.devices, "series": [a, b], "drain_cut": cut,
+                }  # fmt: skip
+                write_json(out / "window.json", window)
+                e_out = sum(1 for r in records if r["status"] == "ok")
+                self.say(
+                    f"{rate_label(m)} #{repeat + 1}: {e_out}/{len(records)} ok, {reading.energy_j:.1f} J in the "
+                    f"{args.window_s:g} s window ({reading.average_power_w:.1f} W)"
+                    + (" — SATURATED" if sat["saturated"] or cut else "")
+                )
+                saturated = saturated or sat["saturated"] or cut
+            if saturated:
+                self.say(f"saturated at {rate_label(m)}: the ladder stops here")
+                break
+
+    # -- offline -------------------------------------------------------------------------------------
+
+    def _offline(self, options: Any, monitor_url: str) -> None:
+        from rich.progress import Progress
+
+        from server.binning import count_bins
+
+        args = self.args
+        batch = options.max_num_seqs
+        sets: list[dict[str, Any]] = []
+        union: dict[int, tuple[int, int]] = {}
+        for m in args.rates:
+            path = replay_dir(self.run_dir, m, 0) / "requests.jsonl"
+            if not path.exists():
+                continue
+            reqs = [
+                (r["usage_input_tokens"], r["usage_output_tokens"]) for r in read_records(path) if r["status"] == "ok"
+            ]
+            if not reqs:
+                continue
+            for r in read_records(path):
+                if r["status"] == "ok":
+                    union[r["trace_index"]] = (r["usage_input_tokens"], r["usage_output_tokens"])
+            for j in range(args.repeats):
+                sets.append({"label": f"rate {rate_label(m)} #{j}", "kind": "rate", "rate": m, "repeat": j,
+                             "batch_size": batch, "requests": reqs})  # fmt: skip
+        if not sets:
+            raise LoadgenError("no online request finished: nothing to serve offline")
+        inputs = sorted(i for i, _ in union.values())
+        max_len = options.max_model_len or 4096
+        long_in = max(32, min(int(np.percentile(inputs, 90)), max_len - 16))
+        sets.append({"label": "fit prefill-heavy", "kind": "fit", "batch_size": batch,
+                     "requests": [(long_in, 8)] * batch})  # fmt: skip
+        sets.append({"label": "fit decode-heavy", "kind": "fit", "batch_size": batch,
+                     "requests": [(32, min(256, max_len - 32))] * batch})  # fmt: skip
+        if not args.no_binning:
+            bins = count_bins(union.values())
+            for (i, o), _ in sorted(bins.counts.items()):
+                if i + o > max_len:
+                    continue
+                sets.append({"label": f"bin {i}x{o}", "kind": "bin", "bin": [i, o], "batch_size": args.bin_batch,
+                             "requests": [(i, o)] * args.bin_batch})  # fmt: skip
+        offline_dir = self.run_dir / "offline"
+        write_json(offline_dir / "requests.json", {"sets": sets})
+        cmd = [
+            sys.executable, "-m", "server", "offline", "--model", args.model, "--model-cache", str(args.model_cache),
+            *options.engine_arguments(), "--requests", str(offline_dir / "requests.json"), "--monitor", monitor_url,
+            "--idle-max-s", repr(args.idle_max_s), "--out", str(offline_dir / "offline.json"),
+        ]  # fmt: skip
+        child = Child("the offline run", cmd, offline_dir / "offline.log").start()
+        total = sum(len(s["requests"]) for s in sets)
+        try:
+            with Progress(console=self.console, transient=True) as progress:
+                task = progress.add_task(f"offline: {len(sets)} sets, {total} requests, batch {batch}", total=None)
+                while child.poll() is None:
+                    progress.update(task)
+                    time.sleep(0.5)
+        finally:
+            child.stop()
+        if child.poll() != 0 or not (offline_dir / "offline.json").exists():
+            raise child.failed(f"exited with code {child.poll()}")
+        self.say(f"offline: {len(sets)} request sets served in batches of {batch}")
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+def default_rates() -> list[float]:
+    return [0.25, 0.5, 1.0, 2.0, 4.0]
+
+
+def parse_rates(text: str) -> list[float]:
+    try:
+        rates = sorted({float(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise LoadgenError(f"--rates {text!r}: give a comma list of multipliers, e.g. 0.25,0.5,1,2,4") from None
+    if not rates or rates[0] <= 0 or not all(math.isfinite(r) for r in rates):
+        raise LoadgenError(f"--rates {text!r}: multipliers must be positive")
+    return rates
