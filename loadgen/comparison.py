@@ -21,10 +21,13 @@ from loadgen.attribution import Weights, attribute, premium, tokens_in_window
 from loadgen.summary import _pcts
 from server.binning import BatchEnergy, Bin, ceiling_bin, count_bins, estimate
 
-#: A rate is saturated when the backlog grows over the window by more than this share of its arrivals
-#: (and by at least ``SATURATION_MIN_REQUESTS``): arrivals outpace completions, the queue only grows.
-SATURATION_GROWTH = 0.1
-SATURATION_MIN_REQUESTS = 3
+#: A rate is saturated when its queue keeps growing: the median wait for the first token (from the
+#: scheduled time) of the window's last third exceeds the first third's by this factor and this many
+#: seconds. A bursty trace's backlog comes and goes; a saturated server's only grows. Or when more than
+#: ``SATURATION_FAILED`` of the window's requests failed.
+SATURATION_FACTOR = 2.0
+SATURATION_MIN_GROWTH_S = 0.5
+SATURATION_FAILED = 0.1
 
 
 def backlog(records: Sequence[Mapping[str, Any]], t_s: float) -> int:
@@ -38,14 +41,30 @@ def backlog(records: Sequence[Mapping[str, Any]], t_s: float) -> int:
 
 
 def saturation(records: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float) -> dict[str, Any]:
-    arrivals = sum(1 for r in records if t0_s <= r["scheduled_s"] < t1_s)
-    b0, b1 = backlog(records, t0_s), backlog(records, t1_s)
-    grew = b1 - b0
+    inside = [r for r in records if t0_s <= r["scheduled_s"] < t1_s]
+    third = (t1_s - t0_s) / 3
+
+    def wait(lo: float, hi: float) -> float | None:
+        # A request with no first token waited at least until the window's end.
+        w = [
+            (r["first_token_s"] if r.get("first_token_s") is not None else t1_s) - r["scheduled_s"]
+            for r in inside
+            if lo <= r["scheduled_s"] < hi
+        ]
+        return float(np.median(w)) if w else None
+
+    first, last = wait(t0_s, t0_s + third), wait(t1_s - third, t1_s)
+    failed = sum(1 for r in inside if r["status"] != "ok")
+    growing = first is not None and last is not None and last > max(SATURATION_FACTOR * first,
+                                                                     first + SATURATION_MIN_GROWTH_S)  # fmt: skip
     return {
-        "backlog_start": b0,
-        "backlog_end": b1,
-        "arrivals": arrivals,
-        "saturated": grew > max(SATURATION_MIN_REQUESTS, SATURATION_GROWTH * arrivals),
+        "arrivals": len(inside),
+        "failed": failed,
+        "backlog_start": backlog(records, t0_s),
+        "backlog_end": backlog(records, t1_s),
+        "wait_first_third_s": first,
+        "wait_last_third_s": last,
+        "saturated": growing or failed > SATURATION_FAILED * len(inside),
     }
 
 
@@ -74,7 +93,7 @@ def rate_result(
     e_dyn = e - loaded_idle_w * dur
     in_window = [r for r in records if t0 <= r["scheduled_s"] < t1]
     ok_in_window = [r for r in in_window if r["status"] == "ok"]
-    sent = [r["sent_s"] for r in records if r.get("sent_s") is not None and t0 <= r["sent_s"] < t1]
+    done = [r for r in records if r["status"] == "ok" and t0 <= (r.get("last_token_s") or -math.inf) < t1]
     attr = attribute(records, edges, slice_energy_j, weights)
     dyn = attribute(records, edges, slice_energy_j, weights, idle_power_w=loaded_idle_w)
     outs = np.array([r.get("usage_output_tokens") or 0 for r in records], dtype=float)
@@ -93,7 +112,8 @@ def rate_result(
         "requests": len(records),
         "statuses": dict(Counter(r["status"] for r in records)),
         "requests_in_window": len(in_window),
-        "achieved_rate_per_s": len(sent) / dur,
+        "offered_rate_per_s": len(in_window) / dur,
+        "achieved_rate_per_s": len(done) / dur,
         "tokens": {"input": n_in, "output": n_out, "total": n_in + n_out},
         "tokens_per_s": {"input": n_in / dur, "output": n_out / dur},
         "energy_j": e,

@@ -159,7 +159,7 @@ class Comparison:
         cpu_defaults(args, spec.max_position_embeddings, install.cpu)
         options = engine_options(args, args.max_num_seqs)
         self.config = {
-            "joulebench": __version__, "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "joulebench": __version__, "command": ["joulebench", *sys.argv[1:]],
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": _hardware(),
             "vllm": {"distribution": install.distribution, "version": install.version},
             "model": spec.model, "preset": spec.preset, "weights": spec.weights, "engine": options.record(),
@@ -203,6 +203,9 @@ class Comparison:
                 target = server.url
             else:
                 self.config["server"] = {"url": target, "started_here": False}
+            from loadgen.client import served_model
+
+            self.config["max_model_len"] = served_model(target)[1] or options.max_model_len
             with self.console.status("loaded-idle power (vLLM up, serving nothing), until stable"):
                 idle["loaded"] = asdict(stable_power(meter, max_s=args.idle_max_s))
             write_json(self.run_dir / "idle.json", idle)
@@ -252,9 +255,11 @@ class Comparison:
         energy_csv = self.run_dir / "energy.csv"
         if not energy_csv.exists():
             energy_csv.write_text(",".join(ENERGY_COLUMNS) + "\n")
+        run_index = 0
         for m, opts, n, offered in plan:
             saturated = False
             for repeat in range(args.repeats):
+                run_index += 1  # every replay its own prompts: none is served from another's prefix cache
                 out = replay_dir(self.run_dir, m, repeat)
                 out.mkdir(parents=True, exist_ok=True)
                 records_path = out / "requests.jsonl"
@@ -263,7 +268,8 @@ class Comparison:
                     sys.executable, "-m", "loadgen", "replay", "--target", target, "--trace", opts.jb_trace,
                     "--trace-dir", opts.jb_trace_dir, "--process", opts.jb_process, "--rate", repr(opts.jb_rate),
                     "--cv", repr(opts.jb_cv), "--duration", repr(opts.jb_duration), "--start", repr(opts.jb_start),
-                    "--seed", str(opts.jb_seed), "--max-model-len", str(opts.jb_max_model_len),
+                    "--seed", str(opts.jb_seed), "--prompt-seed", str(1000 * (opts.jb_seed + 1) + run_index),
+                    "--max-model-len", str(opts.jb_max_model_len),
                     "--timeout", repr(args.request_timeout_s), "--records", str(records_path),
                     "--summary", str(out / "replay.json"),
                 ]  # fmt: skip
@@ -302,7 +308,7 @@ class Comparison:
                                     repr(float(series.uncertainty_j[k]))])  # fmt: skip
                 sat = saturation(records, t0, t1)
                 window = {
-                    "rate": m, "repeat": repeat, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
+                    "rate": m, "repeat": repeat, "nominal_rate_per_s": offered, "process_rate": opts.jb_rate,
                     "window": [t0, t1], "energy_j": reading.energy_j, "uncertainty_j": reading.uncertainty_j,
                     "short_window": reading.short_window, "kind": reading.kind, "sources": reading.sources,
                     "devices": reading.devices, "series": [a, b], "drain_cut": cut,
@@ -348,7 +354,7 @@ class Comparison:
         if not sets:
             raise LoadgenError("no online request finished: nothing to serve offline")
         inputs = sorted(i for i, _ in union.values())
-        max_len = options.max_model_len or 4096
+        max_len = self.config.get("max_model_len") or options.max_model_len or 4096
         long_in = max(32, min(int(np.percentile(inputs, 90)), max_len - 16))
         sets.append({"label": "fit prefill-heavy", "kind": "fit", "batch_size": batch,
                      "requests": [(long_in, 8)] * batch})  # fmt: skip

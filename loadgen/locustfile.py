@@ -174,6 +174,7 @@ class TraceReplayUser(User):
             base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat, timeout_s=opts.jb_timeout
         )
         calibrator = TextCalibrator(base_url, config.model) if config.chat else None
+        prompt_seed = opts.jb_seed if opts.jb_prompt_seed < 0 else opts.jb_prompt_seed
         log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
         pool = gevent.pool.Pool()
         start = plan["start_s"]
@@ -188,7 +189,7 @@ class TraceReplayUser(User):
             prompt = (
                 calibrator.text(req.input_tokens)
                 if calibrator is not None
-                else token_prompt(idx, req.input_tokens, opts.jb_vocab, opts.jb_seed)
+                else token_prompt(idx, req.input_tokens, opts.jb_vocab, prompt_seed)
             )
             body = request_body(config, prompt, req.output_tokens)
             delay = record.scheduled_s - time.time()

@@ -23,6 +23,11 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "jb_duration": (60.0, "seconds of schedule to replay"),
     "jb_start": (0.0, "start this many seconds into the trace"),
     "jb_seed": (0, "seed of the arrival process and the prompts"),
+    "jb_prompt_seed": (
+        -1,
+        "seed of the prompts alone (-1: the seed); runs with the same one send the same prompts, "
+        "which a prefix cache serves cheaper",
+    ),
     "jb_model": ("", "model name (default: the server's first)"),
     "jb_chat": (False, "use /v1/chat/completions with text calibrated by /tokenize (serve with prefix caching off)"),
     "jb_max_model_len": (0, "clip requests to this context (0: the server's max_model_len if it says)"),

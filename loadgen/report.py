@@ -116,11 +116,11 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             continue
         window0 = _read_json(replay_dir(run_dir, m, 0) / "window.json") or {}
         entry: dict[str, Any] = {
-            "rate": m, "label": rate_label(m), "offered_rate_per_s": window0.get("offered_rate_per_s"),
+            "rate": m, "label": rate_label(m), "nominal_rate_per_s": window0.get("nominal_rate_per_s"),
             "repeats": repeats, "saturated": any(r["saturated"] or r["drain_cut"] for r in repeats),
         }  # fmt: skip
-        for key in ("achieved_rate_per_s", "j_per_input_token", "j_per_output_token", "j_per_token",
-                    "dynamic_j_per_output_token", "dynamic_j_per_token", "average_power_w", "idle_share",
+        for key in ("offered_rate_per_s", "achieved_rate_per_s", "j_per_input_token", "j_per_output_token",
+                    "j_per_token", "dynamic_j_per_output_token", "dynamic_j_per_token", "average_power_w", "idle_share",
                     "uncertainty_j_per_output_token", "tokens_per_joule"):  # fmt: skip
             values = [r[key] for r in repeats if r[key] is not None]
             entry[key] = float(np.mean(values)) if values else None
@@ -153,6 +153,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
                 "weights",
                 "engine",
                 "trace",
+                "max_model_len",
                 "monitor",
                 "server",
                 "complete",
@@ -200,7 +201,7 @@ def _premium_text(p: dict[str, Any] | None) -> str:
 
 
 def _rate_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["rate", "offered req/s", "achieved req/s", "requests ok/all", "tokens in/out (window)", "J/in-token",
+    head = ["rate", "arrivals/s", "completed/s", "requests ok/all", "tokens in/out (window)", "J/in-token",
             "J/out-token", "J/token", "dynamic J/token", "offline J/token", "premium (95% CI)", "TTFT p50/p99 ms",
             "TPOT p50/p99 ms", "avg power W", "idle share"]  # fmt: skip
     rows = []
@@ -245,7 +246,10 @@ def _binning_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for r in s["rates"]:
         b = r["repeats"][0].get("binning")
-        if not b or "error" in b:
+        if not b:
+            continue
+        if "error" in b:
+            rows.append([r["label"], "–", "–", f"not estimated: {b['error']}", "–", "–"])
             continue
         gap = b["gap_percent"]
         rows.append([r["label"], str(b["bins"]), f"{b['included']}/{b['excluded']}",
@@ -270,7 +274,7 @@ def _provenance(s: dict[str, Any]) -> list[str]:
         f"Command: `{' '.join(c.get('command') or [])}` (joulebench {c.get('joulebench')}, {c.get('date')})",
         f"Model: {c.get('preset') or c.get('model')}, **weights: {c.get('weights')}**; vLLM "
         f"{(c.get('vllm') or {}).get('version')} ({(c.get('vllm') or {}).get('distribution')}); max batch "
-        f"{eng.get('max_num_seqs')}, max_model_len {eng.get('max_model_len')}, "
+        f"{eng.get('max_num_seqs')}, max_model_len {c.get('max_model_len') or eng.get('max_model_len')}, "
         f"{'eager' if eng.get('enforce_eager') else 'compiled'}, dtype {eng.get('dtype')}, seed {eng.get('seed')}",
         f"Trace: {(c.get('trace') or {}).get('name')} ({(c.get('trace') or {}).get('requests')} requests, "
         f"{_f((c.get('trace') or {}).get('rate_per_s'))} req/s)",

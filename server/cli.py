@@ -146,6 +146,9 @@ def run_offline(args: argparse.Namespace) -> int:
     try:
         with console.status(f"loading {spec.name} in vLLM {install.version} ({install.distribution})"):
             runner.load()
+        with console.status("warming the engine up (one batch, unmeasured)"):
+            _, _, b0, first = plan[0]
+            runner.warm_up(first[:b0])
         with console.status("measuring loaded-idle power until it is stable"):
             idle = stable_power(meter, max_s=args.idle_max_s)
         for label, bin_, b, requests in plan:

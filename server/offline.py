@@ -28,9 +28,11 @@ class Request:
     output_tokens: int
 
 
-def token_prompts(requests: Sequence[Request], vocab: int, seed: int = 0, low: int = 2) -> list[list[int]]:
+def token_prompts(
+    requests: Sequence[Request], vocab: int, seed: int | tuple[int, ...] = 0, low: int = 2
+) -> list[list[int]]:
     """Deterministic token-id prompts of exactly each request's input length (ids in [low, vocab))."""
-    rng = random.Random(seed)
+    rng = random.Random(repr(seed))
     return [[rng.randrange(low, vocab) for _ in range(r.input_tokens)] for r in requests]
 
 
@@ -75,6 +77,7 @@ class OfflineRunner:
         self.meter = meter
         self.vocab = vocab
         self.seed = seed
+        self._runs = 0
         self._llm: Any = None
 
     def load(self) -> None:
@@ -93,6 +96,17 @@ class OfflineRunner:
         if core is not None:
             core.shutdown()
 
+    def warm_up(self, requests: Sequence[Request], max_output_tokens: int = 16) -> None:
+        """Serve a batch unmeasured, outputs capped: the first batches of a fresh engine run slow."""
+        from vllm import SamplingParams, TokensPrompt
+
+        if self._llm is None:
+            self.load()
+        prompts = token_prompts(requests, self.vocab, (self.seed, -1))
+        n = [min(r.output_tokens, max_output_tokens) for r in requests]
+        params = [SamplingParams(max_tokens=k, min_tokens=k, ignore_eos=True, temperature=0.0) for k in n]
+        self._llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+
     def run(
         self,
         requests: Sequence[Request],
@@ -106,7 +120,9 @@ class OfflineRunner:
             self.load()
         if not requests:
             raise ServerError("no requests to serve")
-        prompts = token_prompts(requests, self.vocab, self.seed)
+        # Fresh prompts for every run: a repeat of the same prompts would be served from the prefix cache.
+        prompts = token_prompts(requests, self.vocab, (self.seed, self._runs))
+        self._runs += 1
         params = [
             SamplingParams(max_tokens=r.output_tokens, min_tokens=r.output_tokens, ignore_eos=True, temperature=0.0)
             for r in requests

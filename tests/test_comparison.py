@@ -158,7 +158,7 @@ def synthetic_run(run_dir, estimated: bool = True, repeats: int = 2):
             inside = (edges[:-1] >= 10.0) & (edges[1:] <= 40.0)
             (d / "window.json").write_text(json.dumps({
                 "window": [10.0, 40.0], "energy_j": float(energy[inside].sum()), "uncertainty_j": 2.0,
-                "offered_rate_per_s": m * 5.5, "drain_cut": False, "short_window": False,
+                "nominal_rate_per_s": m * 5.5, "drain_cut": False, "short_window": False,
             }))  # fmt: skip
             rows += [["online", m, j, a, b, e, 0.5] for a, b, e in zip(edges[:-1], edges[1:], energy, strict=True)]
             n_in = sum(r["usage_input_tokens"] for r in records)
