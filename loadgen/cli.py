@@ -175,7 +175,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--warmup-s", type=float, default=10.0, help="per rate, before the window (default: %(default)s)")
     g.add_argument(
-        "--window-s", type=float, default=40.0, help="the steady-state window per rate (default: %(default)s)"
+        "--window-s", type=float, default=30.0, help="the steady-state window per rate (default: %(default)s)"
     )
     g.add_argument(
         "--repeats",

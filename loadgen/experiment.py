@@ -10,9 +10,10 @@ Phases, each recorded in the run directory as it finishes (so an interrupted run
    then the steady-state window; the records, the window's energy and the dense energy series over
    the replay → ``online/<rate>-<repeat>/``, ``energy.csv``. The ladder stops above the first
    saturated rate;
-4. offline, after vLLM's server is stopped (one engine per GPU): each rate's token multiset in full
-   batches of ``--max-num-seqs``, ``--repeats`` times; two calibration sets (prefill-heavy,
-   decode-heavy) for the attribution weights; one full batch per binning bin → ``offline/``;
+4. offline, after vLLM's server is stopped (one engine per GPU): each rate's token multiset given to
+   ``LLM.generate`` at once (continuous batching, at most ``--max-num-seqs`` running), ``--repeats``
+   times; two calibration sets (prefill-heavy, decode-heavy) for the attribution weights; one full
+   batch per binning bin → ``offline/``;
 5. the analysis (``summary.json``) and the report (``report.md``, ``report.html``, ``plots/``),
    which ``joulebench report RUN_DIR`` redoes from the files alone.
 """
@@ -348,9 +349,11 @@ class Comparison:
             for r in read_records(path):
                 if r["status"] == "ok":
                     union[r["trace_index"]] = (r["usage_input_tokens"], r["usage_output_tokens"])
+            # All at once: vLLM's scheduler keeps up to max_num_seqs running, refilling as requests end.
+            # (Static chunks of max_num_seqs would drain each chunk's tail at a falling batch size.)
             for j in range(args.repeats):
                 sets.append({"label": f"rate {rate_label(m)} #{j}", "kind": "rate", "rate": m, "repeat": j,
-                             "batch_size": batch, "requests": reqs})  # fmt: skip
+                             "batch_size": len(reqs), "requests": reqs})  # fmt: skip
         if not sets:
             raise LoadgenError("no online request finished: nothing to serve offline")
         inputs = sorted(i for i, _ in union.values())
@@ -368,7 +371,7 @@ class Comparison:
                 sets.append({"label": f"bin {i}x{o}", "kind": "bin", "bin": [i, o], "batch_size": args.bin_batch,
                              "requests": [(i, o)] * args.bin_batch})  # fmt: skip
         offline_dir = self.run_dir / "offline"
-        write_json(offline_dir / "requests.json", {"sets": sets})
+        write_json(offline_dir / "requests.json", {"max_num_seqs": batch, "sets": sets})
         cmd = [
             sys.executable, "-m", "server", "offline", "--model", args.model, "--model-cache", str(args.model_cache),
             *options.engine_arguments(), "--requests", str(offline_dir / "requests.json"), "--monitor", monitor_url,

@@ -352,7 +352,7 @@ def _plots(s: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     if with_offline:
         x = [r["offered_rate_per_s"] for r in with_offline]
         ax.plot(x, [r["offline"]["j_per_token"] for r in with_offline], "^-", color="C1",
-                label="offline: the same requests in full batches")  # fmt: skip
+                label="offline: the same requests, all at once")  # fmt: skip
         ax.plot(x, [r["offline"]["dynamic_j_per_token"] for r in with_offline], "v--", color="C1",
                 label="offline, dynamic")  # fmt: skip
     ax.set_xscale("log")
@@ -445,8 +445,9 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
 _SECTIONS = (
     ("Online vs offline, per rate", _rate_table,
      "J/token: the steady-state window's energy ÷ the tokens processed in it (input + output). Dynamic: less "
-     "loaded-idle power × time. Premium: online J/token ÷ offline J/token of the same requests served in full "
-     "batches; the 95 % interval comes from --repeats (none with one repeat). Idle share: loaded-idle power × "
+     "loaded-idle power × time. Premium: online J/token ÷ offline J/token of the same requests given to "
+     "LLM.generate at once (continuous batching up to the max batch); the 95 % interval comes from --repeats "
+     "(none with one repeat). Idle share: loaded-idle power × "
      "window ÷ window energy."),
     ("Energy attributed to requests", _attribution_table,
      "Each slice of the energy series is shared among the requests active in it by their prefill and decode "

@@ -93,8 +93,9 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--requests",
         type=Path,
-        help='serve the request sets of this JSON file instead: {"sets": [{"label", "batch_size", '
-        '"requests": [[input, output], …], "bin" (optional)}]} (joulebench compare writes one)',
+        help='serve the request sets of this JSON file instead: {"max_num_seqs" (optional), "sets": [{"label", '
+        '"batch_size" (requests per generate call), "requests": [[input, output], …], "bin" (optional)}]} '
+        "(joulebench compare writes one)",
     )
     parser.add_argument("--monitor", help="URL of a running monitor (default: sample in-process)")
     parser.add_argument("--source", default="auto", help="in-process power source (default: %(default)s)")
@@ -118,8 +119,9 @@ def run_offline(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     # Each measurement: (label, bin or None, batch size, requests); a bin is one full batch at its lengths.
     plan: list[tuple[str, list[int] | None, int, list[Request]]] = []
+    max_num_seqs = None
     if args.requests:
-        plan = read_request_sets(args.requests)
+        plan, max_num_seqs = read_request_sets(args.requests)
     elif args.bins:
         bins = parse_bins(args.bins)
         if args.bin_batch < 1:
@@ -138,7 +140,7 @@ def run_offline(args: argparse.Namespace) -> int:
     spec = resolve_model(args.model, args.model_cache)
     install = vllm_install()
     cpu_defaults(args, spec.max_position_embeddings, install.cpu)
-    options = engine_options(args, max(b for _, _, b, _ in plan))
+    options = engine_options(args, max_num_seqs or max(b for _, _, b, _ in plan))
     apply_vllm_env(install, os.environ)  # vLLM runs in this process
     meter: EnergyMeter = MonitorClient(args.monitor) if args.monitor else LocalMeter(args.source)
     runner = OfflineRunner(options.llm_kwargs(spec), meter, vocab=min(spec.vocab_size or TRAINED_VOCAB, TRAINED_VOCAB))
@@ -200,10 +202,13 @@ def run_offline(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_request_sets(path: Path) -> list[tuple[str, list[int] | None, int, list[Request]]]:
-    """The request sets of a ``--requests`` file; a one-line error naming what is wrong."""
+def read_request_sets(path: Path) -> tuple[list[tuple[str, list[int] | None, int, list[Request]]], int | None]:
+    """The request sets of a ``--requests`` file and its ``max_num_seqs`` (the engine's max batch; default:
+    the largest batch); a one-line error naming what is wrong."""
     try:
-        sets = json.loads(path.read_text())["sets"]
+        body = json.loads(path.read_text())
+        sets = body["sets"]
+        max_num_seqs = int(body["max_num_seqs"]) if body.get("max_num_seqs") is not None else None
         plan = []
         for i, s in enumerate(sets):
             reqs = [Request(int(a), int(b)) for a, b in s["requests"]]
@@ -217,7 +222,9 @@ def read_request_sets(path: Path) -> list[tuple[str, list[int] | None, int, list
         raise ServerError(f"--requests {path}: not a request-set file ({type(err).__name__}: {err})") from None
     if not plan:
         raise ServerError(f"--requests {path}: no request sets")
-    return plan
+    if max_num_seqs is not None and max_num_seqs < 1:
+        raise ServerError(f"--requests {path}: max_num_seqs must be positive")
+    return plan, max_num_seqs
 
 
 def parse_bins(text: str) -> list[tuple[int, int]]:
