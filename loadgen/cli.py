@@ -141,6 +141,13 @@ COMPARE_DESCRIPTION = (
 )
 
 
+def _rates(text: str) -> list[float]:
+    try:
+        return parse_rates(text)
+    except LoadgenError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     from server.cli import DEFAULT_CACHE
     from server.options import add_engine_arguments
@@ -164,7 +171,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--cv", type=float, default=1.0, help="gamma process: CV of the gaps (default: %(default)s)")
     g.add_argument(
         "--rates",
-        type=parse_rates,
+        type=_rates,
         default=default_rates(),
         metavar="LIST",
         help="multiples of the trace's own rate, e.g. 0.25,0.5,1,2,4 (the default); the ladder stops above "
