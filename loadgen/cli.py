@@ -100,11 +100,13 @@ def run_replay(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{schedule.label}: {len(schedule)} requests", total=len(schedule))
-        while finished[0] < len(schedule) and not stopped[0]:
+        while finished[0] < len(schedule) and not stopped[0] and getattr(env, "jb_error", None) is None:
             progress.update(task, completed=finished[0])
             gevent.sleep(0.2)
     if not stopped[0]:
         runner.quit()
+    if (err := getattr(env, "jb_error", None)) is not None:
+        raise LoadgenError(f"the replay stopped: {err}; records so far are in {options.jb_records}")
     records = read_records(Path(options.jb_records))[records_before:]
     summary = summarize(records)
     plan = getattr(env, "jb_plan", None)

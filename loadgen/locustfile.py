@@ -13,6 +13,9 @@ none is sent twice or lost, and writes its own records file (``requests.workerN.
 Each request fires Locust's own ``request`` event (so its UI and CSV stay right) and its full
 ``RequestRecord`` is appended to the records file as it ends; requests still in flight when the user
 stops are recorded as interrupted.
+
+The web UI serves ``/metrics`` (``loadgen.metrics``): the schedule's target, requests sent, finished
+and in flight, schedule lag and TTFT, summed over the workers on a master, for Prometheus and Grafana.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from gevent.event import AsyncResult
 from locust import User, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from loadgen.client import ClientConfig, TextCalibrator, request_body, send, served_model
 from loadgen.errors import LoadgenError
+from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
 from loadgen.options import OPTIONS, build_schedule
 from loadgen.records import RecordWriter, RequestRecord
 
@@ -94,6 +100,15 @@ def _extend_web_ui(environment: Any) -> None:
         {"key": ENERGY_TAB, "structure": [{"key": k, "title": t} for k, t in ENERGY_COLUMNS]}
     ]
 
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReplayCollector(lambda: metrics_snapshot(environment)))
+
+    @web_ui.app.route("/metrics")
+    def metrics() -> Any:
+        from flask import Response
+
+        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
     @web_ui.app.after_request
     def add_energy(response: Any) -> Any:
         from flask import request
@@ -106,11 +121,36 @@ def _extend_web_ui(environment: Any) -> None:
         return response
 
 
+def metrics_snapshot(environment: Any) -> dict[str, Any]:
+    """This process's replay counts, plus (on Locust's master) the newest report of each worker."""
+    own = replay_metrics(environment).snapshot()
+    return merge([own, *getattr(environment, "jb_worker_metrics", {}).values()])
+
+
+def replay_metrics(environment: Any) -> ReplayMetrics:
+    """This process's counts (made on first use: ``joulebench replay`` builds its Environment without init)."""
+    if getattr(environment, "jb_metrics", None) is None:
+        environment.jb_metrics = ReplayMetrics()
+    return environment.jb_metrics
+
+
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
     if getattr(environment, "web_ui", None) is not None:
         _extend_web_ui(environment)
+    if isinstance(environment.runner, MasterRunner):
+        environment.jb_worker_metrics = {}
+
+        @environment.events.worker_report.add_listener
+        def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
+            if "jb_metrics" in data:
+                environment.jb_worker_metrics[client_id] = data["jb_metrics"]
+
     if isinstance(environment.runner, WorkerRunner):
+
+        @environment.events.report_to_master.add_listener
+        def on_report(client_id: str, data: dict[str, Any]) -> None:
+            data["jb_metrics"] = replay_metrics(environment).snapshot()
 
         def on_plan(msg: Any, **__: Any) -> None:
             plan = AsyncResult()
@@ -153,6 +193,8 @@ class TraceReplayUser(User):
     def on_stop(self) -> None:
         if self.writer is not None:
             self.writer.close(in_flight=list(self.in_flight.values()))
+            for record in self.in_flight.values():
+                replay_metrics(self.environment).on_finished(record)
             self.environment.jb_dispatching = False
 
     @task
@@ -161,6 +203,14 @@ class TraceReplayUser(User):
         if getattr(env, "jb_dispatching", False):
             raise StopUser()  # this process already has its dispatcher
         env.jb_dispatching = True
+        try:
+            self._dispatch(env)
+        except Exception as err:  # Locust would log it and run the task again: say so once, and stop
+            log.exception("the replay stopped")
+            env.jb_error = err
+        raise StopUser()
+
+    def _dispatch(self, env: Any) -> None:
         plan = env.jb_plan.get(timeout=60)
         index = getattr(env.runner, "worker_index", 0) if isinstance(env.runner, WorkerRunner) else 0
         opts = env.parsed_options
@@ -178,6 +228,9 @@ class TraceReplayUser(User):
         log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
         pool = gevent.pool.Pool()
         start = plan["start_s"]
+        mine = [i for i in range(len(schedule)) if i % plan["count"] == index]
+        metrics = replay_metrics(env)
+        metrics.start_schedule((start + schedule.times_s[mine]).tolist())
         for i, (t, idx) in enumerate(zip(schedule.times_s.tolist(), schedule.index.tolist(), strict=True)):
             if i % plan["count"] != index:
                 continue
@@ -196,13 +249,14 @@ class TraceReplayUser(User):
             if delay > 0:
                 gevent.sleep(delay)
             self.in_flight[record.request_id] = record
+            metrics.on_sent()
             pool.spawn(self._one, config, record, body)
         pool.join()
-        raise StopUser()
 
     def _one(self, config: ClientConfig, record: RequestRecord, body: dict[str, Any]) -> None:
         send(config, record, body)
         self.in_flight.pop(record.request_id, None)
+        replay_metrics(self.environment).on_finished(record)
         if self.writer is not None:
             self.writer.write(record)
         failed = record.status != "ok"

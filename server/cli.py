@@ -18,7 +18,7 @@ from joulebench import __version__
 from joulebench.cli import Command, command_main
 from server.errors import ServerError
 from server.launch import VllmServer, apply_vllm_env, vllm_install
-from server.models import TRAINED_VOCAB, resolve_model
+from server.models import PRESETS, TRAINED_VOCAB, resolve_model, write_model
 from server.offline import Request
 from server.options import add_engine_arguments, engine_options
 
@@ -243,7 +243,26 @@ def parse_bins(text: str) -> list[tuple[int, int]]:
     return bins
 
 
+MODEL_DESCRIPTION = (
+    "Write a preset's weight-free model directory (config.json and a generated tokenizer) for any vLLM to "
+    "serve with --load-format dummy: the compose stack's official vLLM image serves it this way."
+)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("preset", choices=sorted(PRESETS), help="the model preset")
+    parser.add_argument("--out", type=Path, required=True, help="the directory to write (kept if already there)")
+
+
+def run_model(args: argparse.Namespace) -> int:
+    path = write_model(args.preset, args.out)
+    print(f"{path}: serve it with --load-format dummy --served-model-name {args.preset}")
+    return 0
+
+
 COMMANDS = [
+    Command("model", "write a preset's weight-free model directory", MODEL_DESCRIPTION,
+            add_model_arguments, run_model),
     Command("serve", "start vLLM's OpenAI server on a preset or model", SERVE_DESCRIPTION,
             add_serve_arguments, run_serve),
     Command("offline", "serve requests offline in batches and report J/token", OFFLINE_DESCRIPTION,

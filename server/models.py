@@ -138,13 +138,21 @@ def resolve_model(name: str, cache_dir: Path) -> ModelSpec:
     )
 
 
-def prepare_model(preset: str, cache_dir: Path) -> Path:
-    """Write (once) a weight-free model directory for ``preset`` and return it."""
+def _preset(preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise ServerError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
-    config = PRESETS[preset]
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
-    path = Path(cache_dir) / f"{preset}-{digest}"
+    return PRESETS[preset]
+
+
+def prepare_model(preset: str, cache_dir: Path) -> Path:
+    """Write (once) a weight-free model directory for ``preset`` under ``cache_dir`` and return it."""
+    digest = hashlib.sha256(json.dumps(_preset(preset), sort_keys=True).encode()).hexdigest()[:10]
+    return write_model(preset, Path(cache_dir) / f"{preset}-{digest}")
+
+
+def write_model(preset: str, path: Path) -> Path:
+    """Write ``preset``'s weight-free model directory at ``path`` unless it is there already."""
+    config = _preset(preset)
     if (path / "tokenizer.json").is_file() and (path / "config.json").is_file():
         return path
     tmp = path.with_name(path.name + ".tmp")

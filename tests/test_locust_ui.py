@@ -66,6 +66,11 @@ def test_the_web_ui_offers_the_replay_and_shows_live_energy(tmp_path):
                 total = tab["data"][-1]
                 assert total["device"] == "total (host)" and total["source"] == "estimate"
                 assert total["energy_j"] > 0 and total["output_tokens"] > 0 and total["j_per_output_token"] > 0
+                metrics = httpx2.get(f"{base}/metrics", timeout=10)
+                assert metrics.headers["content-type"].startswith("text/plain")
+                values = dict(re.findall(r"^(joulebench_loadgen_\w+_total) (\S+)$", metrics.text, re.M))
+                assert float(values["joulebench_loadgen_requests_sent_total"]) > 20
+                assert float(values["joulebench_loadgen_requests_scheduled_total"]) >= 20
             finally:
                 ui.terminate()
                 ui.wait(timeout=30)

@@ -133,3 +133,14 @@ def test_presets_write_a_tokenizer_padded_to_the_vocabulary(tmp_path):
     assert resolve_model("meta-llama/Llama-3.1-8B", tmp_path).weights == "real"
     with pytest.raises(ServerError, match=r"no config\.json"):
         resolve_model(str(tmp_path), tmp_path)
+
+
+def test_model_writes_a_preset_where_asked_for_any_vllm(tmp_path):
+    out = joulebench("model", "tiny", "--out", str(tmp_path / "tiny"))
+    assert out.returncode == 0, out.stderr
+    assert "--load-format dummy --served-model-name tiny" in out.stdout
+    spec = resolve_model(str(tmp_path / "tiny"), tmp_path)
+    assert spec.weights == "dummy" and spec.vocab_size == 4096
+    assert joulebench("model", "tiny", "--out", str(tmp_path / "tiny")).returncode == 0  # kept as it is
+    bad = joulebench("model", "llama-9000", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

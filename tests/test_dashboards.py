@@ -1,0 +1,131 @@
+"""The compose stack's files: the compose file validates, the Prometheus config and J/token rules (promtool
+unit tests on known series), and the Grafana dashboards (in sync with their builder, units, datasource).
+The live check of every panel query is tests/test_stack.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARDS = ROOT / "dashboards"
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None, reason="needs Debian's prometheus package (make test-tools, as root)"
+)
+
+
+def compose_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+
+
+needs_compose = pytest.mark.skipif(
+    not compose_available(), reason="needs the docker CLI's compose plugin (make test-tools, as root)"
+)
+
+
+def compose_config(profiles: str, **env: str) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "GRAFANA_"))}
+    environ.update(COMPOSE_PROFILES=profiles, **env)
+    return subprocess.run(
+        ["docker", "compose", "--project-directory", str(ROOT), "--env-file", str(ROOT / ".env.example"),
+         "config", "--format", "json"],
+        capture_output=True, text=True, env=environ, timeout=60,
+    )  # fmt: skip
+
+
+@needs_compose
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_compose_validates_and_publishes_only_the_two_uis(profile):
+    run = compose_config(profile, GRAFANA_ADMIN_PASSWORD="a-password-of-my-own")
+    assert run.returncode == 0, run.stderr
+    services = json.loads(run.stdout)["services"]
+    published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
+    assert set(published) == {"grafana", "locust-master"}
+    assert all(p["host_ip"] == "127.0.0.1" for ports in published.values() for p in ports)
+    assert {p["target"] for ports in published.values() for p in ports} == {3000, 8089}
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "a-password-of-my-own"
+    prometheus = " ".join(services["prometheus"]["command"])
+    assert "--storage.tsdb.retention.time=15d" in prometheus
+    if profile == "gpu":
+        vllm = services["vllm"]
+        assert vllm["image"].startswith("vllm/vllm-openai:v") and "--load-format dummy" in " ".join(vllm["command"])
+        for name in ("vllm", "monitor"):
+            (device,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+            assert device["driver"] == "nvidia"
+    else:
+        assert "vllm" in services["vllm-cpu"]["networks"]["default"]["aliases"]
+        assert "monitor" in services["monitor-cpu"]["networks"]["default"]["aliases"]
+        assert "tiny" in services["vllm-cpu"]["command"]
+
+
+@needs_compose
+def test_compose_refuses_to_run_without_a_grafana_password():
+    run = compose_config("cpu")
+    assert run.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in run.stderr
+
+
+def test_the_images_run_as_a_user_and_bake_in_no_secret():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = dockerfile.split("\nFROM ")
+    assert "USER joulebench" in dockerfile and "useradd --uid 10001" in dockerfile
+    assert all("ENV" not in s or "PASSWORD" not in s for s in stages)
+    assert ".env" in (ROOT / ".dockerignore").read_text().split()
+
+
+@needs_promtool
+def test_prometheus_config_and_recording_rules():
+    check = subprocess.run([PROMTOOL, "check", "config", str(DASHBOARDS / "prometheus" / "prometheus.yml")],
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    rules = ROOT / "tests" / "prometheus" / "rules_test.yml"
+    run = subprocess.run([PROMTOOL, "test", "rules", rules.name], cwd=rules.parent, capture_output=True, text=True)
+    assert run.returncode == 0 and "SUCCESS" in run.stdout, run.stdout + run.stderr
+
+
+def test_prometheus_scrapes_every_second():
+    config = yaml.safe_load((DASHBOARDS / "prometheus" / "prometheus.yml").read_text())
+    assert config["global"]["scrape_interval"] == "1s"
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in config["scrape_configs"]}
+    assert jobs == {"monitor": ["monitor:9400"], "vllm": ["vllm:8000"], "locust": ["locust-master:8089"]}
+
+
+def load_builder():
+    spec = importlib.util.spec_from_file_location("dashboards_build", DASHBOARDS / "build.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dashboards_are_what_the_builder_writes():
+    build = load_builder()
+    for name, d in build.DASHBOARDS.items():
+        assert (DASHBOARDS / name).read_text() == build.render(d), f"run: python dashboards/build.py ({name})"
+
+
+def test_every_panel_has_a_unit_a_query_and_the_provisioned_datasource():
+    datasource = yaml.safe_load((DASHBOARDS / "grafana" / "datasource.yml").read_text())["datasources"][0]
+    titles = set()
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        d = json.loads(path.read_text())
+        titles.add(d["title"])
+        assert d["uid"].startswith("joulebench-")
+        for p in d["panels"]:
+            assert p["fieldConfig"]["defaults"]["unit"], (path.name, p["title"])
+            assert p["datasource"]["uid"] == datasource["uid"]
+            assert p["targets"] and all(t["expr"] and t["datasource"]["uid"] == datasource["uid"] for t in p["targets"])
+    assert titles == {"joulebench — Energy", "joulebench — Serving", "joulebench — Run"}
+    dashboards = [json.loads(path.read_text()) for path in DASHBOARDS.glob("*.json")]
+    assert {v["name"] for d in dashboards for v in d["templating"]["list"]} == {"gpu", "model"}
