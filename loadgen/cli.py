@@ -150,18 +150,8 @@ def _rates(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
-    from server.cli import DEFAULT_CACHE
-    from server.options import add_engine_arguments
-
-    add_engine_arguments(parser)
-    parser.add_argument("--model-cache", type=Path, default=DEFAULT_CACHE, help="where presets are written")
-    parser.add_argument(
-        "--max-num-seqs",
-        type=int,
-        default=256,
-        help="max batch, online and offline (offline batches are this full) (default: %(default)s)",
-    )
+def add_traffic_arguments(parser: argparse.ArgumentParser) -> None:
+    """The rate ladder's options, shared by ``compare`` and ``sweep``."""
     g = parser.add_argument_group("traffic")
     g.add_argument(
         "--trace", default="azure-conv", help="azure-conv, azure-code, or a CSV/JSONL path (default: %(default)s)"
@@ -187,19 +177,34 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "--window-s", type=float, default=30.0, help="the steady-state window per rate (default: %(default)s)"
     )
     g.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="replays per rate, and offline runs per request set: 2+ give the premium a 95%% interval "
-        "(default: %(default)s)",
-    )
-    g.add_argument(
         "--drain-s",
         type=float,
         default=120.0,
         help="after the schedule, wait this long for requests in flight (default: %(default)s)",
     )
     g.add_argument("--request-timeout-s", type=float, default=300.0, help="(default: %(default)s)")
+
+
+def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
+    from server.cli import DEFAULT_CACHE
+    from server.options import add_engine_arguments
+
+    add_engine_arguments(parser)
+    parser.add_argument("--model-cache", type=Path, default=DEFAULT_CACHE, help="where presets are written")
+    parser.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=256,
+        help="max batch, online and offline (offline batches are this full) (default: %(default)s)",
+    )
+    add_traffic_arguments(parser)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="replays per rate, and offline runs per request set: 2+ give the premium a 95%% interval "
+        "(default: %(default)s)",
+    )
     g = parser.add_argument_group("energy and servers")
     g.add_argument("--monitor", help="URL of a running joulebench monitor (default: start one)")
     g.add_argument("--source", default="auto", help="power source of the monitor started here (default: %(default)s)")
@@ -238,6 +243,57 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_DESCRIPTION = (
+    "Energy per token against GPU clocks and power limits (DVFS): for each setting of --sm-clocks × "
+    "--power-limits and each rate, a replay against a running server; J/token, TTFT/TPOT p50/p99, the clocks "
+    "achieved and throttle reasons; per rate the tokens-per-joule vs TPOT p99 frontier and the settings that "
+    "meet the SLO. Changes GPU settings only with --allow-gpu-settings (root), and restores them on every exit; "
+    "--dry-run reads the GPUs and prints the plan."
+)
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("GPU settings")
+    g.add_argument("--sm-clocks", default="", metavar="LIST",
+                   help="locked SM clocks in MHz, 'max' (the highest supported) or 'auto' (unlocked), e.g. "
+                   "900,1200,1500,max")  # fmt: skip
+    g.add_argument("--power-limits", default="", metavar="LIST",
+                   help="power limits in W or 'default', e.g. 300,450,700")  # fmt: skip
+    g.add_argument("--allow-gpu-settings", action="store_true", help="let the sweep change them (needs root)")
+    g.add_argument("--dry-run", action="store_true", help="read the GPUs and print the plan; change nothing")
+    g.add_argument("--settle-s", type=float, default=5.0, help="after each change (default: %(default)s)")
+    add_traffic_arguments(parser)
+    g = parser.add_argument_group("server, energy and SLO")
+    g.add_argument("--target", default="http://127.0.0.1:8000", help="the running server (default: %(default)s)")
+    g.add_argument("--monitor", help="URL of a running joulebench monitor (default: sample NVML in-process)")
+    g.add_argument("--source", default="nvml", help="in-process power source (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="arrivals and prompts (default: %(default)s)")
+    g.add_argument("--max-model-len", type=int, help="clip requests to this context (default: the server's)")
+    g.add_argument("--slo-tpot-p99-ms", type=float, help="the SLO's TPOT p99 bound")
+    g.add_argument("--slo-ttft-p99-ms", type=float, help="the SLO's TTFT p99 bound")
+    g.add_argument("--out", type=Path, help="the run directory (default: runs/sweep-DATE-TIME)")
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    import time
+
+    from loadgen.sweep import Sweep
+
+    if not args.sm_clocks.strip() and not args.power_limits.strip():
+        raise LoadgenError("nothing to sweep: give --sm-clocks and/or --power-limits")
+    if not (args.window_s > 0 and args.warmup_s >= 0 and args.drain_s > 0 and args.settle_s >= 0):
+        raise LoadgenError("--window-s and --drain-s must be positive, --warmup-s and --settle-s not negative")
+    if args.process not in PROCESSES:
+        raise LoadgenError(f"unknown arrival process {args.process!r}: use one of {', '.join(PROCESSES)}")
+    run_dir = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
+    if not args.dry_run and (run_dir / "sweep.json").exists():
+        raise LoadgenError(f"{run_dir} already holds a sweep: choose another --out")
+    code = Sweep(args, run_dir).run()
+    if not args.dry_run:
+        print(f"sweep: {run_dir / 'sweep.json'} and {run_dir / 'sweep.md'}")
+    return code
+
+
 REPORT_DESCRIPTION = "Analyse a compare run directory again and rewrite summary.json, report.md, report.html and plots."
 
 
@@ -267,6 +323,8 @@ def run_locust(extra: list[str]) -> int:
 COMMANDS = [
     Command("compare", "online vs offline energy per token: the whole comparison and its report",
             COMPARE_DESCRIPTION, add_compare_arguments, run_compare),
+    Command("sweep", "J/token against GPU clocks and power limits (DVFS)", SWEEP_DESCRIPTION,
+            add_sweep_arguments, run_sweep),
     Command("report", "rewrite a compare run's summary and report from its files", REPORT_DESCRIPTION,
             add_report_arguments, run_report),
     Command("mock-server", "an OpenAI-compatible streaming server with set latencies", MOCK_DESCRIPTION,

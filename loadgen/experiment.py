@@ -111,6 +111,76 @@ def _hardware() -> dict[str, Any]:
             "python": platform.python_version()}  # fmt: skip
 
 
+def rate_plan(
+    args: argparse.Namespace, max_model_len: int | None
+) -> tuple[list[tuple[float, argparse.Namespace, int, float]], dict[str, Any]]:
+    """Each rung of ``args.rates``: (multiplier, replay options, scheduled requests, offered requests/s: the
+    multiplier × the trace's mean rate), and the trace's facts. Fails early on a bad trace or process."""
+    probe = _replay_options(args, 1.0, 1.0)
+    probe.jb_max_model_len = max_model_len or 0
+    trace, _ = build_schedule(probe)
+    plan = []
+    for m in args.rates:
+        opts = _replay_options(args, m, trace.rate_per_s)
+        opts.jb_max_model_len = max_model_len or 0
+        _, schedule = build_schedule(opts)
+        if len(schedule) == 0:
+            raise LoadgenError(f"rate {rate_label(m)} schedules no request in {opts.jb_duration:g} s: raise it")
+        plan.append((m, opts, len(schedule), m * trace.rate_per_s))
+    facts = {"name": trace.name, "requests": len(trace.requests), "rate_per_s": trace.rate_per_s,
+             "duration_s": trace.duration_s}  # fmt: skip
+    return plan, facts
+
+
+def run_replay(
+    args: argparse.Namespace,
+    opts: argparse.Namespace,
+    target: str,
+    out: Path,
+    prompt_seed: int,
+    n: int,
+    what: str,
+    console: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
+    """One headless replay in its own process (``python -m loadgen replay``) with a progress bar, into ``out``.
+
+    Stopped (SIGTERM: in-flight requests recorded as interrupted) if it runs ``args.drain_s`` past its
+    schedule. Returns the replay's summary, its records, and whether the drain was cut.
+    """
+    from rich.progress import Progress
+
+    out.mkdir(parents=True, exist_ok=True)
+    records_path = out / "requests.jsonl"
+    records_path.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "loadgen", "replay", "--target", target, "--trace", opts.jb_trace,
+        "--trace-dir", opts.jb_trace_dir, "--process", opts.jb_process, "--rate", repr(opts.jb_rate),
+        "--cv", repr(opts.jb_cv), "--duration", repr(opts.jb_duration), "--start", repr(opts.jb_start),
+        "--seed", str(opts.jb_seed), "--prompt-seed", str(prompt_seed),
+        "--max-model-len", str(opts.jb_max_model_len),
+        "--timeout", repr(args.request_timeout_s), "--records", str(records_path),
+        "--summary", str(out / "replay.json"),
+    ]  # fmt: skip
+    replay = Child(f"the replay ({what})", cmd, out / "replay.log", stop_timeout_s=30).start()
+    deadline = time.monotonic() + opts.jb_duration + args.drain_s + 30
+    cut = False
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task(what, total=n)
+            while replay.poll() is None:
+                if time.monotonic() > deadline and not cut:
+                    cut = True
+                    replay.stop()
+                progress.update(task, completed=_count_lines(records_path))
+                time.sleep(0.5)
+    finally:
+        replay.stop()
+    code = replay.poll()
+    if code not in (0, 130) or not (out / "replay.json").exists():
+        raise replay.failed(f"exited with code {code}")
+    return json.loads((out / "replay.json").read_text()), read_records(records_path), cut
+
+
 class Comparison:
     """One ``joulebench compare`` run; ``run()`` returns the run directory."""
 
@@ -128,22 +198,7 @@ class Comparison:
     # -- setup ---------------------------------------------------------------------------------------
 
     def _plan(self, max_model_len: int | None) -> list[tuple[float, argparse.Namespace, int, float]]:
-        """Each rung: (multiplier, replay options, scheduled requests, offered requests/s: the multiplier ×
-        the trace's mean rate). Fails early on a bad trace or process."""
-        args = self.args
-        probe = _replay_options(args, 1.0, 1.0)
-        probe.jb_max_model_len = max_model_len or 0
-        trace, _ = build_schedule(probe)
-        plan = []
-        for m in args.rates:
-            opts = _replay_options(args, m, trace.rate_per_s)
-            opts.jb_max_model_len = max_model_len or 0
-            _, schedule = build_schedule(opts)
-            if len(schedule) == 0:
-                raise LoadgenError(f"rate {rate_label(m)} schedules no request in {opts.jb_duration:g} s: raise it")
-            plan.append((m, opts, len(schedule), m * trace.rate_per_s))
-        self.config["trace"] = {"name": trace.name, "requests": len(trace.requests), "rate_per_s": trace.rate_per_s,
-                                "duration_s": trace.duration_s}  # fmt: skip
+        plan, self.config["trace"] = rate_plan(self.args, max_model_len)
         return plan
 
     def run(self) -> Path:
@@ -248,7 +303,6 @@ class Comparison:
     # -- online --------------------------------------------------------------------------------------
 
     def _ladder(self, plan: list[tuple[float, argparse.Namespace, int, float]], target: str, meter: Any) -> None:
-        from rich.progress import Progress
 
         from loadgen.comparison import saturation
 
@@ -262,38 +316,10 @@ class Comparison:
             for repeat in range(args.repeats):
                 run_index += 1  # every replay its own prompts: none is served from another's prefix cache
                 out = replay_dir(self.run_dir, m, repeat)
-                out.mkdir(parents=True, exist_ok=True)
-                records_path = out / "requests.jsonl"
-                records_path.unlink(missing_ok=True)
-                cmd = [
-                    sys.executable, "-m", "loadgen", "replay", "--target", target, "--trace", opts.jb_trace,
-                    "--trace-dir", opts.jb_trace_dir, "--process", opts.jb_process, "--rate", repr(opts.jb_rate),
-                    "--cv", repr(opts.jb_cv), "--duration", repr(opts.jb_duration), "--start", repr(opts.jb_start),
-                    "--seed", str(opts.jb_seed), "--prompt-seed", str(1000 * (opts.jb_seed + 1) + run_index),
-                    "--max-model-len", str(opts.jb_max_model_len),
-                    "--timeout", repr(args.request_timeout_s), "--records", str(records_path),
-                    "--summary", str(out / "replay.json"),
-                ]  # fmt: skip
-                replay = Child(f"the replay at {rate_label(m)}", cmd, out / "replay.log", stop_timeout_s=30).start()
-                deadline = time.monotonic() + opts.jb_duration + args.drain_s + 30
-                cut = False
-                try:
-                    with Progress(console=self.console, transient=True) as progress:
-                        what = f"online {rate_label(m)} ({offered:.2f} req/s), repeat {repeat + 1}/{args.repeats}"
-                        task = progress.add_task(what, total=n)
-                        while replay.poll() is None:
-                            if time.monotonic() > deadline and not cut:
-                                cut = True
-                                replay.stop()  # SIGTERM: in-flight requests are recorded as interrupted
-                            progress.update(task, completed=_count_lines(records_path))
-                            time.sleep(0.5)
-                finally:
-                    replay.stop()
-                code = replay.poll()
-                if code not in (0, 130) or not (out / "replay.json").exists():
-                    raise replay.failed(f"exited with code {code}")
-                summary = json.loads((out / "replay.json").read_text())
-                records = read_records(records_path)
+                what = f"online {rate_label(m)} ({offered:.2f} req/s), repeat {repeat + 1}/{args.repeats}"
+                summary, records, cut = run_replay(
+                    args, opts, target, out, 1000 * (opts.jb_seed + 1) + run_index, n, what, self.console
+                )
                 s0 = summary["schedule_start_s"]
                 t0, t1 = s0 + args.warmup_s, s0 + args.warmup_s + args.window_s
                 reading = meter.energy(t0, t1)

@@ -7,9 +7,11 @@ with ``fail`` / ``heal``; ``reload`` resets the counter like a driver reload.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -38,6 +40,35 @@ class FakeGpu:
         self._t0 = clock()
         self._step = 0
         self._energy_mj = 5_000_000.0  # energy since the driver loaded, before the test began
+        # Settings (the sweep's): kept in ``settings_file`` when given, so another process (the restore
+        # guard, a test) sees the same GPU. ``fail_set_call``: the one set call (1 = the first) that fails;
+        # ``set_error``: every set call fails with this NVML error code.
+        self.settings_file: Path | None = None
+        self._settings = {"locked_sm_mhz": None, "power_limit_mw": 700_000}
+        self.fail_set_call: int | None = None
+        self.set_error: int | None = None
+        self.set_attempts = 0
+        self.set_calls: list[tuple[str, Any]] = []
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        if self.settings_file is not None and self.settings_file.exists():
+            return json.loads(self.settings_file.read_text())[self.uuid]
+        return dict(self._settings)
+
+    def change(self, call: str, **values: Any) -> None:
+        self.set_attempts += 1
+        if self.set_error is not None:
+            raise pynvml.NVMLError(self.set_error)
+        if self.set_attempts == self.fail_set_call:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_UNKNOWN)
+        self.set_calls.append((call, values))
+        settings = self.settings | values
+        self._settings = settings
+        if self.settings_file is not None:
+            everything = json.loads(self.settings_file.read_text()) if self.settings_file.exists() else {}
+            everything[self.uuid] = settings
+            self.settings_file.write_text(json.dumps(everything))
 
     def _advance(self) -> None:
         n = math.floor((self.clock() - self._t0) / self.period_s)
@@ -142,12 +173,41 @@ class FakeNvml:
         return int(self._check(h).power_w * 1000)
 
     def nvmlDeviceGetEnforcedPowerLimit(self, h: FakeGpu) -> int:
+        return self._check(h).settings["power_limit_mw"]
+
+    def nvmlDeviceGetPowerManagementLimit(self, h: FakeGpu) -> int:
+        return self._check(h).settings["power_limit_mw"]
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, h: FakeGpu) -> int:
         self._check(h)
         return 700_000
 
-    def nvmlDeviceGetClockInfo(self, h: FakeGpu, kind: int) -> int:
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, h: FakeGpu) -> list[int]:
         self._check(h)
-        return 1980 if kind == pynvml.NVML_CLOCK_SM else 2619
+        return [200_000, 700_000]
+
+    def nvmlDeviceGetSupportedMemoryClocks(self, h: FakeGpu) -> list[int]:
+        self._check(h)
+        return [2619]
+
+    def nvmlDeviceGetSupportedGraphicsClocks(self, h: FakeGpu, memory_mhz: int) -> list[int]:
+        self._check(h)
+        return list(range(1980, 344, -15))
+
+    def nvmlDeviceSetGpuLockedClocks(self, h: FakeGpu, low_mhz: int, high_mhz: int) -> None:
+        self._check(h).change("lock", locked_sm_mhz=high_mhz)
+
+    def nvmlDeviceResetGpuLockedClocks(self, h: FakeGpu) -> None:
+        self._check(h).change("unlock", locked_sm_mhz=None)
+
+    def nvmlDeviceSetPowerManagementLimit(self, h: FakeGpu, limit_mw: int) -> None:
+        if not 200_000 <= limit_mw <= 700_000:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+        self._check(h).change("limit", power_limit_mw=limit_mw)
+
+    def nvmlDeviceGetClockInfo(self, h: FakeGpu, kind: int) -> int:
+        locked = self._check(h).settings["locked_sm_mhz"]
+        return (locked or 1980) if kind == pynvml.NVML_CLOCK_SM else 2619
 
     def nvmlDeviceGetTemperature(self, h: FakeGpu, sensor: int) -> int:
         self._check(h)

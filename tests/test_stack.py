@@ -104,9 +104,9 @@ def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
     children: list[Child] = []
     try:
         vllm.wait_ready(timeout_s=600)
-        fake_gpu_monitor = Path(__file__).parent / "fake_gpu_monitor.py"
-        monitor = Child("monitor", [sys.executable, str(fake_gpu_monitor), "--port", "0", "--source", "nvml,estimate",
-                                    "--quiet"], tmp_path / "monitor.log").start()  # fmt: skip
+        fake_gpu = Path(__file__).parent / "fake_gpu_joulebench.py"
+        monitor = Child("monitor", [sys.executable, str(fake_gpu), "--", "monitor", "--port", "0", "--source",
+                                    "nvml,estimate", "--quiet"], tmp_path / "monitor.log").start()  # fmt: skip
         children.append(monitor)
         monitor_url = monitor.wait_for_line(r"listening on (http://\S+)", 60).group(1)
         web, bus, prom_port = free_port(), free_port(), free_port()

@@ -218,7 +218,7 @@ class NvmlSource:
 
         util = get("util", lambda: lib.nvmlDeviceGetUtilizationRates(h))
         mem = get("mem", lambda: lib.nvmlDeviceGetMemoryInfo(h))
-        reasons = get("throttle", lambda: _throttle_mask(lib, h))
+        reasons = get("throttle", lambda: throttle_reasons(lib, h))
         return DeviceStatus(
             power_average_w=_scaled(get("avg", lambda: lib.nvmlDeviceGetPowerUsage(h)), 1e-3),
             power_limit_w=_scaled(get("limit", lambda: lib.nvmlDeviceGetEnforcedPowerLimit(h)), 1e-3),
@@ -228,9 +228,7 @@ class NvmlSource:
             utilization_ratio=None if util is None else util.gpu / 100.0,
             memory_utilization_ratio=None if util is None else util.memory / 100.0,
             memory_used_bytes=None if mem is None else float(mem.used),
-            throttle_reasons=None
-            if reasons is None
-            else frozenset(name for bit, name in enumerate(THROTTLE_REASONS) if reasons & (1 << bit)),
+            throttle_reasons=reasons,
         )
 
     def close(self) -> None:
@@ -243,9 +241,11 @@ class NvmlSource:
         self._handles.clear()
 
 
-def _throttle_mask(lib: Any, handle: Any) -> int:
+def throttle_reasons(lib: Any, handle: Any) -> frozenset[str]:
+    """The active clock event (throttle) reasons, by joulebench's names (``THROTTLE_REASONS``, bit order)."""
     fn = getattr(lib, "nvmlDeviceGetCurrentClocksEventReasons", None) or (lib.nvmlDeviceGetCurrentClocksThrottleReasons)
-    return int(fn(handle))
+    mask = int(fn(handle))
+    return frozenset(name for bit, name in enumerate(THROTTLE_REASONS) if mask & (1 << bit))
 
 
 def _field_number(lib: Any, fv: Any) -> float:
