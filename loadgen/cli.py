@@ -24,6 +24,9 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--itl-ms", type=float, default=10.0, help="time per further token (default: %(default)s)")
     parser.add_argument("--max-model-len", type=int, default=32768)
     parser.add_argument("--model", default="mock", help="the model name it answers to (default: %(default)s)")
+    parser.add_argument(
+        "--record-arrivals", action="store_true", help="keep arrival times for GET /mock/arrivals (benchmarks)"
+    )
 
 
 def run_mock(args: argparse.Namespace) -> int:
@@ -32,7 +35,11 @@ def run_mock(args: argparse.Namespace) -> int:
     if args.ttft_ms < 0 or args.itl_ms < 0:
         raise LoadgenError("--ttft-ms and --itl-ms must not be negative")
     config = MockConfig(
-        ttft_s=args.ttft_ms / 1000, itl_s=args.itl_ms / 1000, max_model_len=args.max_model_len, model=args.model
+        ttft_s=args.ttft_ms / 1000,
+        itl_s=args.itl_ms / 1000,
+        max_model_len=args.max_model_len,
+        model=args.model,
+        record_arrivals=args.record_arrivals,
     )
     with AppServer(create_app(config), args.host, args.port) as http:
         print(

@@ -4,9 +4,10 @@ A real HTTP server (FastAPI on uvicorn), not a mock object: it calibrates the cl
 minus the configured TTFT is the client's own error) and serves tests. It answers
 ``/v1/completions`` (token-id or text prompts) and ``/v1/chat/completions``, streaming or not, with
 forced output lengths, vLLM's ``usage`` (``stream_options.include_usage`` and
-``continuous_usage_stats``), ``/tokenize``, ``/v1/models`` and ``/health``. Its tokenizer is one token
-per whitespace-separated word. Tokens are paced on a fixed schedule from the request's arrival (first
-after ``ttft``, then one every ``itl``), so its own sleeps do not accumulate error.
+``continuous_usage_stats``), ``/tokenize``, ``/v1/models`` and ``/health``; with ``--record-arrivals``,
+``/mock/arrivals`` gives every request's arrival time (a client's schedule seen from outside). Its
+tokenizer is one token per whitespace-separated word. Tokens are paced on a fixed schedule from the
+request's arrival (first after ``ttft``, then one every ``itl``), so its own sleeps do not accumulate error.
 
 For failure tests a request may ask for a fault with the body field ``mock_fault``: ``status:CODE``
 (answer HTTP CODE, e.g. 429, 500, 503), ``stall`` (one token, then silence), ``disconnect`` (half
@@ -35,6 +36,7 @@ class MockConfig:
     default_output_tokens: int = 16
     max_model_len: int = 32768
     model: str = "mock"
+    record_arrivals: bool = False  # keep every request's arrival time for GET /mock/arrivals
 
 
 def count_tokens(text: str) -> int:
@@ -62,12 +64,15 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 def create_app(config: MockConfig = MockConfig()) -> FastAPI:
     app = FastAPI(title="joulebench mock OpenAI server", docs_url=None, redoc_url=None)
+    arrivals: list[float] = []
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=status)
 
     async def generate(request: Request, chat: bool) -> Any:
         arrived = time.perf_counter()
+        if config.record_arrivals:
+            arrivals.append(time.time())
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -145,6 +150,13 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
             "object": "list",
             "data": [{"id": config.model, "object": "model", "max_model_len": config.max_model_len}],
         }
+
+    @app.get("/mock/arrivals")
+    async def get_arrivals() -> dict[str, Any]:
+        """Arrival times (Unix seconds) since the last call: how a client really timed its requests."""
+        out = list(arrivals)
+        arrivals.clear()
+        return {"recording": config.record_arrivals, "arrivals_s": out}
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -9,17 +9,9 @@ import sys
 
 import psutil
 import pytest
+from synthetic import azure_trace
 
 pytestmark = pytest.mark.integration
-
-
-def azure_trace(path, n: int = 40, seconds: float = 20.0):
-    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
-    for i in range(n):
-        t = i * seconds / n
-        rows.append(f"2023-11-16 18:{int(t // 60):02d}:{t % 60:09.6f},{40 + 37 * i % 200},{4 + 7 * i % 24}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def test_compare_writes_a_report_and_leaves_no_process(tmp_path):

@@ -57,3 +57,16 @@ def test_chat_tokenize_and_plain_completions():
         too_long = client.post("/v1/completions", json={"prompt": list(range(40000)), "max_tokens": 1})
         assert too_long.status_code == 400 and "max_model_len" in too_long.json()["error"]["message"]
         assert client.get("/health").status_code == 200
+
+
+def test_records_arrivals_only_when_asked():
+    with mock_server("--ttft-ms", "0", "--itl-ms", "0", "--record-arrivals") as url, httpx2.Client(base_url=url) as c:
+        before = time.time()
+        for _ in range(3):
+            c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})
+        got = c.get("/mock/arrivals").json()
+        assert got["recording"] and len(got["arrivals_s"]) == 3 and before <= min(got["arrivals_s"]) <= time.time()
+        assert c.get("/mock/arrivals").json()["arrivals_s"] == []  # each call takes what came since the last
+    with mock_server("--ttft-ms", "0", "--itl-ms", "0") as url, httpx2.Client(base_url=url) as c:
+        c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})
+        assert c.get("/mock/arrivals").json() == {"recording": False, "arrivals_s": []}

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 import yaml
+from synthetic import azure_trace
 
 from joulebench.processes import Child, free_port
 from loadgen.attribution import tokens_in_window
@@ -35,15 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 REQUESTS, SECONDS = 150, 75.0  # 2 requests a second
 RULE_WINDOW_S = 60.0  # the [1m] of joulebench:joules_per_token:rate1m
 SCRAPE_S = 1.0
-
-
-def azure_trace(path: Path) -> Path:
-    rows = ["TIMESTAMP,ContextTokens,GeneratedTokens"]
-    for i in range(REQUESTS):
-        t = i * SECONDS / REQUESTS
-        rows.append(f"2023-11-16 18:{int(t // 60):02d}:{t % 60:09.6f},{40 + 37 * i % 200},{4 + 7 * i % 24}")
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def prometheus_config(tmp: Path, targets: dict[str, str]) -> Path:
@@ -97,7 +89,7 @@ def panel_queries() -> list[tuple[str, str, str]]:
 
 
 def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
-    trace = azure_trace(tmp_path / "trace.csv")
+    trace = azure_trace(tmp_path / "trace.csv", REQUESTS, SECONDS)
     spec = resolve_model("tiny", tmp_path / "models")
     vllm = VllmServer(spec, EngineOptions(max_model_len=1024, max_num_seqs=8), tmp_path / "vllm.log", port=free_port())
     vllm.start()
