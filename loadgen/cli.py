@@ -316,13 +316,27 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def loopback_by_default(extra: list[str]) -> list[str]:
+    """Locust listens on every interface unless told; joulebench's listeners bind 127.0.0.1 unless told."""
+
+    def given(flag: str) -> bool:
+        return any(a == flag or a.startswith(flag + "=") for a in extra)
+
+    out = list(extra)
+    if not given("--web-host") and "--headless" not in extra and "--worker" not in extra:
+        out += ["--web-host", "127.0.0.1"]
+    if "--master" in extra and not given("--master-bind-host"):
+        out += ["--master-bind-host", "127.0.0.1"]
+    return out
+
+
 def run_locust(extra: list[str]) -> int:
     import os
     import sys
 
     from loadgen import locustfile
 
-    args = [sys.executable, "-m", "locust", "-f", locustfile.__file__, *extra]
+    args = [sys.executable, "-m", "locust", "-f", locustfile.__file__, *loopback_by_default(extra)]
     os.execv(sys.executable, args)
     return 0  # not reached
 

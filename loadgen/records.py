@@ -7,7 +7,9 @@ hide its lateness: no coordinated omission), and the schedule lag itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,13 +93,23 @@ class RecordWriter:
         self.written = 0
 
     def open(self) -> RecordWriter:
+        """Open for appending, after proving a write reaches the disk (a full disk or an unwritable path
+        is an error now, before any traffic, not a lost record later)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = self.path.open("a", encoding="utf-8")
-            self._f.write("")
+            end = self._f.tell()
+            self._f.write("\n")  # a probe: blank lines are no records
             self._f.flush()
+            os.fsync(self._f.fileno())
+            if self.path.is_file():
+                self._f.truncate(end)
         except OSError as err:
-            raise LoadgenError(f"cannot write the request records to {self.path}: {err.strerror or err}") from err
+            if self._f is not None:
+                with contextlib.suppress(OSError):
+                    self._f.close()
+                self._f = None
+            raise LoadgenError(f"cannot write the request records to {self.path}: {err.strerror or err}") from None
         return self
 
     def write(self, record: RequestRecord) -> None:

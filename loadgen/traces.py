@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
@@ -93,6 +94,18 @@ def parse_timestamp(text: str) -> float:
 
 
 def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
+    """(line number, row) of a CSV or JSONL file; a file that is not text in that format is a TraceError."""
+    line = 0
+    try:
+        for line, row in _raw_rows(path):
+            yield line, row
+    except UnicodeDecodeError as err:
+        raise TraceError(f"{path} after line {line}: not UTF-8 text (byte {err.start} of a read)") from None
+    except csv.Error as err:
+        raise TraceError(f"{path} after line {line}: not CSV ({err})") from None
+
+
+def _raw_rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
     if path.suffix in (".jsonl", ".ndjson"):
         with path.open() as f:
             for n, line in enumerate(f, start=1):
@@ -133,6 +146,8 @@ def read_trace(
                 kind = "a timestamp" if key == "timestamp" else "an integer"
                 raise TraceError(f"{path} line {n}: {col} {raw!r} is not {kind}") from None
         t, i, o = values
+        if not math.isfinite(t):
+            raise TraceError(f"{path} line {n}: the timestamp {t} is not a finite time")
         if i < 1 or o < 1:
             raise TraceError(f"{path} line {n}: token counts must be positive, got {i} in, {o} out")
         requests.append((float(t), int(i), int(o)))

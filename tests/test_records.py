@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -65,3 +66,15 @@ def test_an_unwritable_path_is_refused_before_any_traffic(tmp_path):
     blocker.write_text("")
     with pytest.raises(LoadgenError, match="cannot write the request records"):
         RecordWriter(blocker / "requests.jsonl").open()
+
+
+def test_a_full_disk_is_refused_before_any_traffic():
+    with pytest.raises(LoadgenError, match="cannot write the request records to /dev/full: No space left"):
+        RecordWriter(Path("/dev/full")).open()
+
+
+def test_the_write_probe_leaves_no_trace(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    path.write_text('{"request_id": "old"}\n')
+    RecordWriter(path).open().close()
+    assert path.read_text() == '{"request_id": "old"}\n'

@@ -101,11 +101,12 @@ def test_ctrl_c_keeps_what_finished_and_marks_what_was_in_flight(tmp_path, trace
         (["--target", "http://127.0.0.1:9"], "no OpenAI server answers at http://127.0.0.1:9"),
         (["--trace", "/nonexistent.csv"], "/nonexistent.csv: no such trace file"),
         (["--process", "zigzag"], "unknown arrival process 'zigzag'"),
+        (["--records", "/dev/full"], "cannot write the request records to /dev/full: No space left on device"),
     ],
 )
-def test_bad_input_is_one_line(tmp_path, args, message):
+def test_bad_input_is_one_line(tmp_path, trace, args, message):
     with mock_server() as url:
-        cmd = replay(url, tmp_path / "r.jsonl", *args)
+        cmd = replay(url, tmp_path / "r.jsonl", "--trace", trace, *args)
         run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert message in run.stderr
