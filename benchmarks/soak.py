@@ -31,6 +31,7 @@ from rich.table import Table
 from joulebench.processes import Child
 
 console = Console(stderr=True)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rss_tree_mb(pid: int) -> float:
@@ -39,7 +40,10 @@ def rss_tree_mb(pid: int) -> float:
 
 
 def soak_monitor(args: argparse.Namespace, work: Path) -> dict:
-    cmd = [sys.executable, "-m", "monitor", "--port", "0", "--interval-ms", "10", "--source", args.source,
+    # --fake-gpu: the monitor's NVML path on a machine without a GPU (a fake library at the NVML boundary)
+    head = ([sys.executable, str(ROOT / "tests" / "fake_gpu_joulebench.py"), "--", "monitor"] if args.fake_gpu
+            else [sys.executable, "-m", "monitor"])  # fmt: skip
+    cmd = [*head, "--port", "0", "--interval-ms", "10", "--source", "nvml" if args.fake_gpu else args.source,
            "--retention-s", str(args.retention_s), "--quiet"]  # fmt: skip
     samples = []
     with Child("monitor", cmd, work / "monitor.log") as monitor, httpx2.Client(timeout=10) as client:
@@ -60,7 +64,8 @@ def soak_monitor(args: argparse.Namespace, work: Path) -> dict:
         samples.append({"minute": (time.monotonic() - start) / 60, "rss_mb": rss_tree_mb(monitor.pid or 0)})
     settled = [s for s in samples if s["minute"] * 60 >= min(args.retention_s, 60 * args.minutes / 2)]
     first, last = (settled or samples)[0]["rss_mb"], samples[-1]["rss_mb"]
-    return {"soak": "monitor", "minutes": args.minutes, "scrapes": scrapes, "rss_mb": samples,
+    return {"soak": "monitor", "minutes": args.minutes, "source": "fake nvml" if args.fake_gpu else args.source,
+            "scrapes": scrapes, "rss_mb": samples,
             "growth_percent": 100 * (last - first) / first, "goal_percent": 5.0}  # fmt: skip
 
 
@@ -97,6 +102,7 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=None, help="(default: 120 monitor, 30 replay)")
     ap.add_argument("--rate", type=float, default=200.0, help="replay: requests/s (default: %(default)s)")
     ap.add_argument("--source", default="auto", help="monitor: power source (default: %(default)s)")
+    ap.add_argument("--fake-gpu", action="store_true", help="monitor: one fake GPU at the NVML boundary")
     ap.add_argument("--retention-s", type=float, default=600.0, help="monitor: series kept (default: %(default)s)")
     ap.add_argument("--out", type=Path, help="JSON (default: benchmarks/results/soak-SOAK.json)")
     args = ap.parse_args()

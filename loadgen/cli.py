@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 from pathlib import Path
 
 from joulebench.cli import Command, command_main
@@ -233,7 +234,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     import time
 
-    from loadgen.experiment import Comparison
+    from loadgen.experiment import Comparison, Interrupted
 
     for name in ("warmup_s", "window_s", "slice_s", "idle_max_s", "drain_s"):
         if not getattr(args, name) > 0 and not (name == "warmup_s" and args.warmup_s == 0):
@@ -245,8 +246,17 @@ def run_compare(args: argparse.Namespace) -> int:
     run_dir = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     if (run_dir / "config.json").exists():
         raise LoadgenError(f"{run_dir} already holds a run: choose another --out")
-    Comparison(args, run_dir).run()
+    comparison = Comparison(args, run_dir)
+    try:
+        comparison.run()
+    except Interrupted as err:  # the conventional 128 + signal number, e.g. 130 after Ctrl-C
+        print(f"joulebench compare: {err}", file=sys.stderr)
+        return 128 + err.signum
     print(f"report: {run_dir / 'report.md'} and {run_dir / 'report.html'}")
+    if comparison.problems:
+        print(f"joulebench compare: incomplete, {len(comparison.problems)} problem(s):", file=sys.stderr)
+        print("".join(f"  - {p}\n" for p in comparison.problems), end="", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,6 +16,12 @@ Phases, each recorded in the run directory as it finishes (so an interrupted run
    batch per binning bin → ``offline/``;
 5. the analysis (``summary.json``) and the report (``report.md``, ``report.html``, ``plots/``),
    which ``joulebench report RUN_DIR`` redoes from the files alone.
+
+Faults: SIGINT/SIGTERM (``Interrupted``), vLLM exiting or no longer answering (``ServerGone``) or a
+failed offline run stop the comparison; the report is still written for what finished, ``config.json``
+says ``complete: false`` and why. A monitor that restarts (or, when started here, dies and is
+restarted) costs only the windows it did not see: each is listed under ``problems`` with its records
+kept, and the ladder goes on.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,11 +44,14 @@ from typing import Any
 import numpy as np
 
 from joulebench import __version__
+from joulebench.errors import JoulebenchError
 from joulebench.processes import Child, free_port
 from loadgen.errors import LoadgenError
 from loadgen.options import build_schedule
 from loadgen.records import read_records
 
+#: How long a monitor that stopped answering may take to come back before the comparison stops.
+MONITOR_BACK_S = 30.0
 ENERGY_COLUMNS = ("phase", "rate", "repeat", "start_s", "end_s", "energy_j", "uncertainty_j")
 
 
@@ -54,8 +63,20 @@ def replay_dir(run_dir: Path, multiplier: float, repeat: int) -> Path:
     return run_dir / "online" / f"{rate_label(multiplier)}-{repeat}"
 
 
-class Interrupted(LoadgenError):
+class Stopped(LoadgenError):
+    """The comparison stopped before its end; the report covers what finished."""
+
+
+class Interrupted(Stopped):
     """SIGINT or SIGTERM during a comparison."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class ServerGone(Stopped):
+    """vLLM exited, or the server stopped answering, during the ladder."""
 
 
 @contextlib.contextmanager
@@ -63,7 +84,7 @@ def _signals_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM raise ``Interrupted`` here, so every ``finally`` stops its child."""
 
     def handler(signum: int, _: object) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+        raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -141,11 +162,14 @@ def run_replay(
     n: int,
     what: str,
     console: Any,
+    server_gone: Callable[[], str | None] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """One headless replay in its own process (``python -m loadgen replay``) with a progress bar, into ``out``.
 
     Stopped (SIGTERM: in-flight requests recorded as interrupted) if it runs ``args.drain_s`` past its
-    schedule. Returns the replay's summary, its records, and whether the drain was cut.
+    schedule. Returns the replay's summary, its records, and whether the drain was cut. If
+    ``server_gone()`` says why the server is gone, the replay is stopped the same way and ``ServerGone``
+    raised: what finished is in ``out``.
     """
     from rich.progress import Progress
 
@@ -171,6 +195,10 @@ def run_replay(
                 if time.monotonic() > deadline and not cut:
                     cut = True
                     replay.stop()
+                if server_gone is not None and (why := server_gone()) is not None:
+                    replay.stop()
+                    finished = _count_lines(records_path)
+                    raise ServerGone(f"during {what}, {why}; {finished} of {n} requests recorded in {out}")
                 progress.update(task, completed=_count_lines(records_path))
                 time.sleep(0.5)
     finally:
@@ -191,6 +219,12 @@ class Comparison:
         self.run_dir = run_dir
         self.console = Console(stderr=True)
         self.config: dict[str, Any] = {}
+        self.problems: list[str] = []
+        self.server: Any = None  # the VllmServer started here, if any
+        self.monitor: Child | None = None  # the monitor started here, if any
+        self.monitor_starts = 0
+        self.meter: Any = None
+        self.stack = contextlib.ExitStack()
 
     def say(self, text: str) -> None:
         self.console.print(f"[bold]compare[/bold] {text}")
@@ -225,17 +259,9 @@ class Comparison:
         plan = self._plan(options.max_model_len)
         write_json(self.run_dir / "config.json", self.config)
 
-        with contextlib.ExitStack() as stack, _signals_interrupt():
-            url = args.monitor
-            if not url:
-                monitor = Child(
-                    "the monitor",
-                    [sys.executable, "-m", "monitor", "--port", "0", "--quiet", "--source", args.source],
-                    self.run_dir / "monitor.log",
-                ).start()
-                stack.callback(monitor.stop)
-                url = monitor.wait_for_line(r"listening on (http://\S+)", 60).group(1)
-            meter = MonitorClient(url)
+        with self.stack as stack, _signals_interrupt():
+            url = args.monitor or self._start_monitor(0)
+            meter = self.meter = MonitorClient(url)
             self.config["monitor"] = {"url": url, "started_here": not args.monitor}
             self.config["devices"] = meter.devices()
             write_json(self.run_dir / "config.json", self.config)
@@ -249,7 +275,7 @@ class Comparison:
                 with self.console.status("device-idle power (vLLM not running), until stable"):
                     idle["device"] = asdict(stable_power(meter, max_s=args.idle_max_s))
                 write_json(self.run_dir / "idle.json", idle)
-                server = VllmServer(spec, options, self.run_dir / "vllm.log", "127.0.0.1", free_port())
+                server = self.server = VllmServer(spec, options, self.run_dir / "vllm.log", "127.0.0.1", free_port())
                 stack.callback(server.stop)
                 server.start()
                 with self.console.status(f"starting vLLM {install.version} ({install.distribution}) on {spec.name}"):
@@ -268,29 +294,74 @@ class Comparison:
             write_json(self.run_dir / "config.json", self.config)
             self._say_idle(idle)
 
-            interrupted = None
+            stopped: Stopped | None = None
             try:
-                self._ladder(plan, target, meter)
-            except Interrupted as err:
-                interrupted = str(err)
+                self._ladder(plan, target)
+            except Stopped as err:
+                stopped = err
             if server is not None:
                 server.stop()
-            if interrupted is None and not args.no_offline:
+            if stopped is None and not args.no_offline:
                 try:
-                    self._offline(options, url)
-                except Interrupted as err:
-                    interrupted = str(err)
-            self.config["complete"] = interrupted is None
-            self.config["interrupted"] = interrupted
+                    self._offline(options)
+                except Stopped as err:
+                    stopped = err
+                except JoulebenchError as err:  # the offline child failed: the online results stand
+                    stopped = Stopped(str(err))
+            self.config["complete"] = stopped is None and not self.problems
+            self.config["interrupted"] = None if stopped is None else str(stopped)
+            self.config["problems"] = self.problems
             write_json(self.run_dir / "config.json", self.config)
 
         from loadgen.report import write_report
 
         paths = write_report(self.run_dir)
         self.say(f"report: {paths['md']} and {paths['html']}")
-        if interrupted:
-            raise Interrupted(f"{interrupted}: the report covers what finished ({self.run_dir})")
+        if stopped is not None:
+            stopped.args = (f"{stopped}: the report covers what finished ({self.run_dir})",)
+            raise stopped
         return self.run_dir
+
+    # -- the children this run depends on ------------------------------------------------------------
+
+    def _start_monitor(self, port: int) -> str:
+        """Start the monitor (``port`` 0: any free one) and return its URL; a restart logs to its own file."""
+        self.monitor_starts += 1
+        log = self.run_dir / ("monitor.log" if self.monitor_starts == 1 else f"monitor-{self.monitor_starts}.log")
+        cmd = [sys.executable, "-m", "monitor", "--port", str(port), "--quiet", "--source", self.args.source]
+        self.monitor = Child("the monitor", cmd, log).start()
+        self.stack.callback(self.monitor.stop)
+        return self.monitor.wait_for_line(r"listening on (http://\S+)", 60).group(1)
+
+    def _check_monitor(self) -> bool:
+        """Restart the monitor started here if it died (on its port, so the URL holds); note the loss."""
+        if self.monitor is None or (code := self.monitor.poll()) is None:
+            return False
+        from monitor.meter import MonitorClient
+
+        url = self.meter.url
+        died = f"the monitor {_exit_words(code)} (its log: {self.monitor.log_path})"
+        self.say(f"{died}: restarting it")
+        port = int(url.rsplit(":", 1)[1])
+        self.meter = MonitorClient(self._start_monitor(port))
+        self.problems.append(f"{died}; restarted at {time.strftime('%H:%M:%S')}: energy before that is gone")
+        return True
+
+    def _server_gone(self, target: str) -> Callable[[], str | None]:
+        """Why the server is gone, or None: vLLM started here has exited; a ``--target`` stopped answering."""
+        from loadgen.client import served_model
+
+        def gone() -> str | None:
+            if self.server is not None:
+                code = self.server.poll()
+                return None if code is None else f"vLLM {_exit_words(code)} (its log: {self.server.log_path})"
+            try:
+                served_model(target, timeout_s=30)
+            except LoadgenError as err:
+                return f"the server stopped answering: {err}"
+            return None
+
+        return gone
 
     def _say_idle(self, idle: dict[str, Any]) -> None:
         parts = []
@@ -302,9 +373,9 @@ class Comparison:
 
     # -- online --------------------------------------------------------------------------------------
 
-    def _ladder(self, plan: list[tuple[float, argparse.Namespace, int, float]], target: str, meter: Any) -> None:
-
+    def _ladder(self, plan: list[tuple[float, argparse.Namespace, int, float]], target: str) -> None:
         from loadgen.comparison import saturation
+        from monitor.errors import MonitorError
 
         args = self.args
         energy_csv = self.run_dir / "energy.csv"
@@ -317,16 +388,25 @@ class Comparison:
                 run_index += 1  # every replay its own prompts: none is served from another's prefix cache
                 out = replay_dir(self.run_dir, m, repeat)
                 what = f"online {rate_label(m)} ({offered:.2f} req/s), repeat {repeat + 1}/{args.repeats}"
+                self._check_monitor()
+                gone = self._server_gone(target)
                 summary, records, cut = run_replay(
-                    args, opts, target, out, 1000 * (opts.jb_seed + 1) + run_index, n, what, self.console
-                )
+                    args, opts, target, out, 1000 * (opts.jb_seed + 1) + run_index, n, what, self.console,
+                    gone if self.server is not None else None,
+                )  # fmt: skip
+                if any(r["status"] != "ok" for r in records) and (why := gone()) is not None:
+                    raise ServerGone(f"during {what}, {why}; its records are in {out}")
                 s0 = summary["schedule_start_s"]
                 t0, t1 = s0 + args.warmup_s, s0 + args.warmup_s + args.window_s
-                reading = meter.energy(t0, t1)
                 sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
                 ends = [r.get("last_token_s") or r.get("sent_s") for r in records if r.get("sent_s") is not None]
                 a, b = min(sent), max(max(ends), min(sent) + 2 * args.slice_s)
-                series = meter.series(a, b, args.slice_s)
+                try:
+                    reading = self.meter.energy(t0, t1)
+                    series = self.meter.series(a, b, args.slice_s)
+                except MonitorError as err:
+                    self._lost_window(what, out, err)
+                    continue
                 with energy_csv.open("a", newline="") as f:
                     w = csv.writer(f)
                     for k in range(len(series.energy_j)):
@@ -352,9 +432,27 @@ class Comparison:
                 self.say(f"saturated at {rate_label(m)}: the ladder stops here")
                 break
 
+    def _lost_window(self, what: str, out: Path, err: Exception) -> None:
+        """A window the monitor cannot measure (it restarted, or died and was restarted here): noted, skipped."""
+        why = "the monitor was restarted under it" if self._check_monitor() else str(err)
+        deadline = time.monotonic() + MONITOR_BACK_S
+        while True:  # a monitor under a supervisor (compose, systemd) is back in seconds
+            try:
+                self.meter.now()
+                break
+            except JoulebenchError:
+                if time.monotonic() > deadline:
+                    raise Stopped(
+                        f"the monitor at {self.meter.url} stopped answering during {what} and was not back "
+                        f"within {MONITOR_BACK_S:.0f} s"
+                    ) from err
+                time.sleep(1.0)
+        self.problems.append(f"{what}: no energy for its window ({why}); its records are kept in {out}")
+        self.say(f"[yellow]{what}: no energy for its window[/yellow] ({why}); going on")
+
     # -- offline -------------------------------------------------------------------------------------
 
-    def _offline(self, options: Any, monitor_url: str) -> None:
+    def _offline(self, options: Any) -> None:
         from rich.progress import Progress
 
         from server.binning import count_bins
@@ -400,7 +498,7 @@ class Comparison:
         write_json(offline_dir / "requests.json", {"max_num_seqs": batch, "sets": sets})
         cmd = [
             sys.executable, "-m", "server", "offline", "--model", args.model, "--model-cache", str(args.model_cache),
-            *options.engine_arguments(), "--requests", str(offline_dir / "requests.json"), "--monitor", monitor_url,
+            *options.engine_arguments(), "--requests", str(offline_dir / "requests.json"), "--monitor", self.meter.url,
             "--idle-max-s", repr(args.idle_max_s), "--out", str(offline_dir / "offline.json"),
         ]  # fmt: skip
         child = Child("the offline run", cmd, offline_dir / "offline.log").start()
@@ -416,6 +514,16 @@ class Comparison:
         if child.poll() != 0 or not (offline_dir / "offline.json").exists():
             raise child.failed(f"exited with code {child.poll()}")
         self.say(f"offline: {len(sets)} request sets served in batches of {batch}")
+
+
+def _exit_words(code: int) -> str:
+    """``exited with code 1``, or ``was killed by SIGKILL`` for a negative return code."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"exited with code {code}"
 
 
 def _count_lines(path: Path) -> int:

@@ -158,6 +158,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
                 "server",
                 "complete",
                 "interrupted",
+                "problems",
             )
         },
         "devices": devices,
@@ -460,6 +461,16 @@ _SECTIONS = (
 )  # fmt: skip
 
 
+def _status(config: dict[str, Any]) -> str:
+    """The report's line on an incomplete run: why it stopped, and what it could not measure."""
+    if config.get("complete"):
+        return ""
+    problems = config.get("problems") or []
+    why = config.get("interrupted") or ("; ".join(problems) if problems else "it did not finish")
+    more = "".join(f"\n- {p}" for p in problems) if config.get("interrupted") and problems else ""
+    return f"**Incomplete run** ({why}).{more}"
+
+
 def write_report(run_dir: Path) -> dict[str, Path]:
     """Analyse the run directory and write ``summary.json``, ``report.md``, ``report.html`` and ``plots/``."""
     from loadgen.experiment import write_json
@@ -475,7 +486,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
             w.writerows(per_request)
     plots = _plots(s, run_dir)
     title = f"joulebench: online vs offline energy per token — {s['config'].get('preset') or s['config'].get('model')}"
-    status = "" if s["config"].get("complete") else f"**Incomplete run** ({s['config'].get('interrupted')})."
+    status = _status(s["config"])
     banner = _estimated_banner(s)
 
     md = [f"# {title}", ""]

@@ -1,0 +1,216 @@
+"""``joulebench compare`` under faults: vLLM killed mid-replay, the monitor restarted mid-run, SIGINT and
+SIGTERM in every phase. Each test checks what is kept, what the user is told, and that no process is left
+(psutil). Real parts throughout: the monitor (estimate source), vLLM's CPU build or the mock server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+from servers import mock_server, running
+from synthetic import azure_trace
+
+from loadgen.experiment import replay_dir
+from loadgen.records import read_records
+from monitor.sources.estimate import IDLE_W_PER_CPU, MAX_W_PER_CPU
+
+pytestmark = pytest.mark.integration
+
+
+class CompareRun:
+    """``joulebench compare`` in its own session (as from a terminal); remembers every descendant it saw."""
+
+    def __init__(self, tmp_path: Path, *extra: str, rates: str = "1", window_s: float = 4, warmup_s: float = 1):
+        self.run_dir = tmp_path / "run"
+        trace = azure_trace(tmp_path / "trace.csv")  # 2 requests/s
+        cmd = [
+            sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache",
+            str(tmp_path / "models"), "--max-model-len", "1024", "--max-num-seqs", "8", "--trace", str(trace),
+            "--rates", rates, "--warmup-s", str(warmup_s), "--window-s", str(window_s), "--source", "estimate",
+            "--idle-max-s", "8", "--bin-batch", "2", "--out", str(self.run_dir), *extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # fmt: skip
+        self.seen: dict[int, psutil.Process] = {}
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            found = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        self.seen.update({p.pid: p for p in found})
+        return found
+
+    def wait_until(self, what: str, ready: Callable[[], bool], timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            self.descendants()
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise AssertionError(f"compare exited ({self.proc.returncode}) before {what}: {err}")
+            assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+            time.sleep(0.1)
+        self.descendants()
+
+    def child(self, pattern: str) -> psutil.Process:
+        for p in self.descendants():
+            if re.search(pattern, " ".join(p.cmdline())):
+                return p
+        raise AssertionError(f"no child process matches {pattern!r}")
+
+    def config(self) -> dict:
+        try:
+            return json.loads((self.run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def finish(self, timeout_s: float = 300) -> tuple[int, str]:
+        _, err = self.proc.communicate(timeout=timeout_s)
+        return self.proc.returncode, err
+
+    def assert_no_process_left(self) -> None:
+        _, alive = psutil.wait_procs(list(self.seen.values()), timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+        left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                if any(str(self.run_dir) in c for c in p.info["cmdline"] or [])]  # fmt: skip
+        assert not left, left
+
+
+def records_in(run_dir: Path, rate: float, repeat: int = 0) -> list[dict]:
+    path = replay_dir(run_dir, rate, repeat) / "requests.jsonl"
+    return read_records(path) if path.exists() else []
+
+
+def test_vllm_killed_mid_replay_keeps_what_finished(tmp_path):
+    run = CompareRun(tmp_path, rates="0.5,1", window_s=8)
+    run.wait_until("the second rate's replay", lambda: len(records_in(run.run_dir, 1.0)) >= 3, timeout_s=600)
+    vllm = run.child(r"vllm\.entrypoints|vllm serve|api_server")
+    vllm.send_signal(signal.SIGKILL)
+    code, err = run.finish()
+
+    assert code == 2, err
+    assert "during online 1x (2.00 req/s), repeat 1/1, vLLM was killed by SIGKILL" in err
+    assert "the report covers what finished" in err
+    config = run.config()
+    assert config["complete"] is False and "vLLM was killed" in config["interrupted"]
+    # the rate that finished: its window and its place in the report
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert [r["rate"] for r in summary["rates"]] == [0.5]
+    assert summary["rates"][0]["repeats"][0]["energy_j"] > 0
+    # the rate cut short: what finished kept, in flight marked, no window and no offline run
+    records = records_in(run.run_dir, 1.0)
+    statuses = {r["status"] for r in records}
+    assert sum(r["status"] == "ok" for r in records) >= 3
+    assert statuses <= {"ok", "disconnect", "error", "interrupted"}, statuses
+    assert len({r["request_id"] for r in records}) == len(records)
+    assert not (replay_dir(run.run_dir, 1.0, 0) / "window.json").exists()
+    assert not (run.run_dir / "offline").exists()
+    report = (run.run_dir / "report.md").read_text()
+    assert "Incomplete run" in report and "vLLM was killed" in report
+    run.assert_no_process_left()
+
+
+def _start_monitor(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "--port", str(port), "--source", "estimate", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    for line in proc.stdout:
+        if "listening on" in line:
+            return proc
+    raise AssertionError(f"the monitor did not start again on port {port} (exit {proc.wait()})")
+
+
+@pytest.mark.parametrize("who", ["started by compare", "external"])
+def test_monitor_restarted_mid_run_costs_only_its_window(tmp_path, who):
+    with (
+        mock_server("--ttft-ms", "20", "--itl-ms", "2") as target,
+        running("monitor", "--source", "estimate", "--quiet") as (external, monitor_url),
+    ):
+        extra = ["--target", target, "--no-offline", "--repeats", "2"]
+        if who == "external":
+            extra += ["--monitor", monitor_url]
+        run = CompareRun(tmp_path, *extra, warmup_s=3, window_s=4)
+        run.wait_until("the first replay", lambda: len(records_in(run.run_dir, 1.0)) >= 1)
+        if who == "external":
+            external.kill()
+            external.wait()
+            # down across the first window's start (3 s in at 2 requests/s), then back on its port
+            run.wait_until("the first window", lambda: len(records_in(run.run_dir, 1.0)) >= 9)
+            port = int(monitor_url.rsplit(":", 1)[1])
+            restarted = _start_monitor(port)
+        else:
+            run.child(r"-m monitor").kill()
+        try:
+            code, err = run.finish()
+        finally:
+            if who == "external":
+                restarted.kill()
+                restarted.communicate()  # reaped, its pipe closed
+
+    assert code == 1, err
+    assert "incomplete, " in err and "online 1x (2.00 req/s), repeat 1/2: no energy for its window" in err
+    config = run.config()
+    assert config["complete"] is False and config["interrupted"] is None
+    if who == "started by compare":
+        assert "the monitor was killed by SIGKILL" in config["problems"][0]
+        assert (run.run_dir / "monitor-2.log").exists()
+    # the first repeat: records kept, no window; the second measured by the restarted monitor
+    assert {r["status"] for r in records_in(run.run_dir, 1.0, 0)} == {"ok"}
+    assert not (replay_dir(run.run_dir, 1.0, 0) / "window.json").exists()
+    window = json.loads((replay_dir(run.run_dir, 1.0, 1) / "window.json").read_text())
+    watts = window["energy_j"] / (window["window"][1] - window["window"][0])
+    cpus = psutil.cpu_count()
+    assert IDLE_W_PER_CPU * cpus * 0.99 <= watts <= MAX_W_PER_CPU * cpus * 1.01  # neither negative nor doubled
+    energy = (run.run_dir / "energy.csv").read_text().splitlines()[1:]
+    assert energy and all(float(row.split(",")[5]) >= 0 for row in energy)
+    assert {row.split(",")[2] for row in energy} == {"1"}  # only the measured repeat has a series
+    summary = json.loads((run.run_dir / "summary.json").read_text())
+    assert [x["repeat"] for x in summary["rates"][0]["repeats"]] == [1]
+    assert "Incomplete run" in (run.run_dir / "report.md").read_text()
+    run.assert_no_process_left()
+
+
+def _in_config(key: str) -> Callable[[CompareRun], bool]:
+    return lambda run: key in run.config()
+
+
+# (phase, whether vLLM is started here, when that phase is under way)
+PHASES = {
+    "device idle": (True, lambda run: _in_config("monitor")(run) and time.sleep(1) is None),
+    "vLLM starting": (True, lambda run: (run.run_dir / "vllm.log").exists()),
+    "loaded idle": (False, lambda run: _in_config("monitor")(run) and time.sleep(1.5) is None),
+    "replay": (False, lambda run: len(records_in(run.run_dir, 1.0)) >= 2),
+    "offline": (False, lambda run: (run.run_dir / "offline" / "offline.log").exists()),
+}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_a_signal_in_any_phase_stops_everything(tmp_path, phase, sig):
+    starts_vllm, under_way = PHASES[phase]
+    with mock_server("--ttft-ms", "20", "--itl-ms", "2") as target:
+        run = CompareRun(tmp_path, *([] if starts_vllm else ["--target", target]))
+        run.wait_until(phase, lambda: under_way(run))
+        if phase == "vLLM starting":
+            run.child(r"vllm")  # there is a vLLM process to stop
+        os.killpg(run.proc.pid, sig)  # as Ctrl-C in a terminal: the foreground process group
+        code, err = run.finish(timeout_s=120)
+
+    assert code == 128 + sig, err
+    assert f"stopped by {signal.Signals(sig).name}" in err
+    config = run.config()
+    assert config["complete"] is False
+    if phase in ("replay", "offline"):  # something finished: a report of it
+        assert config["interrupted"].startswith(f"stopped by {signal.Signals(sig).name}")
+        assert "Incomplete run" in (run.run_dir / "report.md").read_text()
+        records = records_in(run.run_dir, 1.0)
+        assert records and {r["status"] for r in records} <= {"ok", "interrupted"}
+    run.assert_no_process_left()
