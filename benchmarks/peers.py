@@ -16,7 +16,9 @@ The same arrival schedule for all: constant rate (vllm: ``--burstiness`` 1e6, i.
 * **client CPU per 1000 requests**: the tool's process tree's CPU seconds (getrusage of children), its
   start-up cost removed by subtracting a 50-request run.
 
-Also: Locust's distributed mode (one master, two workers) against one process, same lag bound.
+Also: Locust's distributed mode (one master, ``--locust-workers`` workers, default two) against one
+process, same lag bound; it can also run the whole ladder as a tool (``--tools "joulebench distributed"``).
+On a machine with cores to spare, ``--mock-workers N`` lets the mock server itself keep up.
 Prints one table, writes JSON (``--out``); the table is kept in ``benchmarks/README.md``.
 
     python benchmarks/peers.py --out benchmarks/results/peers.json
@@ -32,19 +34,22 @@ import resource
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx2
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+from joulebench.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TTFT_S, ITL_S, N_IN, N_OUT = 0.05, 0.01, 32, 128
 N_OUT_SHORT = 4  # Locust distributed vs one process: short streams, so the client is what runs out first
 STREAM_S = TTFT_S + (N_OUT - 1) * ITL_S
 LAG_BOUND_S = 0.005
+SETUP = {"mock_workers": 1, "locust_workers": 2}  # from the command line
 GUIDELLM = "guidellm==0.8.1"
 console = Console(stderr=True)
 
@@ -75,7 +80,8 @@ class Mock:
     def __enter__(self) -> Mock:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "joulebench", "mock-server", "--port", "0", "--ttft-ms", str(1000 * TTFT_S),
-             "--itl-ms", str(1000 * ITL_S), "--record-arrivals"], stdout=subprocess.PIPE, text=True,
+             "--itl-ms", str(1000 * ITL_S), "--record-arrivals", "--workers", str(SETUP["mock_workers"])],
+            stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -83,7 +89,8 @@ class Mock:
         return self
 
     def arrivals(self) -> list[float]:
-        return httpx2.get(f"{self.url}/mock/arrivals", timeout=30).json()["arrivals_s"]
+        with urllib.request.urlopen(f"{self.url}/mock/arrivals", timeout=30) as r:
+            return json.loads(r.read())["arrivals_s"]
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
@@ -121,7 +128,7 @@ def joulebench(url: str, rate: float, n: int, work: Path, n_out: int = N_OUT) ->
 
 
 def joulebench_distributed(url: str, rate: float, n: int, work: Path, n_out: int = N_OUT) -> dict:
-    """Locust's distributed mode: a master and two workers, each worker sending its half of one schedule."""
+    """Locust's distributed mode: a master and ``--locust-workers`` workers, each sending its share of one schedule."""
     from loadgen.records import read_records
     from loadgen.summary import summarize
 
@@ -132,28 +139,21 @@ def joulebench_distributed(url: str, rate: float, n: int, work: Path, n_out: int
     common = [sys.executable, "-m", "joulebench", "locust", "--headless", "--jb-records", str(work / "requests.jsonl")]
     port = free_port()
     before = children_cpu_s()
+    k = SETUP["locust_workers"]
     master = subprocess.Popen(
         [*common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-         "--expect-workers", "2", "-u", "2", "-r", "2", "-t", f"{int(duration + 15)}s", "--host", url,
+         "--expect-workers", str(k), "-u", str(k), "-r", "100", "-t", f"{int(duration + 15)}s", "--host", url,
          "--jb-trace", str(trace), "--jb-process", "constant", "--jb-rate", str(rate), "--jb-duration", str(duration),
          "--jb-timeout", "120"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     workers = [subprocess.Popen([*common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]  # fmt: skip
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(k)]  # fmt: skip
     for p in (master, *workers):
         p.wait(timeout=duration + 120)
     cpu = children_cpu_s() - before
     records = [r for f in sorted(work.glob("requests.worker*.jsonl")) for r in read_records(f)]
     s = summarize(records)
     return figures(s["ttft_s"]["p50"], s["ttft_s"]["p99"], s["ok"], cpu, s["schedule_lag_s"]["p99"])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 VLLM_BENCH = """
@@ -212,7 +212,7 @@ def guidellm(url: str, rate: float, n: int, work: Path) -> dict:
 
 TOOLS: dict[str, Callable[[str, float, int, Path], dict]] = {
     "joulebench": joulebench, "vllm bench serve": vllm_bench, "GuideLLM": guidellm,
-    "joulebench, 2 Locust workers": joulebench_distributed,
+    "joulebench distributed": joulebench_distributed,
 }  # fmt: skip
 PEERS = ["joulebench", "vllm bench serve", "GuideLLM"]
 
@@ -231,22 +231,26 @@ def measure(tool: str, rate: float, n: int, work: Path, **kwargs: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tools", default=",".join(PEERS), help="comma list (default: %(default)s)")
+    ap.add_argument("--tools", default=",".join(PEERS), help="comma list, empty for none (default: %(default)s)")
     ap.add_argument("--distributed-rates", default="100,200,400,800,1200,1600",
-                    help="the ladder for Locust's master and two workers (empty: skip)")  # fmt: skip
+                    help="the ladder for Locust's master and its workers (empty: skip)")  # fmt: skip
+    ap.add_argument("--locust-workers", type=int, default=2, help="workers in distributed mode (default: %(default)s)")
+    ap.add_argument("--mock-workers", type=int, default=1, help="the mock server's processes (default: %(default)s)")
     ap.add_argument("--rates", default="10,25,50,100,200", help="the ladder for the sustained rate")
     ap.add_argument("--seconds", type=float, default=8.0, help="of schedule per ladder rung")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "peers")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peers.json")
     args = ap.parse_args()
+    SETUP.update(mock_workers=args.mock_workers, locust_workers=args.locust_workers)
     args.work.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "joulebench", "model", "tiny", "--out", str(args.work / "tokenizer")],
                    check=True, capture_output=True)  # fmt: skip
     rates = [float(r) for r in args.rates.split(",")]
     results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} ({platform.machine()}, "
                      f"{os.cpu_count()} cores)", "mock": {"ttft_ms": 1000 * TTFT_S, "itl_ms": 1000 * ITL_S,
-                     "input_tokens": N_IN, "output_tokens": N_OUT}, "tools": {}}  # fmt: skip
-    for tool in args.tools.split(","):
+                     "input_tokens": N_IN, "output_tokens": N_OUT, "workers": SETUP["mock_workers"]},
+                     "locust_workers": SETUP["locust_workers"], "tools": {}}  # fmt: skip
+    for tool in [t for t in args.tools.split(",") if t]:
         console.print(f"[bold]{tool}[/bold]")
         ladder = []
         for rate in rates:
@@ -271,7 +275,7 @@ def main() -> int:
     if args.distributed_rates:
         # Both joulebench, so both judged by joulebench's own schedule lag (send minus scheduled time).
         results["distributed"] = {"output_tokens": N_OUT_SHORT}
-        for tool in ("joulebench", "joulebench, 2 Locust workers"):
+        for tool in ("joulebench", "joulebench distributed"):
             console.print(f"[bold]{tool}[/bold], {N_OUT_SHORT} output tokens")
             ladder = []
             for rate in [float(r) for r in args.distributed_rates.split(",")]:
@@ -282,9 +286,7 @@ def main() -> int:
             ok = [r["rate_per_s"] for r in ladder
                   if r["completed"] == r["requests"] and r["client_lag_p99_s"] < LAG_BOUND_S]  # fmt: skip
             results["distributed"][tool] = {"sustained_rate_per_s": max(ok) if ok else None, "ladder": ladder}
-        one, two = (
-            results["distributed"][t]["sustained_rate_per_s"] for t in ("joulebench", "joulebench, 2 Locust workers")
-        )
+        one, two = (results["distributed"][t]["sustained_rate_per_s"] for t in ("joulebench", "joulebench distributed"))
         results["distributed"]["gain"] = two / one if one and two else None
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -306,9 +308,10 @@ def main() -> int:
     Console().print(t)
     if "distributed" in results:
         d = results["distributed"]
-        one, two = d["joulebench"]["sustained_rate_per_s"], d["joulebench, 2 Locust workers"]["sustained_rate_per_s"]
-        Console().print(f"joulebench, {N_OUT_SHORT}-token streams, its own lag p99 < 5 ms: {one} req/s in one process, "
-                        f"{two} with a Locust master and 2 workers (gain {d['gain']})")  # fmt: skip
+        one, two = d["joulebench"]["sustained_rate_per_s"], d["joulebench distributed"]["sustained_rate_per_s"]
+        Console().print(f"joulebench, {N_OUT_SHORT}-token streams, its own lag p99 < 5 ms: {one} req/s in one "
+                        f"process, {two} with a Locust master and {SETUP['locust_workers']} workers "
+                        f"(gain {d['gain']})")  # fmt: skip
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

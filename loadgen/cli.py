@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -28,26 +29,52 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--record-arrivals", action="store_true", help="keep arrival times for GET /mock/arrivals (benchmarks)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes serving the one port, for high rates (default: %(default)s)"
+    )
 
 
 def run_mock(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from joulebench.processes import die_with_parent
     from loadgen.mock_server import MockConfig, create_app
 
     if args.ttft_ms < 0 or args.itl_ms < 0:
         raise LoadgenError("--ttft-ms and --itl-ms must not be negative")
-    config = MockConfig(
-        ttft_s=args.ttft_ms / 1000,
-        itl_s=args.itl_ms / 1000,
-        max_model_len=args.max_model_len,
-        model=args.model,
-        record_arrivals=args.record_arrivals,
-    )
-    with AppServer(create_app(config), args.host, args.port) as http:
-        print(
-            f"mock OpenAI server listening on {http.url} (TTFT {args.ttft_ms:g} ms, {args.itl_ms:g} ms/token)",
-            flush=True,
+    if args.workers < 1:
+        raise LoadgenError("--workers must be at least 1")
+    with tempfile.TemporaryDirectory(prefix="joulebench-arrivals-") as arrivals_dir:
+        config = MockConfig(
+            ttft_s=args.ttft_ms / 1000,
+            itl_s=args.itl_ms / 1000,
+            max_model_len=args.max_model_len,
+            model=args.model,
+            arrivals_dir=arrivals_dir if args.record_arrivals else None,
         )
-        http.run()
+        with AppServer(create_app(config), args.host, args.port) as http:
+            workers = []
+            for _ in range(args.workers - 1):  # forked before any event loop or thread exists
+                pid = os.fork()
+                if pid == 0:  # a worker: the same app on the same socket until SIGTERM (or its parent's death)
+                    try:
+                        die_with_parent()
+                        http.run()
+                    finally:
+                        os._exit(0)
+                workers.append(pid)
+            print(
+                f"mock OpenAI server listening on {http.url} (TTFT {args.ttft_ms:g} ms, {args.itl_ms:g} ms/token"
+                + (f", {args.workers} processes" if args.workers > 1 else "") + ")",
+                flush=True,
+            )  # fmt: skip
+            try:
+                http.run()
+            finally:
+                for pid in workers:
+                    os.kill(pid, signal.SIGTERM)
+                for pid in workers:
+                    os.waitpid(pid, 0)
     return 0
 
 

@@ -5,7 +5,9 @@ minus the configured TTFT is the client's own error) and serves tests. It answer
 ``/v1/completions`` (token-id or text prompts) and ``/v1/chat/completions``, streaming or not, with
 forced output lengths, vLLM's ``usage`` (``stream_options.include_usage`` and
 ``continuous_usage_stats``), ``/tokenize``, ``/v1/models`` and ``/health``; with ``--record-arrivals``,
-``/mock/arrivals`` gives every request's arrival time (a client's schedule seen from outside). Its
+``/mock/arrivals`` gives every request's arrival time (a client's schedule seen from outside), from all
+worker processes (``--workers N``: N processes accept on one socket; each appends its arrivals to its own
+file in ``arrivals_dir``, any of them answers with all). Its
 tokenizer is one token per whitespace-separated word. Tokens are paced on a fixed schedule from the
 request's arrival (first after ``ttft``, then one every ``itl``), so its own sleeps do not accumulate error.
 
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,7 +40,32 @@ class MockConfig:
     default_output_tokens: int = 16
     max_model_len: int = 32768
     model: str = "mock"
-    record_arrivals: bool = False  # keep every request's arrival time for GET /mock/arrivals
+    arrivals_dir: str | None = None  # where every request's arrival time is kept for GET /mock/arrivals
+
+
+class ArrivalLog:
+    """Arrival times shared by the mock's worker processes: each appends 8-byte floats to its own file."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self._fd: tuple[int, int] | None = None  # (pid, fd): a forked worker opens its own file
+
+    def add(self, t: float) -> None:
+        if self._fd is None or self._fd[0] != os.getpid():
+            path = os.path.join(self.directory, f"{os.getpid()}.f64")
+            self._fd = (os.getpid(), os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
+        os.write(self._fd[1], struct.pack("<d", t))
+
+    def take(self) -> list[float]:
+        """Every worker's arrivals since the last ``take()``, sorted (ask once the traffic is over)."""
+        out: list[float] = []
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            with open(path, "r+b") as f:
+                data = f.read()
+                f.truncate(0)
+            out += [v for (v,) in struct.iter_unpack("<d", data[: len(data) // 8 * 8])]
+        return sorted(out)
 
 
 def count_tokens(text: str) -> int:
@@ -64,15 +93,15 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 
 def create_app(config: MockConfig = MockConfig()) -> FastAPI:
     app = FastAPI(title="joulebench mock OpenAI server", docs_url=None, redoc_url=None)
-    arrivals: list[float] = []
+    arrivals = ArrivalLog(config.arrivals_dir) if config.arrivals_dir else None
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=status)
 
     async def generate(request: Request, chat: bool) -> Any:
         arrived = time.perf_counter()
-        if config.record_arrivals:
-            arrivals.append(time.time())
+        if arrivals is not None:
+            arrivals.add(time.time())
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -154,9 +183,7 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
     @app.get("/mock/arrivals")
     async def get_arrivals() -> dict[str, Any]:
         """Arrival times (Unix seconds) since the last call: how a client really timed its requests."""
-        out = list(arrivals)
-        arrivals.clear()
-        return {"recording": config.record_arrivals, "arrivals_s": out}
+        return {"recording": arrivals is not None, "arrivals_s": arrivals.take() if arrivals else []}
 
     @app.get("/health")
     async def health() -> dict[str, str]:

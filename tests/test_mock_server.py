@@ -6,8 +6,9 @@ import json
 import time
 
 import httpx2
+import psutil
 import pytest
-from servers import mock_server
+from servers import mock_server, running
 
 from loadgen.sse import SSEParser
 
@@ -70,3 +71,29 @@ def test_records_arrivals_only_when_asked():
     with mock_server("--ttft-ms", "0", "--itl-ms", "0") as url, httpx2.Client(base_url=url) as c:
         c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})
         assert c.get("/mock/arrivals").json() == {"recording": False, "arrivals_s": []}
+
+
+def test_worker_processes_share_one_port_and_one_arrival_log():
+    with running("joulebench", "mock-server", "--ttft-ms", "0", "--itl-ms", "0", "--record-arrivals",
+                 "--workers", "3") as (proc, url):  # fmt: skip
+        workers = psutil.Process(proc.pid).children()
+        assert len(workers) == 2
+        for _ in range(40):  # a connection each, handed by the kernel to any of the three processes
+            with httpx2.Client(base_url=url) as c:
+                r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})
+                assert r.status_code == 200
+        with httpx2.Client(base_url=url) as c:
+            got = c.get("/mock/arrivals").json()["arrivals_s"]
+        assert len(got) == 40 and got == sorted(got)
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive
+
+
+def test_workers_die_with_a_killed_parent():
+    with running("joulebench", "mock-server", "--workers", "2") as (proc, _):
+        (worker,) = psutil.Process(proc.pid).children()
+        proc.kill()
+        proc.wait()
+        worker.wait(timeout=10)
