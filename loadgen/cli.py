@@ -174,7 +174,9 @@ COMPARE_DESCRIPTION = (
     "Online vs offline energy per token, end to end: start (or attach to) the energy monitor and vLLM, measure "
     "idle power until stable, replay a trace at a ladder of arrival rates (warm-up, then a steady-state window), "
     "serve the same tokens offline in full batches, attribute energy to requests, and write a run directory with "
-    "summary.json, report.md and report.html. With no arguments: the tiny preset on vLLM's CPU build."
+    "summary.json, report.md and report.html. With no arguments: the tiny preset on vLLM's CPU build. "
+    "Exit status: 0 complete; 1 finished, but windows without energy (the monitor restarted; listed in the "
+    "report); 2 an error (vLLM died: the report covers what finished); 130/143 stopped by SIGINT/SIGTERM."
 )
 
 

@@ -466,9 +466,8 @@ def _status(config: dict[str, Any]) -> str:
     if config.get("complete"):
         return ""
     problems = config.get("problems") or []
-    why = config.get("interrupted") or ("; ".join(problems) if problems else "it did not finish")
-    more = "".join(f"\n- {p}" for p in problems) if config.get("interrupted") and problems else ""
-    return f"**Incomplete run** ({why}).{more}"
+    counted = f"{len(problems)} problem{'s' * (len(problems) != 1)}" if problems else "it did not finish"
+    return f"**Incomplete run** ({config.get('interrupted') or counted})." + "".join(f"\n- {p}" for p in problems)
 
 
 def write_report(run_dir: Path) -> dict[str, Path]:
@@ -500,7 +499,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
 
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style>"
          f"</head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
-    h += [f"<p class='warn'>{_md_inline(x)}</p>" for x in (banner, status) if x]
+    h += [f"<p class='warn'>{_md_inline(x)}</p>".replace("\n- ", "<br>– ") for x in (banner, status) if x]
     h += [f"<p>{html.escape(_headline(s))}</p><ul>"]
     h += [f"<li>{_md_inline(line)}</li>" for line in _provenance(s)] + ["</ul>"]
     for name, table, note in _SECTIONS:

@@ -175,6 +175,9 @@ def test_monitor_restarted_mid_run_costs_only_its_window(tmp_path, who):
     summary = json.loads((run.run_dir / "summary.json").read_text())
     assert [x["repeat"] for x in summary["rates"][0]["repeats"]] == [1]
     assert "Incomplete run" in (run.run_dir / "report.md").read_text()
+    page = (run.run_dir / "report.html").read_text()  # each problem on its own line
+    assert f"Incomplete run</strong> ({len(config['problems'])} problem" in page
+    assert page.count("<br>– ") == len(config["problems"]) and "no energy for its window" in page
     run.assert_no_process_left()
 
 
