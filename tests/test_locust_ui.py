@@ -13,17 +13,11 @@ import httpx2
 import pytest
 from servers import mock_server
 
+from joulebench.processes import free_port
+
 pytestmark = pytest.mark.integration
 
 PLUGIN = Path(__file__).resolve().parents[1] / "loadgen" / "locustfile.py"  # not imported: it monkey-patches
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_web_ui_offers_the_replay_and_shows_live_energy(tmp_path):

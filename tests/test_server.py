@@ -11,18 +11,13 @@ import httpx2
 import psutil
 import pytest
 
+from joulebench.processes import free_port
 from server.errors import ServerError
 from server.launch import VllmServer, vllm_install
 from server.models import prepare_model, resolve_model
 from server.options import EngineOptions
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
