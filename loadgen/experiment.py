@@ -236,6 +236,11 @@ class Comparison:
         return plan
 
     def run(self) -> Path:
+        """The whole comparison; SIGINT/SIGTERM from its first step on raise ``Interrupted``."""
+        with _signals_interrupt():
+            return self._run()
+
+    def _run(self) -> Path:
         from monitor.meter import MonitorClient, stable_power
         from server.cli import cpu_defaults
         from server.launch import VllmServer, vllm_install
@@ -259,7 +264,7 @@ class Comparison:
         plan = self._plan(options.max_model_len)
         write_json(self.run_dir / "config.json", self.config)
 
-        with self.stack as stack, _signals_interrupt():
+        with self.stack as stack:
             url = args.monitor or self._start_monitor(0)
             meter = self.meter = MonitorClient(url)
             self.config["monitor"] = {"url": url, "started_here": not args.monitor}
