@@ -15,6 +15,7 @@ COPY joulebench joulebench
 COPY monitor monitor
 COPY server server
 COPY loadgen loadgen
+COPY compare compare
 RUN /opt/venv/bin/pip install .
 
 FROM build AS build-cpu

@@ -14,7 +14,7 @@ import numpy as np
 PERCENTILES = (50, 90, 99)
 
 
-def _pcts(values: list[float]) -> dict[str, float | None]:
+def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {f"p{p}": None for p in PERCENTILES}
     arr = np.asarray(values)
@@ -34,10 +34,12 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "output_tokens": sum(r.get("usage_output_tokens") or 0 for r in ok),
         "achieved_rate_per_s": (len(sent) - 1) / span if span > 0 else 0.0,
         "duration_s": span,
-        "ttft_s": _pcts([r["ttft_s"] for r in ok if r["ttft_s"] is not None]),
-        "ttft_from_schedule_s": _pcts([r["ttft_from_schedule_s"] for r in ok if r["ttft_from_schedule_s"] is not None]),
-        "tpot_s": _pcts([r["tpot_s"] for r in ok if r["tpot_s"] is not None]),
-        "itl_s": _pcts(itl),
-        "e2e_s": _pcts([r["e2e_s"] for r in ok if r["e2e_s"] is not None]),
-        "schedule_lag_s": _pcts([r["schedule_lag_s"] for r in records if r.get("schedule_lag_s") is not None]),
+        "ttft_s": percentiles([r["ttft_s"] for r in ok if r["ttft_s"] is not None]),
+        "ttft_from_schedule_s": percentiles(
+            [r["ttft_from_schedule_s"] for r in ok if r["ttft_from_schedule_s"] is not None]
+        ),
+        "tpot_s": percentiles([r["tpot_s"] for r in ok if r["tpot_s"] is not None]),
+        "itl_s": percentiles(itl),
+        "e2e_s": percentiles([r["e2e_s"] for r in ok if r["e2e_s"] is not None]),
+        "schedule_lag_s": percentiles([r["schedule_lag_s"] for r in records if r.get("schedule_lag_s") is not None]),
     }

@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from joulebench.cli import Command
+from joulebench.commands import Command, run_command
 from joulebench.serving import AppServer
 from monitor.errors import MonitorError
 from monitor.sampler import DeviceState, Sampler
@@ -152,8 +152,6 @@ def _print_live(sampler: Sampler, http: AppServer) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m monitor``: the same command as ``joulebench monitor``."""
-    from joulebench.cli import run_command
-
     parser = argparse.ArgumentParser(prog="python -m monitor", description=DESCRIPTION)
     add_arguments(parser)
     return run_command(parser, run, argv)

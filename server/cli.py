@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from joulebench import __version__
-from joulebench.cli import Command, command_main
+from joulebench.commands import Command, command_main
 from server.errors import ServerError
 from server.launch import VllmServer, apply_vllm_env, vllm_install
-from server.models import PRESETS, TRAINED_VOCAB, resolve_model, write_model
+from server.models import DEFAULT_CACHE, PRESETS, TRAINED_VOCAB, resolve_model, write_model
 from server.offline import Request
-from server.options import add_engine_arguments, engine_options
+from server.options import add_engine_arguments, cpu_defaults, engine_options
 
-DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "models"
 SERVE_DESCRIPTION = "Start vLLM's OpenAI-compatible server (GPU or CPU build) on a preset or model, until Ctrl-C."
 OFFLINE_DESCRIPTION = (
     "Serve a request set offline with vllm.LLM.generate at one or more batch sizes and report J/token "
@@ -42,11 +41,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, help="max batch size (default: vLLM's)")
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="vLLM's log and server.json go here")
     parser.add_argument("--start-timeout-s", type=float, default=900.0)
-
-
-def cpu_defaults(args: argparse.Namespace, spec_max_len: int | None, cpu: bool) -> None:
-    if cpu and args.max_model_len is None and spec_max_len is not None:
-        args.max_model_len = min(spec_max_len, 16384)  # the CPU KV cache is small
 
 
 def run_serve(args: argparse.Namespace) -> int:

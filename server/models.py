@@ -83,6 +83,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }  # fmt: skip
 
+#: Where presets' model directories are written unless ``--model-cache`` says.
+DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "models"
 SPECIAL_TOKENS = ("<|begin_of_text|>", "<|end_of_text|>")
 #: Prompts are drawn from the trained part of the vocabulary (ids below this), never from the padding.
 TRAINED_VOCAB = 2048

@@ -125,6 +125,12 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
+def cpu_defaults(args: argparse.Namespace, spec_max_len: int | None, cpu: bool) -> None:
+    """On vLLM's CPU build, a context of at most 16384 unless ``--max-model-len`` says: the CPU KV cache is small."""
+    if cpu and args.max_model_len is None and spec_max_len is not None:
+        args.max_model_len = min(spec_max_len, 16384)
+
+
 def engine_options(args: argparse.Namespace, max_num_seqs: int | None = None) -> EngineOptions:
     return EngineOptions(
         max_num_seqs=max_num_seqs,

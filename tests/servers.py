@@ -41,3 +41,8 @@ def mock_server(*args: str) -> Iterator[str]:
         yield url
         proc.terminate()
         assert proc.wait(timeout=15) == 0
+
+
+def joulebench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``joulebench ARGS`` in its own process, to the end: its exit code and output."""
+    return subprocess.run([sys.executable, "-m", "joulebench", *args], capture_output=True, text=True, timeout=timeout)

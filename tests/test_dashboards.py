@@ -9,12 +9,11 @@ import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
+from paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(

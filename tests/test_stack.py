@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx2
 import pytest
 import yaml
+from paths import FAKE_GPU, ROOT
 from synthetic import azure_trace
 
+from compare.attribution import tokens_in_window
 from joulebench.processes import Child, free_port
-from loadgen.attribution import tokens_in_window
 from loadgen.records import read_records
 from monitor.meter import MonitorClient
 from server.launch import VllmServer
@@ -32,7 +33,6 @@ pytestmark = [
     pytest.mark.skipif(PROMETHEUS is None, reason="needs Debian's prometheus (make test-tools, as root)"),
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUESTS, SECONDS = 150, 75.0  # 2 requests a second
 RULE_WINDOW_S = 60.0  # the [1m] of joulebench:joules_per_token:rate1m
 SCRAPE_S = 1.0
@@ -96,7 +96,7 @@ def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
     children: list[Child] = []
     try:
         vllm.wait_ready(timeout_s=600)
-        fake_gpu = Path(__file__).parent / "fake_gpu_joulebench.py"
+        fake_gpu = FAKE_GPU
         monitor = Child("monitor", [sys.executable, str(fake_gpu), "--", "monitor", "--port", "0", "--source",
                                     "nvml,estimate", "--quiet"], tmp_path / "monitor.log").start()  # fmt: skip
         children.append(monitor)

@@ -19,7 +19,7 @@ import pytest
 from servers import mock_server, running
 from synthetic import azure_trace
 
-from loadgen.experiment import replay_dir
+from compare.experiment import replay_dir
 from loadgen.records import read_records
 from monitor.sources.estimate import IDLE_W_PER_CPU, MAX_W_PER_CPU
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.attribution import Weights, fit_weights
-from loadgen.comparison import binning_gap, offline_baseline, online_premium, rate_result
+from compare.attribution import Weights, fit_weights
+from compare.comparison import binning_gap, offline_baseline, online_premium, rate_result
+from compare.experiment import rate_label, replay_dir
 from loadgen.errors import LoadgenError
-from loadgen.experiment import rate_label, replay_dir
 from loadgen.records import read_records
 
 #: Without offline runs to fit them, prefill and decode tokens weigh the same.
@@ -472,7 +472,7 @@ def _status(config: dict[str, Any]) -> str:
 
 def write_report(run_dir: Path) -> dict[str, Path]:
     """Analyse the run directory and write ``summary.json``, ``report.md``, ``report.html`` and ``plots/``."""
-    from loadgen.experiment import write_json
+    from compare.experiment import write_json
 
     s = analyze(run_dir)
     per_request = s.pop("per_request")

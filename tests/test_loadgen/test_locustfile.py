@@ -11,13 +11,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from paths import LOCUSTFILE
 from servers import mock_server
 
 from joulebench.processes import free_port
 
 pytestmark = pytest.mark.integration
-
-PLUGIN = Path(__file__).resolve().parents[1] / "loadgen" / "locustfile.py"  # not imported: it monkey-patches
 
 
 def test_the_web_ui_offers_the_replay_and_shows_live_energy(tmp_path):
@@ -32,9 +31,9 @@ def test_the_web_ui_offers_the_replay_and_shows_live_energy(tmp_path):
             assert monitor_url
             port = free_port()
             ui = subprocess.Popen(
-                [sys.executable, "-m", "locust", "-f", str(PLUGIN), "--web-host", "127.0.0.1", "--web-port", str(port),
-                 "--host", url, "--jb-trace", str(trace), "--jb-duration", "30", "--jb-monitor", monitor_url.group(1),
-                 "--jb-records", str(tmp_path / "requests.jsonl")],
+                [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1",
+                 "--web-port", str(port), "--host", url, "--jb-trace", str(trace), "--jb-duration", "30",
+                 "--jb-monitor", monitor_url.group(1), "--jb-records", str(tmp_path / "requests.jsonl")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             try:
@@ -99,7 +98,7 @@ def test_a_person_starts_a_replay_from_the_web_ui(tmp_path):
                 f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1400,1000"):  # fmt: skip
         options.add_argument(arg)
     with mock_server("--ttft-ms", "5", "--itl-ms", "1") as url, subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(PLUGIN), "--web-host", "127.0.0.1", "--web-port", str(port),
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1", "--web-port", str(port),
          "--host", url, "--jb-trace", str(trace), "--jb-duration", "60", "--jb-records", str(records)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     ) as ui:  # fmt: skip

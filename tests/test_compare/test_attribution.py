@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from loadgen.attribution import Weights, attribute, fit_weights, premium
+from compare.attribution import Weights, attribute, fit_weights, premium
 
 W = Weights(prefill_j_per_token=0.1, decode_j_per_token=1.0, fit="test")
 

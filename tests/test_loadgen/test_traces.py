@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from paths import TRACES
 
 from loadgen.errors import TraceError
 from loadgen.traces import merge, parse_timestamp, read_trace, resolve_trace
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
-needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"needs the shared traces beside the checkout ({SHARED})")
+needs_shared = pytest.mark.skipif(not TRACES.is_dir(), reason=f"needs the shared traces beside the checkout ({TRACES})")
 
 
 @needs_shared
@@ -20,7 +20,7 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"needs the shared
     [("azure-conv", 19366, 5.53, (374, 44)), ("azure-code", 8819, 2.57, (4808, 10))],
 )
 def test_the_published_azure_traces(name, n, rate, first):
-    t = resolve_trace(name, trace_dir=SHARED)
+    t = resolve_trace(name, trace_dir=TRACES)
     assert len(t.requests) == n
     assert t.rate_per_s == pytest.approx(rate, abs=0.01)
     assert (t.requests[0].input_tokens, t.requests[0].output_tokens) == first

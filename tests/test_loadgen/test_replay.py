@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from paths import LOCUSTFILE
 from servers import mock_server
 
 from loadgen.records import read_records
 
 pytestmark = pytest.mark.integration
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 
 
 @pytest.fixture
@@ -121,7 +120,7 @@ def free_port() -> int:
 
 
 def test_distributed_workers_split_one_schedule(tmp_path, trace):
-    plugin = Path(__file__).resolve().parents[1] / "loadgen" / "locustfile.py"  # not imported: it patches
+    plugin = LOCUSTFILE
     records = tmp_path / "requests.jsonl"
     port = free_port()
     common = [sys.executable, "-m", "locust", "-f", str(plugin), "--headless"]

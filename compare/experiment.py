@@ -80,7 +80,7 @@ class ServerGone(Stopped):
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
+def signals_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM raise ``Interrupted`` here, so every ``finally`` stops its child."""
 
     def handler(signum: int, _: object) -> None:
@@ -237,15 +237,14 @@ class Comparison:
 
     def run(self) -> Path:
         """The whole comparison; SIGINT/SIGTERM from its first step on raise ``Interrupted``."""
-        with _signals_interrupt():
+        with signals_interrupt():
             return self._run()
 
     def _run(self) -> Path:
         from monitor.meter import MonitorClient, stable_power
-        from server.cli import cpu_defaults
         from server.launch import VllmServer, vllm_install
         from server.models import resolve_model
-        from server.options import engine_options
+        from server.options import cpu_defaults, engine_options
 
         args = self.args
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -318,7 +317,7 @@ class Comparison:
             self.config["problems"] = self.problems
             write_json(self.run_dir / "config.json", self.config)
 
-        from loadgen.report import write_report
+        from compare.report import write_report
 
         paths = write_report(self.run_dir)
         self.say(f"report: {paths['md']} and {paths['html']}")
@@ -379,7 +378,7 @@ class Comparison:
     # -- online --------------------------------------------------------------------------------------
 
     def _ladder(self, plan: list[tuple[float, argparse.Namespace, int, float]], target: str) -> None:
-        from loadgen.comparison import saturation
+        from compare.comparison import saturation
         from monitor.errors import MonitorError
 
         args = self.args

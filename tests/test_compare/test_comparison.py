@@ -9,8 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from loadgen.attribution import Weights, tokens_in_window
-from loadgen.comparison import backlog, binning_gap, online_premium, rate_result, saturation
+from compare.attribution import Weights, tokens_in_window
+from compare.comparison import backlog, binning_gap, online_premium, rate_result, saturation
 from monitor.meter import MeterReading, settled, stable_power
 from server.binning import BatchEnergy
 
@@ -177,7 +177,7 @@ def synthetic_run(run_dir, estimated: bool = True, repeats: int = 2):
 
 
 def test_the_report_of_a_run_directory(tmp_path):
-    from loadgen.report import write_report
+    from compare.report import write_report
 
     run = synthetic_run(tmp_path / "run")
     paths = write_report(run)
@@ -205,7 +205,7 @@ def test_the_report_of_a_run_directory(tmp_path):
 
 
 def test_a_measured_run_does_not_say_estimated(tmp_path):
-    from loadgen.report import write_report
+    from compare.report import write_report
 
     paths = write_report(synthetic_run(tmp_path / "run", estimated=False, repeats=1))
     assert "ESTIMATED" not in paths["md"].read_text()

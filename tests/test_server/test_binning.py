@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from paths import TRACES
 
 from server.binning import INPUT_BINS, OUTPUT_BINS, BatchEnergy, ceiling_bin, count_bins, estimate
 
@@ -40,9 +41,8 @@ def test_a_bin_never_measured_is_an_error():
 
 def test_the_real_conversation_trace_bins(tmp_path):
     import csv
-    from pathlib import Path
 
-    trace = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+    trace = TRACES / "AzureLLMInferenceTrace_conv.csv"
     if not trace.is_file():
         pytest.skip(f"needs the shared traces beside the checkout ({trace})")
     with trace.open() as f:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.attribution import Weights, attribute, premium, tokens_in_window
-from loadgen.summary import _pcts
+from compare.attribution import Weights, attribute, premium, tokens_in_window
+from loadgen.summary import percentiles
 from server.binning import BatchEnergy, Bin, ceiling_bin, count_bins, estimate
 
 #: A rate is saturated when its queue keeps growing: the median wait for the first token (from the
@@ -103,8 +103,8 @@ def rate_result(
         with np.errstate(divide="ignore", invalid="ignore"):
             per_out = per_request / outs
         return {
-            "j_per_request": _pcts(per_request[ok].tolist()),
-            "j_per_output_token": _pcts(per_out[ok & (outs > 0)].tolist()),
+            "j_per_request": percentiles(per_request[ok].tolist()),
+            "j_per_output_token": percentiles(per_out[ok & (outs > 0)].tolist()),
         }
 
     result = {
@@ -129,10 +129,10 @@ def rate_result(
         "uncertainty_j_per_output_token": _per_token(u, n_out),
         "tokens_per_joule": (n_in + n_out) / e if e > 0 else None,
         "latency_s": {
-            name: _pcts([v for r in ok_in_window if (v := r.get(name)) is not None])
+            name: percentiles([v for r in ok_in_window if (v := r.get(name)) is not None])
             for name in ("ttft_s", "tpot_s", "e2e_s", "ttft_from_schedule_s")
         },
-        "schedule_lag_s": _pcts([v for r in in_window if (v := r.get("schedule_lag_s")) is not None]),
+        "schedule_lag_s": percentiles([v for r in in_window if (v := r.get("schedule_lag_s")) is not None]),
         **saturation(records, t0, t1),
         "attribution": {
             "replay_energy_j": attr.total_j,

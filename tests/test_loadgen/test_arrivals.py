@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from paths import TRACES
 
 from loadgen.arrivals import PROCESSES, compress, constant, gamma, mix, poisson, resample
 from loadgen.errors import LoadgenError
 from loadgen.traces import Trace, TraceRequest, resolve_trace
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 
 
 def synthetic(n: int = 5000, seed: int = 1) -> Trace:
@@ -96,9 +93,9 @@ def test_bad_parameters_are_refused():
         mix(constant(synthetic(), 1, 10), constant(synthetic(), 1, 10), 1.5, 0)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason=f"needs the shared traces beside the checkout ({SHARED})")
+@pytest.mark.skipif(not TRACES.is_dir(), reason=f"needs the shared traces beside the checkout ({TRACES})")
 def test_the_conversation_trace_at_half_and_double_rate():
-    t = resolve_trace("azure-conv", trace_dir=SHARED)
+    t = resolve_trace("azure-conv", trace_dir=TRACES)
     for factor in (0.5, 2.0):
         s = PROCESSES["trace-resample"](t, factor, 600.0, 0)
         assert s.rate_per_s == pytest.approx(5.53 * factor, rel=0.15)

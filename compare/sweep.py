@@ -21,11 +21,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from loadgen.attribution import tokens_in_window
-from loadgen.comparison import saturation
+from compare.attribution import tokens_in_window
+from compare.comparison import saturation
+from compare.experiment import rate_label, rate_plan, run_replay, signals_interrupt, write_json
 from loadgen.errors import LoadgenError
-from loadgen.experiment import _signals_interrupt, rate_label, rate_plan, run_replay, write_json
-from loadgen.summary import _pcts
+from loadgen.summary import percentiles
 from monitor.gpu_control import GpuControl, GpuLimits, GpuSettingsError, RestoreGuard, Setting, parse_settings
 
 
@@ -115,8 +115,8 @@ def measure(
     t0, t1 = s0 + args.warmup_s, s0 + args.warmup_s + args.window_s
     n_in, n_out = tokens_in_window(records, t0, t1)
     ok = [r for r in records if r["status"] == "ok" and t0 <= r["scheduled_s"] < t1]
-    ttft = _pcts([v for r in ok if (v := r.get("ttft_s")) is not None])
-    tpot = _pcts([v for r in ok if (v := r.get("tpot_s")) is not None])
+    ttft = percentiles([v for r in ok if (v := r.get("ttft_s")) is not None])
+    tpot = percentiles([v for r in ok if (v := r.get("tpot_s")) is not None])
     e, tokens = reading.energy_j, n_in + n_out
     done = [r for r in records if r["status"] == "ok" and t0 <= (r.get("last_token_s") or -1) < t1]
     return {
@@ -200,7 +200,7 @@ class Sweep:
         guard = RestoreGuard(control, original).start()  # before any thread: it is a fork
         meter = MonitorClient(args.monitor) if args.monitor else LocalMeter(args.source)
         try:
-            with _signals_interrupt(), ClockWatch(control) as watch:
+            with signals_interrupt(), ClockWatch(control) as watch:
                 run_index = 0
                 for k, setting in enumerate(settings):
                     self.say(f"setting {k + 1}/{len(settings)}: {setting.label}")
