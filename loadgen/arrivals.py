@@ -14,7 +14,7 @@ Changing a trace's rate two ways:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -134,6 +134,43 @@ def mix(conv: Schedule, code: Schedule, conv_share: float, code_offset: int, see
         np.concatenate([conv.index[keep_conv], code.index[keep_code] + code_offset]),
         f"mix(conv {conv_share:.0%})",
     )
+
+
+def workload(process: str, population: Trace, rate: float, seed: int = 0, cv: float = 1.0) -> Schedule:
+    """Every request of ``population`` sent exactly once, in its order, at the times ``process`` gives.
+
+    The requests (and so the token multiset) are the same at every rate; only their times change (the
+    first is sent at 0):
+    ``trace`` scales the population's own times by 1/rate; ``trace-resample`` takes the times of its
+    resampling at ``rate`` (the population's arrivals repeated as often as needed); the others draw
+    their times at ``rate`` requests/s.
+    """
+    n = len(population.requests)
+    if n == 0:
+        raise LoadgenError(f"trace {population.name} has no requests")
+    if process not in PROCESSES:
+        raise LoadgenError(f"unknown arrival process {process!r}: use one of {', '.join(PROCESSES)}")
+    if process == "trace":
+        times = compress(population, rate).times_s
+    elif process == "trace-resample":
+        if rate <= 0:
+            raise LoadgenError(f"rate factor must be positive, got {rate}")
+        t = _trace_times(population)
+        span = t[-1] - t[0] + (t[-1] - t[0]) / max(n - 1, 1) if n > 1 else 1.0
+        copies = int(np.ceil(1.0 / min(rate, 1.0))) + 1  # enough arrivals that thinning leaves n
+        tiled = [replace(r, arrival_s=r.arrival_s + k * span) for k in range(copies) for r in population.requests]
+        times = resample(replace(population, requests=tiled), rate, seed).times_s
+    else:
+        duration = 2.0 * n / rate + 10.0 if rate > 0 else 0.0
+        times = PROCESSES[process](population, rate, duration, seed, cv).times_s
+        while len(times) < n:  # rare: draw over a longer span
+            duration *= 2
+            times = PROCESSES[process](population, rate, duration, seed, cv).times_s
+    if len(times) < n:
+        raise LoadgenError(f"{process} at {rate:g} gave {len(times)} arrivals for {n} requests")
+    label = {"trace": f"trace×{rate:.2f}", "trace-resample": f"trace~{rate:.2f}"}.get(process, f"{process}@{rate:.2f}")
+    times = np.asarray(times[:n], dtype=float)
+    return Schedule(times - times[0], np.arange(n, dtype=np.int64), f"{label}, {n} requests")
 
 
 def _check_rate(rate_per_s: float, duration_s: float) -> None:

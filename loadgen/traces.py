@@ -41,11 +41,47 @@ class TraceRequest:
     klass: str = ""
 
 
+#: What happens to a request longer than the server's context: left out, shortened, or refused.
+OVERLONG_POLICIES = ("drop", "clip", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class Overlong:
+    """The requests that did not fit the context, and what was done with them."""
+
+    policy: str
+    max_model_len: int
+    requests: int  # that did not fit
+    tokens: int  # their input + output tokens, as the trace gives them
+    of_requests: int  # requests examined
+    of_tokens: int
+
+    @property
+    def request_share(self) -> float:
+        return self.requests / self.of_requests if self.of_requests else 0.0
+
+    @property
+    def token_share(self) -> float:
+        return self.tokens / self.of_tokens if self.of_tokens else 0.0
+
+    def describe(self) -> str:
+        did = {"drop": "dropped", "clip": "clipped", "error": "refused"}[self.policy]
+        return (
+            f"{self.requests} of {self.of_requests} requests ({100 * self.request_share:.1f} %; "
+            f"{100 * self.token_share:.1f} % of tokens) exceed the {self.max_model_len}-token context: {did}"
+        )
+
+    def record(self) -> dict[str, float | int | str]:
+        return {"policy": self.policy, "max_model_len": self.max_model_len, "requests": self.requests,
+                "tokens": self.tokens, "of_requests": self.of_requests, "of_tokens": self.of_tokens,
+                "request_share": self.request_share, "token_share": self.token_share}  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Trace:
     name: str
     requests: list[TraceRequest]
-    clipped: int = 0  # requests whose lengths were clipped to the model's context
+    overlong: Overlong | None = None  # set by ``fit``
 
     @property
     def duration_s(self) -> float:
@@ -67,17 +103,36 @@ class Trace:
         ]
         return replace(self, requests=kept)
 
-    def clip(self, max_model_len: int) -> Trace:
-        """Fit every request in the context: output first capped, then input; counts what was clipped."""
-        out, clipped = [], 0
+    def fit(self, max_model_len: int, policy: str = "drop", first: int | None = None) -> Trace:
+        """Requests that exceed the context (input + output > ``max_model_len``) under ``policy``:
+
+        ``drop`` leaves them out; ``clip`` caps the output first, then the input (the request keeps at
+        least one token of each); ``error`` refuses the trace. ``first``: stop after the first N requests
+        that fit (a replay of N requests), counting only the requests examined up to them.
+        """
+        if policy not in OVERLONG_POLICIES:
+            raise TraceError(f"unknown overlong policy {policy!r}: use one of {', '.join(OVERLONG_POLICIES)}")
+        if max_model_len < 2:
+            raise TraceError(f"a context of {max_model_len} tokens holds no request (one in, one out)")
+        kept: list[TraceRequest] = []
+        over = over_tokens = seen = seen_tokens = 0
         for r in self.requests:
-            o = min(r.output_tokens, max_model_len - 1)
-            i = min(r.input_tokens, max_model_len - o)
-            if (i, o) != (r.input_tokens, r.output_tokens):
-                clipped += 1
-                r = replace(r, input_tokens=i, output_tokens=o)
-            out.append(r)
-        return replace(self, requests=out, clipped=self.clipped + clipped)
+            if first is not None and len(kept) >= first:
+                break
+            seen += 1
+            seen_tokens += r.input_tokens + r.output_tokens
+            if r.input_tokens + r.output_tokens <= max_model_len:
+                kept.append(r)
+                continue
+            over += 1
+            over_tokens += r.input_tokens + r.output_tokens
+            if policy == "clip":
+                o = min(r.output_tokens, max_model_len - 1)
+                kept.append(replace(r, input_tokens=min(r.input_tokens, max_model_len - o), output_tokens=o))
+        overlong = Overlong(policy, max_model_len, over, over_tokens, seen, seen_tokens)
+        if policy == "error" and over:
+            raise TraceError(f"{self.name}: {overlong.describe()} (--overlong drop or clip to replay it)")
+        return replace(self, requests=kept, overlong=overlong)
 
 
 def parse_timestamp(text: str) -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from paths import TRACES
 
-from loadgen.arrivals import PROCESSES, compress, constant, gamma, mix, poisson, resample
+from loadgen.arrivals import PROCESSES, compress, constant, gamma, mix, poisson, resample, workload
 from loadgen.errors import LoadgenError
 from loadgen.traces import Trace, TraceRequest, resolve_trace
 
@@ -107,3 +107,35 @@ def test_every_registered_process_runs_by_name():
         s = make(t, 2.0, 50.0, 0, 1.5)
         assert len(s) > 0 and (s.times_s < 50.0).all(), name
     assert cv(PROCESSES["gamma"](t, 10.0, 2000.0, 0, 2.0).times_s) == pytest.approx(2.0, rel=0.08)
+
+
+@pytest.mark.parametrize("process", sorted(PROCESSES))
+def test_a_fixed_workload_sends_the_same_requests_at_every_rate(process):
+    """One workload: each of the population's requests exactly once, in order, whatever the rate."""
+    rng = np.random.default_rng(7)
+    pop = Trace("pop", [TraceRequest(float(t), int(i), int(o)) for t, i, o in
+                        zip(np.cumsum(rng.exponential(0.5, 300)), rng.integers(1, 4000, 300),
+                            rng.integers(1, 900, 300), strict=True)])  # fmt: skip
+    for rate in (0.25, 1.0, 3.5):
+        s = workload(process, pop, rate, seed=2)
+        assert len(s) == 300 and list(s.index) == list(range(300))
+        assert (np.diff(s.times_s) >= 0).all() and s.times_s[0] >= 0
+        assert s.label.endswith("300 requests")
+    slow, fast = workload(process, pop, 0.5, seed=2), workload(process, pop, 2.0, seed=2)
+    assert slow.times_s[-1] > 2.5 * fast.times_s[-1]  # a quarter of the rate takes about four times as long
+    if process == "trace":
+        assert np.allclose(workload(process, pop, 2.0).times_s, (pop_times(pop) - pop_times(pop)[0]) / 2.0)
+
+
+def pop_times(t: Trace) -> np.ndarray:
+    return np.array([r.arrival_s for r in t.requests])
+
+
+def test_a_fixed_workload_keeps_the_trace_burstiness_when_resampled():
+    t = synthetic(2000)
+    for rate in (0.5, 2.0):
+        s = workload("trace-resample", t, rate, seed=4)
+        assert dispersion(s.times_s, bin_s=10.0 / rate) > 5  # bursty, unlike Poisson's ≈ 1
+        assert s.rate_per_s == pytest.approx(rate * t.rate_per_s, rel=0.35)
+    with pytest.raises(LoadgenError, match="unknown arrival process 'bursts'"):
+        workload("bursts", t, 1.0)

@@ -75,9 +75,29 @@ def test_selection_and_clipping(tmp_path):
     assert len(t.first(3).requests) == 3
     w = t.window(2.0, 3.0)
     assert [r.arrival_s for r in w.requests] == [0.0, 1.0, 2.0]
-    clipped = t.clip(512)
-    assert clipped.clipped == 6  # inputs of 500+ do not fit with 50 outputs
-    assert all(r.input_tokens + r.output_tokens <= 512 for r in clipped.requests)
+    clipped = t.fit(512, "clip")
+    assert clipped.overlong.requests == 6  # inputs of 500+ do not fit with 50 outputs
+    assert len(clipped.requests) == 10 and all(r.input_tokens + r.output_tokens <= 512 for r in clipped.requests)
+    assert clipped.requests[-1].output_tokens == 50  # the output kept, the input cut
+
+
+def test_overlong_requests_are_dropped_by_default_and_counted(tmp_path):
+    body = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i},{100 * (i + 1)},{50}\n" for i in range(10))
+    t = read_trace(write(tmp_path, body))
+    dropped = t.fit(512)
+    assert [r.input_tokens for r in dropped.requests] == [100, 200, 300, 400]
+    o = dropped.overlong
+    assert (o.policy, o.requests, o.of_requests) == ("drop", 6, 10)
+    assert o.tokens == sum(100 * (i + 1) + 50 for i in range(4, 10)) and o.of_tokens == sum(
+        100 * (i + 1) + 50 for i in range(10)
+    )
+    assert "6 of 10 requests (60.0 %" in o.describe() and "dropped" in o.describe()
+    first = t.fit(512, first=3)  # the first three that fit: only three requests examined
+    assert len(first.requests) == 3 and first.overlong.of_requests == 3 and first.overlong.requests == 0
+    with pytest.raises(TraceError, match=r"6 of 10 requests .* exceed the 512-token context: refused"):
+        t.fit(512, "error")
+    with pytest.raises(TraceError, match="unknown overlong policy 'trim'"):
+        t.fit(512, "trim")
 
 
 def test_a_named_trace_offline_says_what_to_do(tmp_path):
