@@ -1,4 +1,4 @@
-"""Energy attributed to requests, and the online premium. Pure functions over records and energy slices.
+"""Energy attributed to requests. Pure functions over records and energy slices.
 
 Attribution: the run's time is cut into slices (edges t₀ < … < t_K) with the energy each slice cost
 (from the monitor's window energy). Within a slice, the requests active in it share the slice's energy
@@ -6,8 +6,12 @@ in proportion to the tokens each processed there, prefill and decode weighted:
 
     w(r, k) = α · prefill_tokens(r, k) + β · decode_tokens(r, k)
 
-A request's prefill (its input tokens) is spread evenly from when it was sent to its first token; its
-decode tokens fall at the times its chunks arrived. α and β come from offline runs (``fit_weights``):
+A request's prefill (its input tokens) is spread evenly over the time the engine spent on it: the
+``n_in / rate`` seconds before its first token (``prefill_interval``: never before it was sent), with
+the engine's prefill rate measured by the server itself (vLLM's ``request_prefill_time_seconds``
+histogram over the replay) or calibrated offline; without a rate, from send to first token (which
+charges a queued request with work the engine has not done yet). Its decode tokens fall at the times
+its chunks arrived. α and β come from offline runs (``fit_weights``):
 the least-squares fit of dynamic energy = α · input tokens + β · output tokens.
 
 Two views, both conserving energy exactly: *attributional* shares all of a slice's energy; *dynamic*
@@ -48,13 +52,24 @@ def fit_weights(runs: Sequence[tuple[int, int, float]]) -> Weights:
     )
 
 
-def _work(record: Mapping[str, Any], edges: np.ndarray, w: Weights) -> np.ndarray:
-    """The request's weighted token work in each slice: α × its prefill tokens there + β × its decode tokens."""
-    work = np.zeros(len(edges) - 1)
+def prefill_interval(record: Mapping[str, Any], prefill_tokens_per_s: float | None) -> tuple[float, float] | None:
+    """When the engine worked on the request's prompt: ``[max(sent, first − n_in / rate), first]``, or
+    ``[sent, first]`` without a rate; None for a request with no first token."""
     sent, first = record.get("sent_s"), record.get("first_token_s")
     n_in = record.get("usage_input_tokens") or record.get("input_tokens") or 0
-    if sent is not None and first is not None and n_in:
-        lo, hi = sent, max(first, sent + 1e-9)
+    if sent is None or first is None or not n_in:
+        return None
+    lo = sent if not prefill_tokens_per_s else max(sent, first - n_in / prefill_tokens_per_s)
+    return lo, max(first, lo + 1e-9)
+
+
+def _work(record: Mapping[str, Any], edges: np.ndarray, w: Weights, prefill_tokens_per_s: float | None) -> np.ndarray:
+    """The request's weighted token work in each slice: α × its prefill tokens there + β × its decode tokens."""
+    work = np.zeros(len(edges) - 1)
+    n_in = record.get("usage_input_tokens") or record.get("input_tokens") or 0
+    interval = prefill_interval(record, prefill_tokens_per_s)
+    if interval is not None:
+        lo, hi = interval
         overlap = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
         work += w.prefill_j_per_token * n_in * overlap / (hi - lo)
     for t, n in record.get("chunks") or ():
@@ -64,10 +79,17 @@ def _work(record: Mapping[str, Any], edges: np.ndarray, w: Weights) -> np.ndarra
     return work
 
 
-def token_work(records: Sequence[Mapping[str, Any]], edges: Sequence[float], weights: Weights) -> np.ndarray:
+def token_work(
+    records: Sequence[Mapping[str, Any]],
+    edges: Sequence[float],
+    weights: Weights,
+    prefill_tokens_per_s: float | None = None,
+) -> np.ndarray:
     """Each request's weighted token work in each slice (requests × slices)."""
     t = np.asarray(edges, dtype=float)
-    return np.array([_work(r, t, weights) for r in records]) if records else np.zeros((0, len(t) - 1))
+    if not records:
+        return np.zeros((0, len(t) - 1))
+    return np.array([_work(r, t, weights, prefill_tokens_per_s) for r in records])
 
 
 #: Weights that count tokens: prefill tokens alone, decode tokens alone.
@@ -75,11 +97,13 @@ PREFILL_TOKENS = Weights(1.0, 0.0, "prefill tokens")
 DECODE_TOKENS = Weights(0.0, 1.0, "decode tokens")
 
 
-def tokens_in_window(records: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float) -> tuple[float, float]:
-    """Input and output tokens processed inside [t0, t1]: prefill spread over sent → first token, decode
+def tokens_in_window(
+    records: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float, prefill_tokens_per_s: float | None = None
+) -> tuple[float, float]:
+    """Input and output tokens processed inside [t0, t1]: prefill spread over ``prefill_interval``, decode
     at each chunk's arrival. The steady-state window's J/token divides its energy by these."""
     edges = [t0_s, t1_s]
-    prefill = token_work(records, edges, PREFILL_TOKENS).sum()
+    prefill = token_work(records, edges, PREFILL_TOKENS, prefill_tokens_per_s).sum()
     return float(prefill), float(token_work(records, edges, DECODE_TOKENS).sum())
 
 
@@ -96,6 +120,7 @@ def attribute(
     slice_energy_j: Sequence[float],
     weights: Weights,
     idle_power_w: float = 0.0,
+    prefill_tokens_per_s: float | None = None,
 ) -> Attribution:
     """Share each slice's energy (less ``idle_power_w`` × its length: the dynamic view) among requests."""
     t = np.asarray(edges, dtype=float)
@@ -104,7 +129,7 @@ def attribute(
         raise ValueError("edges must be increasing and one more than the slices")
     idle = np.minimum(idle_power_w * np.diff(t), e)
     shareable = e - idle
-    work = token_work(records, t, weights)
+    work = token_work(records, t, weights, prefill_tokens_per_s)
     total_work = work.sum(axis=0)
     active = total_work > 0
     share = np.zeros_like(work)
@@ -112,35 +137,3 @@ def attribute(
     per_request = share.sum(axis=1)
     unattributed = float(idle.sum() + shareable[~active].sum())
     return Attribution(per_request_j=per_request, idle_j=unattributed, total_j=float(e.sum()))
-
-
-#: Student's t, two-sided 95 %, by degrees of freedom (1–30); 1.96 beyond.
-_T95 = (
-    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class Premium:
-    ratio: float  # online J/token ÷ offline J/token
-    low: float  # 95 % confidence interval
-    high: float
-
-
-def premium(online: Sequence[float], offline: Sequence[float]) -> Premium:
-    """Online ÷ offline J/token from repeats, with a 95 % confidence interval on the ratio of means.
-
-    Delta method on the log ratio: var(log R) ≈ s²_on/(n_on·m²_on) + s²_off/(n_off·m²_off), with
-    Student's t at the smaller sample's degrees of freedom. One run each gives the ratio, no interval.
-    """
-    on, off = np.asarray(online, dtype=float), np.asarray(offline, dtype=float)
-    if len(on) == 0 or len(off) == 0 or np.any(on <= 0) or np.any(off <= 0):
-        raise ValueError("the premium needs positive J/token values, online and offline")
-    ratio = float(on.mean() / off.mean())
-    if len(on) < 2 or len(off) < 2:
-        return Premium(ratio, math.nan, math.nan)
-    var = on.var(ddof=1) / (len(on) * on.mean() ** 2) + off.var(ddof=1) / (len(off) * off.mean() ** 2)
-    df = min(len(on), len(off)) - 1
-    half = (_T95[df - 1] if df <= len(_T95) else 1.96) * math.sqrt(var)
-    return Premium(ratio, ratio * math.exp(-half), ratio * math.exp(half))

@@ -13,9 +13,11 @@ from loadgen.errors import LoadgenError
 
 COMPARE_DESCRIPTION = (
     "Online vs offline energy per token, end to end: start (or attach to) the energy monitor and vLLM, measure "
-    "idle power until stable, replay a trace at a ladder of arrival rates (warm-up, then a steady-state window), "
-    "serve the same tokens offline in full batches, attribute energy to requests, and write a run directory with "
-    "summary.json, report.md and report.html. With no arguments: the tiny preset on vLLM's CPU build. "
+    "idle power until stable, replay one fixed workload (the same --requests requests of each of --segments trace "
+    "segments) at a ladder of arrival rates, read each replay's steady-state window (tested for steady state, "
+    "with a validity verdict), serve the same workload offline (the saturated reference at a full batch, and the "
+    "same requests at once), attribute energy to requests, and write a run directory with summary.json, "
+    "report.md and report.html. With no arguments: the tiny preset on vLLM's CPU build. "
     "Exit status: 0 complete; 1 finished, but windows without energy (the monitor restarted; listed in the "
     "report); 2 an error (vLLM died: the report covers what finished); 130/143 stopped by SIGINT/SIGTERM."
 )
@@ -50,10 +52,6 @@ def add_traffic_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--start", type=float, default=0.0, help="start this many seconds into the trace (default: %(default)s)"
     )
-    g.add_argument("--warmup-s", type=float, default=10.0, help="per rate, before the window (default: %(default)s)")
-    g.add_argument(
-        "--window-s", type=float, default=30.0, help="the steady-state window per rate (default: %(default)s)"
-    )
     g.add_argument(
         "--drain-s",
         type=float,
@@ -76,13 +74,44 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="max batch, online and offline (offline batches are this full) (default: %(default)s)",
     )
     add_traffic_arguments(parser)
-    parser.add_argument(
-        "--repeats",
+    g = parser.add_argument_group("workload and windows")
+    g.add_argument(
+        "--requests",
         type=int,
-        default=1,
-        help="replays per rate, and offline runs per request set: 2+ give the premium a 95%% interval "
-        "(default: %(default)s)",
+        metavar="N",
+        help="requests per segment, the same at every rate (default: 200; 60 on vLLM's CPU build)",
     )
+    g.add_argument("--segments", type=int, default=1, metavar="K",
+                   help="independent workloads spread over the trace, each measured at every rate: K ≥ 2 gives "
+                   "every figure an interval from their spread (default: %(default)s)")  # fmt: skip
+    g.add_argument(
+        "--min-requests",
+        type=int,
+        metavar="M",
+        help="completed requests a valid window needs (default: 100; 20 on vLLM's CPU build)",
+    )
+    g.add_argument(
+        "--warmup-s",
+        type=float,
+        default=2.0,
+        help="the least warm-up before a window opens; it opens later if the requests in the system "
+        "are still settling (MSER-5), and never before the first request ends (default: %(default)s)",
+    )
+    g.add_argument(
+        "--window-s",
+        type=float,
+        default=600.0,
+        help="the longest window; it closes at the last arrival before that (default: %(default)s)",
+    )
+    g.add_argument(
+        "--overlong",
+        default="drop",
+        choices=("drop", "clip", "error"),
+        help="requests longer than the context (default: %(default)s)",
+    )
+    g.add_argument("--reference-batches", type=int, default=3, metavar="B",
+                   help="the saturated reference serves B × --max-num-seqs requests of the workload's lengths "
+                   "(default: %(default)s)")  # fmt: skip
     g = parser.add_argument_group("energy and servers")
     g.add_argument("--monitor", help="URL of a running joulebench monitor (default: start one)")
     g.add_argument("--source", default="auto", help="power source of the monitor started here (default: %(default)s)")
@@ -109,8 +138,13 @@ def run_compare(args: argparse.Namespace) -> int:
     for name in ("warmup_s", "window_s", "slice_s", "idle_max_s", "drain_s"):
         if not getattr(args, name) > 0 and not (name == "warmup_s" and args.warmup_s == 0):
             raise LoadgenError(f"--{name.replace('_', '-')} must be positive")
-    if args.repeats < 1 or args.bin_batch < 1 or args.max_num_seqs < 1:
-        raise LoadgenError("--repeats, --bin-batch and --max-num-seqs must be at least 1")
+    for name in ("segments", "bin_batch", "max_num_seqs", "reference_batches", "requests", "min_requests"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise LoadgenError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.reference_batches < 2:
+        raise LoadgenError("--reference-batches must be at least 2: the steady part starts after one batch")
+    if args.requests is not None and args.requests < 2:
+        raise LoadgenError("--requests must be at least 2")
     if args.process not in PROCESSES:
         raise LoadgenError(f"unknown arrival process {args.process!r}: use one of {', '.join(PROCESSES)}")
     run_dir = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
@@ -150,6 +184,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--dry-run", action="store_true", help="read the GPUs and print the plan; change nothing")
     g.add_argument("--settle-s", type=float, default=5.0, help="after each change (default: %(default)s)")
     add_traffic_arguments(parser)
+    g = parser.add_argument_group("windows")
+    g.add_argument("--warmup-s", type=float, default=10.0, help="per rate, before the window (default: %(default)s)")
+    g.add_argument("--window-s", type=float, default=30.0, help="the window per rate (default: %(default)s)")
     g = parser.add_argument_group("server, energy and SLO")
     g.add_argument("--target", default="http://127.0.0.1:8000", help="the running server (default: %(default)s)")
     g.add_argument("--monitor", help="URL of a running joulebench monitor (default: sample NVML in-process)")

@@ -1,11 +1,21 @@
-"""The comparison's arithmetic: one online rate's figures, saturation, the offline baseline, the premium
-and the binning estimate's gap. Pure functions over records and energy readings, so a finished run's
-directory can be analysed again (``joulebench report``).
+"""The comparison's estimands: pure functions over records, energy slices and offline results, so a
+finished run's directory can be analysed again (``joulebench report``).
 
-Online J/token is read over a steady-state window [t0, t1] (after a warm-up): the window's energy
-divided by the tokens processed inside it (``attribution.tokens_in_window``: prefill spread from send
-to first token, decode at each chunk), so requests straddling the window's edges count only for their
-part inside. Dynamic figures subtract the server's loaded-idle power × the window's length.
+Each is defined here, once, and the report and ``summary.json`` repeat the definitions (``DEFINITIONS``):
+
+- **online J per output token / per token** of a replay: the energy of its steady-state window
+  (``compare.windows``) ÷ the output (input + output) tokens processed inside it — prefill counted where
+  the engine did it (``attribution.prefill_interval``), decode at each chunk; *attributional* (all the
+  window's energy) and *dynamic* (less loaded-idle power × the window's length);
+- **the saturated reference**: offline J/token of the same workload's lengths at a full batch
+  (``--max-num-seqs`` running, closed loop) in steady state (``server.offline.OfflineRunner.run_saturated``):
+  the floor of this stack, which depends on neither the window, the warm-up nor the rate;
+- **the premium** = online ÷ saturated reference (per output token the headline, per token beside it),
+  and the **dynamic premium** (dynamic online ÷ dynamic reference);
+- **the same-requests premium**: the energy a replay spent on its fixed set of requests (from its first
+  send to its last token) ÷ the offline energy of exactly those requests given to ``LLM.generate`` at once.
+
+Only valid windows (``windows.verdict``) enter a headline; a saturated rate is a throughput figure.
 """
 
 from __future__ import annotations
@@ -17,85 +27,142 @@ from typing import Any
 
 import numpy as np
 
-from compare.attribution import Weights, attribute, premium, tokens_in_window
+from compare.attribution import Weights, attribute, tokens_in_window
+from compare.polls import prefill_rate, server_in_system, throttle_reasons
+from compare.windows import Window, slices_in, steadiness, t95, verdict
 from loadgen.summary import percentiles
 from server.binning import BatchEnergy, Bin, ceiling_bin, count_bins, estimate
 
-#: A rate is saturated when its queue keeps growing: the median wait for the first token (from the
-#: scheduled time) of the window's last third exceeds the first third's by this factor and this many
-#: seconds. A bursty trace's backlog comes and goes; a saturated server's only grows. Or when more than
-#: ``SATURATION_FAILED`` of the window's requests failed.
-SATURATION_FACTOR = 2.0
-SATURATION_MIN_GROWTH_S = 0.5
-SATURATION_FAILED = 0.1
+DEFINITIONS = {
+    "online_j_per_output_token": "the steady-state window's energy ÷ the output tokens processed in it",
+    "online_j_per_token": "the steady-state window's energy ÷ the input + output tokens processed in it (prefill "
+    "where the engine did it, decode at each chunk)",
+    "dynamic": "the same, less the server's loaded-idle power × the window's length",
+    "reference_j_per_output_token": "offline J/output-token of the same workload's lengths at a full batch "
+    "(--max-num-seqs running, closed loop), in steady state: the saturated reference, the floor of this stack",
+    "premium": "online J/output-token ÷ the saturated reference's (per token beside it)",
+    "dynamic_premium": "dynamic online J/output-token ÷ the reference's dynamic J/output-token",
+    "same_requests_premium": "the replay's energy from its first send to its last token ÷ the offline energy of "
+    "exactly those requests given to LLM.generate at once",
+    "valid": "steady (no significant, material trend of requests in system or power), not saturated, enough "
+    "completed requests, at least two counter updates long, clocks not throttled, clocks in step",
+}
 
 
-def backlog(records: Sequence[Mapping[str, Any]], t_s: float) -> int:
-    """Requests scheduled by ``t_s`` and not yet finished then (the queue plus those in service)."""
-    n = 0
-    for r in records:
-        done = r.get("last_token_s") if r["status"] == "ok" else None
-        if r["scheduled_s"] <= t_s and (done is None or done > t_s):
-            n += 1
-    return n
-
-
-def saturation(records: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float) -> dict[str, Any]:
-    inside = [r for r in records if t0_s <= r["scheduled_s"] < t1_s]
-    third = (t1_s - t0_s) / 3
-
-    def wait(lo: float, hi: float) -> float | None:
-        # A request with no first token waited at least until the window's end.
-        w = [
-            (r["first_token_s"] if r.get("first_token_s") is not None else t1_s) - r["scheduled_s"]
-            for r in inside
-            if lo <= r["scheduled_s"] < hi
-        ]
-        return float(np.median(w)) if w else None
-
-    first, last = wait(t0_s, t0_s + third), wait(t1_s - third, t1_s)
-    failed = sum(1 for r in inside if r["status"] != "ok")
-    growing = first is not None and last is not None and last > max(SATURATION_FACTOR * first,
-                                                                     first + SATURATION_MIN_GROWTH_S)  # fmt: skip
-    return {
-        "arrivals": len(inside),
-        "failed": failed,
-        "backlog_start": backlog(records, t0_s),
-        "backlog_end": backlog(records, t1_s),
-        "wait_first_third_s": first,
-        "wait_last_third_s": last,
-        "saturated": growing or failed > SATURATION_FAILED * len(inside),
-    }
-
-
-def _per_token(energy_j: float, tokens: float) -> float | None:
+def _per(energy_j: float, tokens: float) -> float | None:
     return energy_j / tokens if tokens > 0 else None
 
 
-def rate_result(
-    records: Sequence[Mapping[str, Any]],
-    window: tuple[float, float],
-    window_energy: Mapping[str, Any],
-    loaded_idle_w: float,
+def window_energy(
     edges: Sequence[float],
     slice_energy_j: Sequence[float],
-    weights: Weights,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """One online replay's figures, and each request's attributed energy (attributional, dynamic).
+    slice_uncertainty_j: Sequence[float],
+    window: Window,
+    reading: Mapping[str, Any] | None,
+) -> tuple[float, float, bool]:
+    """The window's energy, its uncertainty and whether it is shorter than two counter updates: the
+    monitor's reading of exactly this window if there is one, else the sum of its slices (edges'
+    uncertainty from the first and last slice, a bound: each slice's includes both its edges)."""
+    if (
+        reading is not None
+        and math.isclose(reading["start_s"], window.start_s, abs_tol=1e-6)
+        and math.isclose(reading["end_s"], window.end_s, abs_tol=1e-6)
+    ):
+        return float(reading["energy_j"]), float(reading["uncertainty_j"]), bool(reading["short_window"])
+    k = slices_in(edges, window)
+    u = np.asarray(slice_uncertainty_j, dtype=float)[k]
+    e = float(np.sum(np.asarray(slice_energy_j, dtype=float)[k]))
+    return e, float(math.hypot(u[0], u[-1])) if len(u) else 0.0, False
 
-    ``window_energy``: the monitor's reading of [t0, t1] (``energy_j``, ``uncertainty_j``);
-    ``edges``/``slice_energy_j``: the dense series over the whole replay, for attribution.
-    """
-    t0, t1 = window
-    dur = t1 - t0
-    e, u = float(window_energy["energy_j"]), float(window_energy["uncertainty_j"])
-    n_in, n_out = tokens_in_window(records, t0, t1)
+
+def online_result(
+    records: Sequence[Mapping[str, Any]],
+    edges: Sequence[float],
+    slice_energy_j: Sequence[float],
+    loaded_idle_w: float,
+    window: Window | None,
+    window_record: Mapping[str, Any],
+    polls: Sequence[Mapping[str, Any]],
+    min_requests: int,
+    slice_uncertainty_j: Sequence[float] | None = None,
+    prefill_fallback: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One replay's steady-state ``window`` (``windows.choose_window``): its figures, its tests and its
+    verdict, from the dense series over the replay, ``window.json`` (the monitor's reading of the window,
+    the clock offset) and the polls of vLLM and the monitor."""
+    e_all = np.asarray(slice_energy_j, dtype=float)
+    series_j = float(e_all.sum())
+    span = float(edges[-1] - edges[0])
+    out: dict[str, Any] = {
+        "requests": len(records),
+        "statuses": dict(Counter(r["status"] for r in records)),
+        "same_requests": {
+            "online_energy_j": series_j,
+            "online_dynamic_energy_j": series_j - loaded_idle_w * span,
+            "duration_s": span,
+            "ok": all(r["status"] == "ok" for r in records),
+        },
+        "loaded_idle_power_w": loaded_idle_w,
+    }
+    if window is None:
+        out["window"] = None
+        out["verdict"] = {"valid": False, "saturated": False,
+                          "reasons": ["no window: the arrival phase ends before the warm-up"]}  # fmt: skip
+        return out
+    t0, t1, dur = window.start_s, window.end_s, window.duration_s
+    u_all = np.zeros_like(e_all) if slice_uncertainty_j is None else slice_uncertainty_j
+    e, u, short = window_energy(edges, e_all, u_all, window, window_record.get("reading"))
+    prefill = prefill_rate(polls) or prefill_fallback
+    rate = prefill["tokens_per_s"] if prefill else None
+    n_in, n_out = tokens_in_window(records, t0, t1, rate)
+    steady = steadiness(records, edges, e_all, window, server_in_system(polls))
+    clock = (window_record.get("clock") or {}).get("offset_s")
+    v = verdict(steady, min_requests, short, throttle_reasons(polls, t0, t1), clock)
     e_dyn = e - loaded_idle_w * dur
+    done = [r for r in records if r["status"] == "ok" and t0 <= (r.get("last_token_s") or -math.inf) < t1]
     in_window = [r for r in records if t0 <= r["scheduled_s"] < t1]
     ok_in_window = [r for r in in_window if r["status"] == "ok"]
-    done = [r for r in records if r["status"] == "ok" and t0 <= (r.get("last_token_s") or -math.inf) < t1]
-    attr = attribute(records, edges, slice_energy_j, weights)
-    dyn = attribute(records, edges, slice_energy_j, weights, idle_power_w=loaded_idle_w)
+    out.update({
+        "window": window.record(),
+        "verdict": v,
+        "steady": steady,
+        "prefill": prefill,
+        "clock": window_record.get("clock"),
+        "throttle_reasons": throttle_reasons(polls, t0, t1),
+        "tokens": {"input": n_in, "output": n_out, "total": n_in + n_out},
+        "tokens_per_s": {"input": n_in / dur, "output": n_out / dur},
+        "mix": {"input_tokens_mean": _mean([r["usage_input_tokens"] for r in done]),
+                "output_tokens_mean": _mean([r["usage_output_tokens"] for r in done])},
+        "energy_j": e, "uncertainty_j": u, "short_window": short, "average_power_w": e / dur,
+        "idle_share": min(1.0, loaded_idle_w * dur / e) if e > 0 else None,
+        "j_per_input_token": _per(e, n_in), "j_per_output_token": _per(e, n_out), "j_per_token": _per(e, n_in + n_out),
+        "dynamic_j_per_output_token": _per(e_dyn, n_out), "dynamic_j_per_token": _per(e_dyn, n_in + n_out),
+        "uncertainty_j_per_output_token": _per(u, n_out),
+        "tokens_per_joule": (n_in + n_out) / e if e > 0 else None,
+        "latency_s": {
+            name: percentiles([v for r in ok_in_window if (v := r.get(name)) is not None])
+            for name in ("ttft_s", "tpot_s", "e2e_s", "ttft_from_schedule_s")
+        },
+        "schedule_lag_s": percentiles([v for r in in_window if (v := r.get("schedule_lag_s")) is not None]),
+    })  # fmt: skip
+    return out
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def attribution_result(
+    records: Sequence[Mapping[str, Any]],
+    edges: Sequence[float],
+    slice_energy_j: Sequence[float],
+    loaded_idle_w: float,
+    weights: Weights,
+    prefill_tokens_per_s: float | None,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Energy attributed to a replay's requests (attributional and dynamic) and its distribution."""
+    attr = attribute(records, edges, slice_energy_j, weights, prefill_tokens_per_s=prefill_tokens_per_s)
+    dyn = attribute(records, edges, slice_energy_j, weights, loaded_idle_w, prefill_tokens_per_s)
     outs = np.array([r.get("usage_output_tokens") or 0 for r in records], dtype=float)
     ok = np.array([r["status"] == "ok" for r in records], dtype=bool)
 
@@ -108,67 +175,57 @@ def rate_result(
         }
 
     result = {
-        "window": {"start_s": t0, "end_s": t1, "duration_s": dur},
-        "requests": len(records),
-        "statuses": dict(Counter(r["status"] for r in records)),
-        "requests_in_window": len(in_window),
-        "offered_rate_per_s": len(in_window) / dur,
-        "achieved_rate_per_s": len(done) / dur,
-        "tokens": {"input": n_in, "output": n_out, "total": n_in + n_out},
-        "tokens_per_s": {"input": n_in / dur, "output": n_out / dur},
-        "energy_j": e,
-        "uncertainty_j": u,
-        "average_power_w": e / dur,
-        "loaded_idle_power_w": loaded_idle_w,
-        "idle_share": min(1.0, loaded_idle_w * dur / e) if e > 0 else None,
-        "j_per_input_token": _per_token(e, n_in),
-        "j_per_output_token": _per_token(e, n_out),
-        "j_per_token": _per_token(e, n_in + n_out),
-        "dynamic_j_per_output_token": _per_token(e_dyn, n_out),
-        "dynamic_j_per_token": _per_token(e_dyn, n_in + n_out),
-        "uncertainty_j_per_output_token": _per_token(u, n_out),
-        "tokens_per_joule": (n_in + n_out) / e if e > 0 else None,
-        "latency_s": {
-            name: percentiles([v for r in ok_in_window if (v := r.get(name)) is not None])
-            for name in ("ttft_s", "tpot_s", "e2e_s", "ttft_from_schedule_s")
-        },
-        "schedule_lag_s": percentiles([v for r in in_window if (v := r.get("schedule_lag_s")) is not None]),
-        **saturation(records, t0, t1),
-        "attribution": {
-            "replay_energy_j": attr.total_j,
-            "attributional": {"requests_j": float(attr.per_request_j.sum()), "idle_j": attr.idle_j,
-                              **dist(attr.per_request_j)},
-            "dynamic": {"requests_j": float(dyn.per_request_j.sum()), "idle_j": dyn.idle_j,
-                        **dist(dyn.per_request_j)},
-        },
+        "replay_energy_j": attr.total_j,
+        "attributional": {"requests_j": float(attr.per_request_j.sum()), "idle_j": attr.idle_j,
+                          **dist(attr.per_request_j)},
+        "dynamic": {"requests_j": float(dyn.per_request_j.sum()), "idle_j": dyn.idle_j, **dist(dyn.per_request_j)},
     }  # fmt: skip
     return result, {"attributional": attr.per_request_j, "dynamic": dyn.per_request_j}
 
 
-def offline_baseline(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The offline J/token of one request set's repeats: the mean and each repeat's figures."""
-    out = [r["j_per_output_token"] for r in results]
-    tok = [r["j_per_token"] for r in results]
-    return {
-        "repeats": len(results),
-        "j_per_output_token": float(np.mean(out)),
-        "j_per_token": float(np.mean(tok)),
-        "j_per_input_token": float(np.mean([r["energy_j"] / r["input_tokens"] for r in results])),
-        "dynamic_j_per_output_token": float(np.mean([r["dynamic_j_per_output_token"] for r in results])),
-        "dynamic_j_per_token": float(np.mean([r["dynamic_j_per_token"] for r in results])),
-        "uncertainty_j_per_output_token": float(np.mean([r["uncertainty_j_per_output_token"] for r in results])),
-        "output_tokens_per_s": float(np.mean([r["output_tokens_per_s"] for r in results])),
-        "average_power_w": float(np.mean([r["average_power_w"] for r in results])),
-        "batch_size": results[0]["batch_size"],
-        "values_j_per_output_token": out,
-        "values_j_per_token": tok,
-    }
+def spread(values: Sequence[float], log: bool = False) -> dict[str, Any]:
+    """Mean over independent segments with a 95 % interval (Student's t, n − 1 degrees of freedom); on
+    the log scale for ratios (``log``: geometric mean, interval symmetric in the log). One value: no
+    interval."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if log:
+        v = v[v > 0]
+    if len(v) == 0:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    x = np.log(v) if log else v
+    m = float(x.mean())
+    if len(x) < 2:
+        centre = math.exp(m) if log else m
+        return {"mean": centre, "low": None, "high": None, "n": 1}
+    half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
+    if log:
+        return {"mean": math.exp(m), "low": math.exp(m - half), "high": math.exp(m + half), "n": len(x)}
+    return {"mean": m, "low": m - half, "high": m + half, "n": len(x)}
 
 
-def online_premium(online: Sequence[float], offline: Sequence[float]) -> dict[str, float | None]:
-    """``attribution.premium`` as JSON (None where one repeat gives no interval)."""
-    p = premium(online, offline)
-    return {k: None if math.isnan(v) else v for k, v in (("ratio", p.ratio), ("low", p.low), ("high", p.high))}
+def premiums(online: Mapping[str, Any], reference: Mapping[str, Any] | None,
+             same: Mapping[str, Any] | None) -> dict[str, float | None]:  # fmt: skip
+    """One window's premiums: against its segment's saturated reference (``reference``: the steady part of
+    ``run_saturated``) and, for the whole replay, against the same requests offline (``same``)."""
+    out: dict[str, float | None] = {}
+    for key, on, ref in (
+        ("premium_output", "j_per_output_token", "j_per_output_token"),
+        ("premium_token", "j_per_token", "j_per_token"),
+        ("dynamic_premium_output", "dynamic_j_per_output_token", "dynamic_j_per_output_token"),
+        ("dynamic_premium_token", "dynamic_j_per_token", "dynamic_j_per_token"),
+    ):
+        a, b = online.get(on), (reference or {}).get(ref)
+        out[key] = a / b if a is not None and b is not None and b > 0 and a > 0 else None
+    s = online.get("same_requests") or {}
+    if same is not None and same.get("energy_j", 0) > 0 and s.get("ok"):
+        out["same_requests_premium"] = s["online_energy_j"] / same["energy_j"]
+        dyn = same.get("dynamic_energy_j")
+        out["same_requests_dynamic_premium"] = (
+            s["online_dynamic_energy_j"] / dyn if dyn and dyn > 0 and s["online_dynamic_energy_j"] > 0 else None
+        )
+    else:
+        out["same_requests_premium"] = out["same_requests_dynamic_premium"] = None
+    return out
 
 
 def binning_gap(

@@ -37,7 +37,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +52,15 @@ from loadgen.records import read_records
 
 #: How long a monitor that stopped answering may take to come back before the comparison stops.
 MONITOR_BACK_S = 30.0
-ENERGY_COLUMNS = ("phase", "rate", "repeat", "start_s", "end_s", "energy_j", "uncertainty_j")
+ENERGY_COLUMNS = ("phase", "rate", "segment", "start_s", "end_s", "energy_j", "uncertainty_j")
 
 
 def rate_label(multiplier: float) -> str:
     return f"{multiplier:g}x"
 
 
-def replay_dir(run_dir: Path, multiplier: float, repeat: int) -> Path:
-    return run_dir / "online" / f"{rate_label(multiplier)}-{repeat}"
+def replay_dir(run_dir: Path, multiplier: float, segment: int) -> Path:
+    return run_dir / "online" / f"{rate_label(multiplier)}-{segment}"
 
 
 class Stopped(LoadgenError):
@@ -163,13 +163,14 @@ def run_replay(
     what: str,
     console: Any,
     server_gone: Callable[[], str | None] | None = None,
+    schedule_s: float | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
     """One headless replay in its own process (``python -m loadgen replay``) with a progress bar, into ``out``.
 
     Stopped (SIGTERM: in-flight requests recorded as interrupted) if it runs ``args.drain_s`` past its
-    schedule. Returns the replay's summary, its records, and whether the drain was cut. If
-    ``server_gone()`` says why the server is gone, the replay is stopped the same way and ``ServerGone``
-    raised: what finished is in ``out``.
+    schedule (``schedule_s`` long; default: ``opts.jb_duration``). Returns the replay's summary, its
+    records, and whether the drain was cut. If ``server_gone()`` says why the server is gone, the replay
+    is stopped the same way and ``ServerGone`` raised: what finished is in ``out``.
     """
     from rich.progress import Progress
 
@@ -185,8 +186,10 @@ def run_replay(
         "--timeout", repr(args.request_timeout_s), "--records", str(records_path),
         "--summary", str(out / "replay.json"),
     ]  # fmt: skip
+    if getattr(opts, "jb_first", 0):
+        cmd += ["--first", str(opts.jb_first), "--overlong", opts.jb_overlong]
     replay = Child(f"the replay ({what})", cmd, out / "replay.log", stop_timeout_s=30).start()
-    deadline = time.monotonic() + opts.jb_duration + args.drain_s + 30
+    deadline = time.monotonic() + (opts.jb_duration if schedule_s is None else schedule_s) + args.drain_s + 30
     cut = False
     try:
         with Progress(console=console, transient=True) as progress:
@@ -204,9 +207,72 @@ def run_replay(
     finally:
         replay.stop()
     code = replay.poll()
-    if code not in (0, 130) or not (out / "replay.json").exists():
+    if code not in REPLAY_FINISHED or not (out / "replay.json").exists():
         raise replay.failed(f"exited with code {code}")
     return json.loads((out / "replay.json").read_text()), read_records(records_path), cut
+
+
+#: Exit codes of a replay that finished (some requests may have failed) or was stopped by a signal.
+REPLAY_FINISHED = (0, 1, 130, 143)
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One workload: the first ``len(lengths)`` requests that fit, from ``start_s`` into the trace."""
+
+    index: int
+    start_s: float
+    lengths: list[tuple[int, int]]  # (input, output) tokens of each request, in the order they are sent
+    span_s: float  # from its first to its last arrival, in the trace's own time
+    overlong: dict[str, Any] | None
+
+    def record(self) -> dict[str, Any]:
+        n_in = [i for i, _ in self.lengths]
+        n_out = [o for _, o in self.lengths]
+        return {
+            "segment": self.index, "start_s": self.start_s, "requests": len(self.lengths), "span_s": self.span_s,
+            "input_tokens": sum(n_in), "output_tokens": sum(n_out), "input_tokens_mean": float(np.mean(n_in)),
+            "output_tokens_mean": float(np.mean(n_out)), "overlong": self.overlong, "lengths": self.lengths,
+        }  # fmt: skip
+
+
+def segment_options(args: argparse.Namespace, start_s: float, multiplier: float, trace_rate: float,
+                    max_model_len: int | None) -> argparse.Namespace:  # fmt: skip
+    """The replay options of one segment at one rate: its fixed requests, the process at that rate."""
+    opts = _replay_options(args, multiplier, trace_rate)
+    opts.jb_start, opts.jb_first, opts.jb_overlong = start_s, args.requests, args.overlong
+    opts.jb_duration = 60.0  # not used with jb_first
+    opts.jb_max_model_len = max_model_len or 0
+    return opts
+
+
+def workload_plan(args: argparse.Namespace, max_model_len: int | None) -> tuple[list[Segment], dict[str, Any]]:
+    """``--segments`` disjoint workloads of ``--requests`` requests each, spread evenly over the trace from
+    ``--start``; the same requests at every rate. Fails early on a bad trace, process or size."""
+    from loadgen.traces import resolve_trace
+
+    trace = resolve_trace(args.trace, trace_dir=Path(args.trace_dir) if args.trace_dir else None)
+    usable = trace.duration_s - args.start
+    if usable <= 0:
+        raise LoadgenError(f"--start {args.start:g}: the trace {trace.name} lasts {trace.duration_s:.0f} s")
+    segments = []
+    for k in range(args.segments):
+        start = args.start + k * usable / args.segments
+        population, _ = build_schedule(segment_options(args, start, 1.0, trace.rate_per_s, max_model_len))
+        o = population.overlong
+        overlong = None if o is None else {**o.record(), "text": o.describe()}
+        span = population.duration_s
+        segments.append(Segment(k, start, [(r.input_tokens, r.output_tokens) for r in population.requests],
+                                span, overlong))  # fmt: skip
+        if k and segments[k - 1].start_s + segments[k - 1].span_s >= start:
+            raise LoadgenError(
+                f"--segments {args.segments} of --requests {args.requests}: segment {k} starts at {start:.0f} s, "
+                f"before segment {k - 1} ends ({segments[k - 1].start_s + segments[k - 1].span_s:.0f} s): "
+                "fewer segments or fewer requests"
+            )
+    facts = {"name": trace.name, "requests": len(trace.requests), "rate_per_s": trace.rate_per_s,
+             "duration_s": trace.duration_s}  # fmt: skip
+    return segments, facts
 
 
 class Comparison:
@@ -225,15 +291,12 @@ class Comparison:
         self.monitor_starts = 0
         self.meter: Any = None
         self.stack = contextlib.ExitStack()
+        self.segments: list[Segment] = []
 
     def say(self, text: str) -> None:
         self.console.print(f"[bold]compare[/bold] {text}")
 
     # -- setup ---------------------------------------------------------------------------------------
-
-    def _plan(self, max_model_len: int | None) -> list[tuple[float, argparse.Namespace, int, float]]:
-        plan, self.config["trace"] = rate_plan(self.args, max_model_len)
-        return plan
 
     def run(self) -> Path:
         """The whole comparison; SIGINT/SIGTERM from its first step on raise ``Interrupted``."""
@@ -241,6 +304,7 @@ class Comparison:
             return self._run()
 
     def _run(self) -> Path:
+        from loadgen.client import served_model
         from monitor.meter import MonitorClient, stable_power
         from server.launch import VllmServer, vllm_install
         from server.models import resolve_model
@@ -252,6 +316,8 @@ class Comparison:
         install = vllm_install()
         cpu_defaults(args, spec.max_position_embeddings, install.cpu)
         options = engine_options(args, args.max_num_seqs)
+        if not args.target:
+            workload_defaults(args, cpu=install.cpu)
         self.config = {
             "joulebench": __version__, "command": ["joulebench", *sys.argv[1:]],
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": _hardware(),
@@ -260,7 +326,8 @@ class Comparison:
             "options": {k: v for k, v in vars(args).items() if k not in ("run", "verbose")},
             "complete": False,
         }  # fmt: skip
-        plan = self._plan(options.max_model_len)
+        if args.requests is not None:  # a bad trace, process or size fails before anything starts
+            workload_plan(args, options.max_model_len)
         write_json(self.run_dir / "config.json", self.config)
 
         with self.stack as stack:
@@ -268,6 +335,9 @@ class Comparison:
             meter = self.meter = MonitorClient(url)
             self.config["monitor"] = {"url": url, "started_here": not args.monitor}
             self.config["devices"] = meter.devices()
+            if args.target:
+                workload_defaults(args, cpu=not any(d.get("kind") == "gpu" for d in self.config["devices"]))
+            self.config["options"].update(requests=args.requests, min_requests=args.min_requests)
             write_json(self.run_dir / "config.json", self.config)
             estimated = any(d.get("source") == "estimate" for d in self.config["devices"])
             self.say(f"energy from {url}" + (" — ESTIMATED from CPU utilization, not measured" if estimated else ""))
@@ -289,9 +359,14 @@ class Comparison:
                 target = server.url
             else:
                 self.config["server"] = {"url": target, "started_here": False}
-            from loadgen.client import served_model
-
-            self.config["max_model_len"] = served_model(target)[1] or options.max_model_len
+            served, served_len = served_model(target)
+            if args.target:  # what serves is the target's: not the local install's model and engine
+                self.config.update(model=served, preset=None, weights="as the server has them", engine={},
+                                   vllm={"distribution": "the server at --target", "version": None})  # fmt: skip
+            self.config["max_model_len"] = served_len or options.max_model_len
+            self.segments, self.config["trace"] = workload_plan(args, self.config["max_model_len"])
+            self.config["workload"] = [s.record() for s in self.segments]
+            self._say_workload()
             with self.console.status("loaded-idle power (vLLM up, serving nothing), until stable"):
                 idle["loaded"] = asdict(stable_power(meter, max_s=args.idle_max_s))
             write_json(self.run_dir / "idle.json", idle)
@@ -300,7 +375,7 @@ class Comparison:
 
             stopped: Stopped | None = None
             try:
-                self._ladder(plan, target)
+                self._ladder(target, idle["loaded"]["power_w"])
             except Stopped as err:
                 stopped = err
             if server is not None:
@@ -375,66 +450,103 @@ class Comparison:
                 parts.append(f"{name} {p['power_w']:.1f} W" + ("" if p["stable"] else " (did not settle)"))
         self.say("idle power: " + ", ".join(parts))
 
+    def _say_workload(self) -> None:
+        for s in self.segments:
+            r = s.record()
+            over = f"; {s.overlong['text']}" if (s.overlong or {}).get("requests") else ""
+            self.say(
+                f"segment {s.index + 1}/{len(self.segments)}: {r['requests']} requests from {s.start_s:.0f} s, "
+                f"mean {r['input_tokens_mean']:.0f} in / {r['output_tokens_mean']:.0f} out tokens{over}"
+            )
+
     # -- online --------------------------------------------------------------------------------------
 
-    def _ladder(self, plan: list[tuple[float, argparse.Namespace, int, float]], target: str) -> None:
-        from compare.comparison import saturation
+    def _ladder(self, target: str, loaded_idle_w: float) -> None:
+        from compare.comparison import online_result
+        from compare.polls import Poller, clock_offset, read_polls
+        from compare.windows import choose_window
         from monitor.errors import MonitorError
 
         args = self.args
         energy_csv = self.run_dir / "energy.csv"
         if not energy_csv.exists():
             energy_csv.write_text(",".join(ENERGY_COLUMNS) + "\n")
+        trace_rate = self.config["trace"]["rate_per_s"]
         run_index = 0
-        for m, opts, n, offered in plan:
+        for m in args.rates:
             saturated = False
-            for repeat in range(args.repeats):
+            for seg in self.segments:
                 run_index += 1  # every replay its own prompts: none is served from another's prefix cache
-                out = replay_dir(self.run_dir, m, repeat)
-                what = f"online {rate_label(m)} ({offered:.2f} req/s), repeat {repeat + 1}/{args.repeats}"
+                out = replay_dir(self.run_dir, m, seg.index)
+                opts = segment_options(args, seg.start_s, m, trace_rate, self.config["max_model_len"])
+                _, schedule = build_schedule(opts)
+                offered = (len(schedule) - 1) / schedule.times_s[-1] if schedule.times_s[-1] > 0 else 0.0
+                what = f"online {rate_label(m)} ({offered:.2f} req/s), segment {seg.index + 1}/{len(self.segments)}"
                 self._check_monitor()
                 gone = self._server_gone(target)
-                summary, records, cut = run_replay(
-                    args, opts, target, out, 1000 * (opts.jb_seed + 1) + run_index, n, what, self.console,
-                    gone if self.server is not None else None,
-                )  # fmt: skip
+                try:
+                    clock = clock_offset(self.meter.now)
+                except MonitorError:
+                    clock = None
+                with Poller(target, self.meter.url, out / "polls.jsonl"):
+                    summary, records, cut = run_replay(
+                        args, opts, target, out, 1000 * (opts.jb_seed + 1) + run_index, len(schedule), what,
+                        self.console, gone if self.server is not None else None, float(schedule.times_s[-1]),
+                    )  # fmt: skip
                 if any(r["status"] != "ok" for r in records) and (why := gone()) is not None:
                     raise ServerGone(f"during {what}, {why}; its records are in {out}")
-                s0 = summary["schedule_start_s"]
-                t0, t1 = s0 + args.warmup_s, s0 + args.warmup_s + args.window_s
                 sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
+                if not sent:
+                    self.problems.append(f"{what}: no request was sent; its log is {out / 'replay.log'}")
+                    continue
                 ends = [r.get("last_token_s") or r.get("sent_s") for r in records if r.get("sent_s") is not None]
                 a, b = min(sent), max(max(ends), min(sent) + 2 * args.slice_s)
                 try:
-                    reading = self.meter.energy(t0, t1)
                     series = self.meter.series(a, b, args.slice_s)
+                    window = choose_window(records, series.edges, args.warmup_s, args.window_s)
+                    reading = None if window is None else self.meter.energy(window.start_s, window.end_s)
                 except MonitorError as err:
                     self._lost_window(what, out, err)
                     continue
                 with energy_csv.open("a", newline="") as f:
                     w = csv.writer(f)
                     for k in range(len(series.energy_j)):
-                        w.writerow(["online", m, repeat, repr(float(series.edges[k])),
+                        w.writerow(["online", m, seg.index, repr(float(series.edges[k])),
                                     repr(float(series.edges[k + 1])), repr(float(series.energy_j[k])),
                                     repr(float(series.uncertainty_j[k]))])  # fmt: skip
-                sat = saturation(records, t0, t1)
-                window = {
-                    "rate": m, "repeat": repeat, "nominal_rate_per_s": offered, "process_rate": opts.jb_rate,
-                    "window": [t0, t1], "energy_j": reading.energy_j, "uncertainty_j": reading.uncertainty_j,
-                    "short_window": reading.short_window, "kind": reading.kind, "sources": reading.sources,
-                    "devices": reading.devices, "series": [a, b], "drain_cut": cut,
+                record = {
+                    "rate": m, "segment": seg.index, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
+                    "series": [a, b], "energy_j": float(np.sum(series.energy_j)), "kind": series.kind,
+                    "sources": series.sources, "drain_cut": cut, "clock": clock,
+                    "overlong": summary.get("overlong"),
+                    "window": None if window is None else window.record(),
+                    "reading": None if reading is None else {
+                        "start_s": reading.start_s, "end_s": reading.end_s, "energy_j": reading.energy_j,
+                        "uncertainty_j": reading.uncertainty_j, "short_window": reading.short_window,
+                        "devices": reading.devices},
                 }  # fmt: skip
-                write_json(out / "window.json", window)
-                e_out = sum(1 for r in records if r["status"] == "ok")
-                self.say(
-                    f"{rate_label(m)} #{repeat + 1}: {e_out}/{len(records)} ok, {reading.energy_j:.1f} J in the "
-                    f"{args.window_s:g} s window ({reading.average_power_w:.1f} W)"
-                    + (" — SATURATED" if sat["saturated"] or cut else "")
-                )
-                saturated = saturated or sat["saturated"] or cut
+                write_json(out / "window.json", record)
+                result = online_result(records, series.edges, series.energy_j, loaded_idle_w, window, record,
+                                       read_polls(out / "polls.jsonl"), args.min_requests)  # fmt: skip
+                saturated = saturated or cut or result["verdict"]["saturated"]
+                self._say_window(what, records, result, cut)
             if saturated:
                 self.say(f"saturated at {rate_label(m)}: the ladder stops here")
                 break
+
+    def _say_window(self, what: str, records: list[dict[str, Any]], result: dict[str, Any], cut: bool) -> None:
+        ok = sum(1 for r in records if r["status"] == "ok")
+        v = result["verdict"]
+        head = f"{what}: {ok}/{len(records)} ok"
+        if result.get("window") is None:
+            self.say(f"{head}; no steady window: {'; '.join(v['reasons'])}")
+            return
+        jpo = result.get("j_per_output_token")
+        state = "[green]valid[/green]" if v["valid"] else "[yellow]" + "; ".join(v["reasons"]) + "[/yellow]"
+        self.say(
+            f"{head}; window {result['window']['duration_s']:.1f} s, {result['steady']['completed']} completed, "
+            f"{'–' if jpo is None else f'{jpo:.4g}'} J/out-token — {state}" + (" — DRAIN CUT" if cut else "")
+        )
 
     def _lost_window(self, what: str, out: Path, err: Exception) -> None:
         """A window the monitor cannot measure (it restarted, or died and was restarted here): noted, skipped."""
@@ -464,27 +576,24 @@ class Comparison:
         args = self.args
         batch = options.max_num_seqs
         sets: list[dict[str, Any]] = []
-        union: dict[int, tuple[int, int]] = {}
-        for m in args.rates:
-            path = replay_dir(self.run_dir, m, 0) / "requests.jsonl"
-            if not path.exists():
+        measured = {int(p.name.rsplit("-", 1)[1]) for p in (self.run_dir / "online").glob("*-*")
+                    if (p / "window.json").exists()}  # fmt: skip
+        for seg in self.segments:
+            if seg.index not in measured:
                 continue
-            reqs = [
-                (r["usage_input_tokens"], r["usage_output_tokens"]) for r in read_records(path) if r["status"] == "ok"
-            ]
-            if not reqs:
-                continue
-            for r in read_records(path):
-                if r["status"] == "ok":
-                    union[r["trace_index"]] = (r["usage_input_tokens"], r["usage_output_tokens"])
-            # All at once: vLLM's scheduler keeps up to max_num_seqs running, refilling as requests end.
-            # (Static chunks of max_num_seqs would drain each chunk's tail at a falling batch size.)
-            for j in range(args.repeats):
-                sets.append({"label": f"rate {rate_label(m)} #{j}", "kind": "rate", "rate": m, "repeat": j,
-                             "batch_size": len(reqs), "requests": reqs})  # fmt: skip
+            # The same requests, all at once: vLLM keeps up to max_num_seqs running, refilling as they end.
+            sets.append({"label": f"same requests s{seg.index}", "kind": "same", "segment": seg.index,
+                         "batch_size": len(seg.lengths), "requests": seg.lengths})  # fmt: skip
+            # The saturated reference: this segment's length distribution, closed-loop at a full batch.
+            rng = np.random.default_rng((args.seed, seg.index))
+            pick = rng.integers(0, len(seg.lengths), args.reference_batches * batch)
+            sets.append({"label": f"reference s{seg.index}", "kind": "reference", "segment": seg.index,
+                         "batch_size": batch, "saturated": True,
+                         "requests": [seg.lengths[i] for i in pick]})  # fmt: skip
         if not sets:
-            raise LoadgenError("no online request finished: nothing to serve offline")
-        inputs = sorted(i for i, _ in union.values())
+            raise LoadgenError("no online replay was measured: nothing to serve offline")
+        lengths = [x for seg in self.segments if seg.index in measured for x in seg.lengths]
+        inputs = sorted(i for i, _ in lengths)
         max_len = self.config.get("max_model_len") or options.max_model_len or 4096
         long_in = max(32, min(int(np.percentile(inputs, 90)), max_len - 16))
         sets.append({"label": "fit prefill-heavy", "kind": "fit", "batch_size": batch,
@@ -492,7 +601,7 @@ class Comparison:
         sets.append({"label": "fit decode-heavy", "kind": "fit", "batch_size": batch,
                      "requests": [(32, min(256, max_len - 32))] * batch})  # fmt: skip
         if not args.no_binning:
-            bins = count_bins(union.values())
+            bins = count_bins(lengths)
             for (i, o), _ in sorted(bins.counts.items()):
                 if i + o > max_len:
                     continue
@@ -517,7 +626,20 @@ class Comparison:
             child.stop()
         if child.poll() != 0 or not (offline_dir / "offline.json").exists():
             raise child.failed(f"exited with code {child.poll()}")
-        self.say(f"offline: {len(sets)} request sets served in batches of {batch}")
+        self.say(f"offline: {len(sets)} request sets served, at most {batch} running")
+
+
+#: ``--requests`` and ``--min-requests`` unless given: enough for a GPU's numbers to mean something, and
+#: few enough on vLLM's CPU build for ``make compare`` to stay short.
+WORKLOAD_DEFAULTS = {"gpu": (200, 100), "cpu": (60, 20)}
+
+
+def workload_defaults(args: argparse.Namespace, cpu: bool) -> None:
+    requests, min_requests = WORKLOAD_DEFAULTS["cpu" if cpu else "gpu"]
+    if args.requests is None:
+        args.requests = requests
+    if args.min_requests is None:
+        args.min_requests = min(min_requests, args.requests)
 
 
 def _exit_words(code: int) -> str:

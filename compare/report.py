@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from compare.attribution import Weights, fit_weights
-from compare.comparison import binning_gap, offline_baseline, online_premium, rate_result
+from compare.comparison import DEFINITIONS, attribution_result, binning_gap, online_result, premiums, spread
 from compare.experiment import rate_label, replay_dir
 from loadgen.errors import LoadgenError
 from loadgen.records import read_records
@@ -29,8 +29,11 @@ EQUAL_WEIGHTS = Weights(1.0, 1.0, "no offline run to fit: prefill and decode tok
 
 
 def _read_json(path: Path) -> Any:
+    from joulebench.files import open_text
+
     try:
-        return json.loads(path.read_text())
+        with open_text(path) as f:
+            return json.load(f)
     except OSError:
         return None
     except json.JSONDecodeError as err:
@@ -38,13 +41,15 @@ def _read_json(path: Path) -> Any:
 
 
 def _energy_series(path: Path) -> dict[tuple[float, int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """energy.csv → (rate, repeat) → (edges, energy J, uncertainty J)."""
+    """energy.csv (or its .gz) → (rate, segment) → (edges, energy J, uncertainty J)."""
+    from joulebench.files import open_text
+
     rows: dict[tuple[float, int], list[tuple[float, float, float, float]]] = defaultdict(list)
     try:
-        with path.open(newline="") as f:
+        with open_text(path) as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 try:
-                    key = (float(row["rate"]), int(row["repeat"]))
+                    key = (float(row["rate"]), int(row["segment"]))
                     rows[key].append((float(row["start_s"]), float(row["end_s"]), float(row["energy_j"]),
                                       float(row["uncertainty_j"])))  # fmt: skip
                 except (KeyError, TypeError, ValueError) as err:
@@ -58,18 +63,43 @@ def _energy_series(path: Path) -> dict[tuple[float, int], tuple[np.ndarray, np.n
     return out
 
 
+#: The per-rate figures averaged over valid segments; ratios on the log scale.
+AVERAGED = ("j_per_output_token", "j_per_token", "j_per_input_token", "dynamic_j_per_output_token",
+            "dynamic_j_per_token", "idle_share", "average_power_w", "uncertainty_j_per_output_token")  # fmt: skip
+RATIOS = ("premium_output", "premium_token", "dynamic_premium_output", "dynamic_premium_token",
+          "same_requests_premium", "same_requests_dynamic_premium")  # fmt: skip
+
+
+def _offline_sets(offline: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    return {r["label"]: r for r in (offline or {}).get("results", [])}
+
+
+def _prefill_fallback(sets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The engine's prefill rate from the offline prefill-heavy set, where the server did not say it."""
+    fit = sets.get("fit prefill-heavy")
+    if not fit or fit["duration_s"] <= 0:
+        return None
+    return {"tokens_per_s": fit["input_tokens"] / fit["duration_s"],
+            "method": "calibrated offline: the prefill-heavy set's input tokens ÷ its duration"}  # fmt: skip
+
+
 def analyze(run_dir: Path) -> dict[str, Any]:
     """The comparison's figures from the run directory's files."""
+    from compare.polls import read_polls
+    from compare.windows import choose_window
+
     config = _read_json(run_dir / "config.json")
     if config is None:
         raise LoadgenError(f"{run_dir} has no config.json: not a joulebench compare run directory")
     idle = _read_json(run_dir / "idle.json") or {}
     offline = _read_json(run_dir / "offline" / "offline.json")
     loaded_w = idle.get("loaded", {}).get("power_w", 0.0)
+    sets = _offline_sets(offline)
 
     weights = EQUAL_WEIGHTS
     if offline:
-        runs = [(r["input_tokens"], r["output_tokens"], r["dynamic_energy_j"]) for r in offline["results"]]
+        runs = [(r["input_tokens"], r["output_tokens"], r["dynamic_energy_j"]) for r in offline["results"]
+                if not r.get("saturated")]  # fmt: skip
         try:
             weights = fit_weights(runs)
         except ValueError as err:
@@ -79,92 +109,89 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         from server.binning import measured_bins
 
         bins = measured_bins(offline["results"])
+    fallback = _prefill_fallback(sets)
 
     series = _energy_series(run_dir / "energy.csv")
     options = config["options"]
+    segments = config.get("workload") or []
+    references = {k: (sets.get(f"reference s{k}") or {}).get("steady") for k in range(len(segments))}
     rates: list[dict[str, Any]] = []
     per_request: list[dict[str, Any]] = []
+    multisets: dict[int, list[list[tuple[int, int]]]] = defaultdict(list)
     for m in options["rates"]:
-        repeats = []
-        for j in range(options["repeats"]):
-            d = replay_dir(run_dir, m, j)
+        windows = []
+        for seg in segments:
+            k = seg["segment"]
+            d = replay_dir(run_dir, m, k)
             window = _read_json(d / "window.json")
-            if window is None or (m, j) not in series:
+            if window is None or (m, k) not in series:
                 continue
             records = read_records(d / "requests.jsonl")
-            edges, e, _ = series[(m, j)]
-            result, attributed = rate_result(
-                records, tuple(window["window"]), window, loaded_w, edges, e, weights
-            )  # fmt: skip
-            result.update(repeat=j, drain_cut=window["drain_cut"], short_window=window["short_window"])
-            if bins and j == 0:
+            multisets[k].append(sorted((r["input_tokens"], r["output_tokens"]) for r in records))
+            edges, e, u = series[(m, k)]
+            # The window again from the raw data and the run's options (the same function the run used).
+            win = choose_window(records, edges, options["warmup_s"], options["window_s"])
+            result = online_result(records, edges, e, loaded_w, win, window, read_polls(d / "polls.jsonl"),
+                                   options["min_requests"], u, fallback)  # fmt: skip
+            result.update(segment=k, drain_cut=window["drain_cut"])
+            result.update(premiums(result, references.get(k), sets.get(f"same requests s{k}")))
+            rate = (result.get("prefill") or {}).get("tokens_per_s")
+            attribution, attributed = attribution_result(records, edges, e, loaded_w, weights, rate)
+            result["attribution"] = attribution
+            if bins and k == 0:
                 try:
                     result["binning"] = binning_gap(records, attributed["attributional"],
-                                                    result["attribution"]["replay_energy_j"], bins)  # fmt: skip
+                                                    attribution["replay_energy_j"], bins)  # fmt: skip
                 except KeyError as err:
                     result["binning"] = {"error": str(err)}
-            repeats.append(result)
+            windows.append(result)
             for r, ea, ed in zip(records, attributed["attributional"], attributed["dynamic"], strict=True):
                 if r["status"] == "ok":
                     per_request.append({
-                        "rate": m, "repeat": j, "request_id": r["request_id"],
+                        "rate": m, "segment": k, "request_id": r["request_id"],
                         "input_tokens": r["usage_input_tokens"], "output_tokens": r["usage_output_tokens"],
                         "energy_j": float(ea), "dynamic_energy_j": float(ed),
                         "ttft_s": r["ttft_s"], "e2e_s": r["e2e_s"], "sent_s": r["sent_s"],
                     })  # fmt: skip
-        if not repeats:
+        if not windows:
             continue
-        window0 = _read_json(replay_dir(run_dir, m, 0) / "window.json") or {}
+        valid = [w for w in windows if w["verdict"]["valid"]]
+        shown = [w.get("steady") for w in (valid or windows) if w.get("steady")]  # rates over valid windows
         entry: dict[str, Any] = {
-            "rate": m, "label": rate_label(m), "nominal_rate_per_s": window0.get("nominal_rate_per_s"),
-            "repeats": repeats, "saturated": any(r["saturated"] or r["drain_cut"] for r in repeats),
+            "rate": m, "label": rate_label(m), "segments": windows,
+            "offered_rate_per_s": _mean_of(shown, "arrival_rate_per_s"),
+            "completed_rate_per_s": _mean_of(shown, "completion_rate_per_s"),
+            "saturated": any(w["verdict"]["saturated"] or w["drain_cut"] for w in windows),
+            "valid_segments": [w["segment"] for w in valid],
+            "left_out": [{"segment": w["segment"], "reasons": w["verdict"]["reasons"]} for w in windows
+                         if not w["verdict"]["valid"]],
+            "requests_in_window": [w.get("steady", {}).get("completed", 0) for w in windows],
         }  # fmt: skip
-        for key in ("offered_rate_per_s", "achieved_rate_per_s", "j_per_input_token", "j_per_output_token",
-                    "j_per_token", "dynamic_j_per_output_token", "dynamic_j_per_token", "average_power_w", "idle_share",
-                    "uncertainty_j_per_output_token", "tokens_per_joule"):  # fmt: skip
-            values = [r[key] for r in repeats if r[key] is not None]
-            entry[key] = float(np.mean(values)) if values else None
-        if offline:
-            sets = [r for r in offline["results"] if r.get("label", "").startswith(f"rate {rate_label(m)} #")]
-            if sets:
-                base = offline_baseline(sets)
-                entry["offline"] = base
-                entry["premium"] = online_premium([r["j_per_token"] for r in repeats if r["j_per_token"]],
-                                                  base["values_j_per_token"])  # fmt: skip
-                entry["premium_output"] = online_premium(
-                    [r["j_per_output_token"] for r in repeats if r["j_per_output_token"]],
-                    base["values_j_per_output_token"],
-                )
+        for key in AVERAGED:
+            entry[key] = spread([w.get(key) for w in valid])
+        for key in RATIOS:
+            entry[key] = spread([w.get(key) for w in valid], log=True)
         rates.append(entry)
 
     devices = config.get("devices") or []
     sources = sorted({d.get("source", "") for d in devices})
+    reference = [{"segment": k, **ref} for k, ref in references.items() if ref]
     return {
-        "config": {
-            k: config.get(k)
-            for k in (
-                "joulebench",
-                "command",
-                "date",
-                "hardware",
-                "vllm",
-                "model",
-                "preset",
-                "weights",
-                "engine",
-                "trace",
-                "max_model_len",
-                "monitor",
-                "server",
-                "complete",
-                "interrupted",
-                "problems",
-            )
-        },
+        "config": {k: config.get(k) for k in CONFIG_KEYS},
+        "definitions": DEFINITIONS,
         "devices": devices,
         "energy_sources": sources,
         "estimated": "estimate" in sources,
         "idle": idle,
+        "workload": {
+            "segments": [{k: v for k, v in s.items() if k != "lengths"} for s in segments],
+            "identical_across_rates": all(all(x == xs[0] for x in xs) for xs in multisets.values()),
+        },
+        "reference": {
+            "segments": reference,
+            "batch_size": (sets.get("reference s0") or {}).get("batch_size"),
+            **{key: spread([r.get(key) for r in reference]) for key in REFERENCE_KEYS},
+        },
         "weights": {
             "prefill_j_per_token": weights.prefill_j_per_token,
             "decode_j_per_token": weights.decode_j_per_token,
@@ -173,8 +200,32 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "offline_idle_power_w": offline.get("idle_power_w") if offline else None,
         "offline_results": offline["results"] if offline else [],
         "rates": rates,
+        "headline": _headline_figures(rates),
         "per_request": per_request,
     }
+
+
+REFERENCE_KEYS = ("j_per_output_token", "j_per_token", "dynamic_j_per_output_token", "dynamic_j_per_token")
+CONFIG_KEYS = ("joulebench", "command", "date", "hardware", "vllm", "model", "preset", "weights", "engine", "trace",
+               "max_model_len", "monitor", "server", "complete", "interrupted", "problems")  # fmt: skip
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    return float(np.mean([r[key] for r in rows])) if rows else None
+
+
+def _headline_figures(rates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The premium at every rate with a valid window, and the rates left out with why."""
+    shown = [r for r in rates if r["valid_segments"] and not r["saturated"]]
+    return {
+        "rates": [{"rate": r["rate"], "label": r["label"], "offered_rate_per_s": r["offered_rate_per_s"],
+                   "segments": len(r["valid_segments"]), **{k: r[k] for k in ("j_per_output_token", *RATIOS)}}
+                  for r in shown],
+        "left_out": [{"rate": r["rate"], "label": r["label"],
+                      "why": "saturated: a throughput figure, not an online one" if r["saturated"] else
+                      "no valid window: " + "; ".join(sorted({x for lo in r["left_out"] for x in lo["reasons"]}))}
+                     for r in rates if r not in shown],
+    }  # fmt: skip
 
 
 # -- rendering -------------------------------------------------------------------------------------
@@ -194,50 +245,98 @@ def _ms(p: dict[str, Any] | None, key: str) -> str:
     return "–" if v is None else f"{1000 * v:.0f}"
 
 
-def _premium_text(p: dict[str, Any] | None) -> str:
-    if not p:
+def _ci(p: dict[str, Any] | None, digits: int = 3, suffix: str = "") -> str:
+    """``mean [low, high] (n)`` of a ``spread``; the mean alone from one segment."""
+    if not p or p.get("mean") is None:
         return "–"
-    ci = f" [{p['low']:.2f}, {p['high']:.2f}]" if p.get("low") is not None else ""
-    return f"{p['ratio']:.2f}×{ci}"
+    text = _f(p["mean"], digits) + suffix
+    if p.get("low") is not None:
+        text += f" [{_f(p['low'], digits)}, {_f(p['high'], digits)}]"
+    return text + (f" (n={p['n']})" if p.get("n", 0) > 1 else "")
 
 
 def _rate_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["rate", "arrivals/s", "completed/s", "requests ok/all", "tokens in/out (window)", "J/in-token",
-            "J/out-token", "J/token", "dynamic J/token", "offline J/token", "premium (95% CI)", "TTFT p50/p99 ms",
-            "TPOT p50/p99 ms", "avg power W", "idle share"]  # fmt: skip
+    head = ["rate", "arrivals/s", "completed/s", "valid segments", "completed in windows", "J/out-token",
+            "J/token", "dynamic J/out-token", "idle share", "premium (J/out-token)", "premium (J/token)",
+            "dynamic premium", "same-requests premium", "TTFT p50/p99 ms", "TPOT p50/p99 ms"]  # fmt: skip
     rows = []
     for r in s["rates"]:
-        rep = r["repeats"][0]
-        ok = sum(x["statuses"].get("ok", 0) for x in r["repeats"])
-        n = sum(x["requests"] for x in r["repeats"])
-        lat = rep["latency_s"]
+        lat = r["segments"][0].get("latency_s") or {}
         rows.append([
-            r["label"] + (" (saturated)" if r["saturated"] else ""), _f(r["offered_rate_per_s"]),
-            _f(r["achieved_rate_per_s"]), f"{ok}/{n}",
-            f"{rep['tokens']['input']:,.0f}/{rep['tokens']['output']:,.0f}",
-            _f(r["j_per_input_token"]),
-            _f(r["j_per_output_token"]) + f" ± {_f(r['uncertainty_j_per_output_token'], 2)}",
-            _f(r["j_per_token"]), _f(r["dynamic_j_per_token"]),
-            _f((r.get("offline") or {}).get("j_per_token")), _premium_text(r.get("premium")),
-            f"{_ms(lat['ttft_s'], 'p50')}/{_ms(lat['ttft_s'], 'p99')}",
-            f"{_ms(lat['tpot_s'], 'p50')}/{_ms(lat['tpot_s'], 'p99')}",
-            _f(r["average_power_w"]), _f(r["idle_share"], 2),
+            r["label"] + (" (saturated: throughput only)" if r["saturated"] else ""), _f(r["offered_rate_per_s"]),
+            _f(r["completed_rate_per_s"]), f"{len(r['valid_segments'])}/{len(r['segments'])}",
+            "/".join(str(n) for n in r["requests_in_window"]),
+            _ci(r["j_per_output_token"]), _ci(r["j_per_token"]), _ci(r["dynamic_j_per_output_token"]),
+            _ci(r["idle_share"], 2),
+            *(("–",) * 4 if r["saturated"] else (_ci(r[k], 3, "×") for k in
+              ("premium_output", "premium_token", "dynamic_premium_output", "same_requests_premium"))),
+            f"{_ms(lat.get('ttft_s'), 'p50')}/{_ms(lat.get('ttft_s'), 'p99')}",
+            f"{_ms(lat.get('tpot_s'), 'p50')}/{_ms(lat.get('tpot_s'), 'p99')}",
         ])  # fmt: skip
     return head, rows
 
 
+def _windows_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["rate", "segment", "window s", "warm-up s (MSER-5)", "arrivals / completed", "in system start→end",
+            "trend t (in system / power)", "prefill tokens/s", "J/out-token ± monitor", "verdict"]  # fmt: skip
+    rows = []
+    for r in s["rates"]:
+        for w in r["segments"]:
+            win, st = w.get("window"), w.get("steady") or {}
+            if win is None:
+                rows.append([r["label"], str(w["segment"]), "–", "–", "–", "–", "–", "–", "–",
+                             "; ".join(w["verdict"]["reasons"])])  # fmt: skip
+                continue
+            n, p = st["in_system"], st["power_w"]
+            pre = w.get("prefill") or {}
+            rows.append([
+                r["label"], str(w["segment"]), _f(win["duration_s"]), f"{_f(win['warmup_s'])} ({_f(win['mser_s'])})",
+                f"{st['arrivals']} / {st['completed']}", f"{n['start']:.0f}→{n['end']:.0f}",
+                f"{n['t_stat']:.1f} / {p['t_stat']:.1f}", _f(pre.get("tokens_per_s")),
+                f"{_f(w.get('j_per_output_token'), 4)} ± {_f(w.get('uncertainty_j_per_output_token'), 2)}",
+                "valid" if w["verdict"]["valid"] else "; ".join(w["verdict"]["reasons"]),
+            ])  # fmt: skip
+    return head, rows
+
+
+def _reference_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["segment", "batch (running)", "steady part s", "tokens in/out", "avg power W", "J/out-token",
+            "J/token", "dynamic J/out-token", "output tokens/s", "idle share"]  # fmt: skip
+    rows = [[str(r["segment"]), f"{s['reference']['batch_size']} ({r['running_min']}–{r['running_max']})",
+             _f(r["duration_s"]), f"{r['input_tokens']:,}/{r['output_tokens']:,}", _f(r["average_power_w"]),
+             f"{_f(r['j_per_output_token'], 4)} ± {_f(r['uncertainty_j_per_output_token'], 2)}"
+             + (" (short)" if r["short_window"] else ""), _f(r["j_per_token"], 4),
+             _f(r["dynamic_j_per_output_token"], 4), _f(r["output_tokens_per_s"]), _f(r["idle_share"], 2)]
+            for r in s["reference"]["segments"]]  # fmt: skip
+    if len(rows) > 1:
+        ref = s["reference"]
+        rows.append(["mean", "", "", "", "", _ci(ref["j_per_output_token"], 4), _ci(ref["j_per_token"], 4),
+                     _ci(ref["dynamic_j_per_output_token"], 4), "", ""])  # fmt: skip
+    return head, rows
+
+
+def _workload_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["segment", "from s", "requests", "span s (at 1×)", "mean in/out tokens", "longer than the context"]
+    rows = [[str(w["segment"]), _f(w["start_s"]), str(w["requests"]), _f(w["span_s"]),
+             f"{w['input_tokens_mean']:.0f}/{w['output_tokens_mean']:.0f}",
+             (w.get("overlong") or {}).get("text") or "none"] for w in s["workload"]["segments"]]  # fmt: skip
+    return head, rows
+
+
 def _attribution_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["rate", "view", "replay energy J", "to requests J", "unattributed J", "J/request p50/p90/p99",
+    head = ["rate", "segment", "view", "replay energy J", "to requests J", "unattributed J", "J/request p50/p90/p99",
             "J/out-token per request p50/p90/p99"]  # fmt: skip
     rows = []
     for r in s["rates"]:
-        a = r["repeats"][0]["attribution"]
+        w = r["segments"][0]
+        a = w["attribution"]
         for view in ("attributional", "dynamic"):
             v = a[view]
             jr, jo = v["j_per_request"], v["j_per_output_token"]
             rows.append([
-                r["label"], view, _f(a["replay_energy_j"], 4), _f(v["requests_j"], 4), _f(v["idle_j"], 4),
-                "/".join(_f(jr[p]) for p in ("p50", "p90", "p99")), "/".join(_f(jo[p]) for p in ("p50", "p90", "p99")),
+                r["label"], str(w["segment"]), view, _f(a["replay_energy_j"], 4), _f(v["requests_j"], 4),
+                _f(v["idle_j"], 4), "/".join(_f(jr[p]) for p in ("p50", "p90", "p99")),
+                "/".join(_f(jo[p]) for p in ("p50", "p90", "p99")),
             ])  # fmt: skip
     return head, rows
 
@@ -246,7 +345,7 @@ def _binning_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["rate", "bins", "requests in bins / beyond", "binning estimate J", "measured online J", "gap"]
     rows = []
     for r in s["rates"]:
-        b = r["repeats"][0].get("binning")
+        b = r["segments"][0].get("binning")
         if not b:
             continue
         if "error" in b:
@@ -262,8 +361,9 @@ def _binning_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 def _offline_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["set", "batch", "requests", "in/out tokens", "time s", "avg power W", "J/token", "J/out-token",
             "dynamic J/out-token"]  # fmt: skip
-    rows = [[r.get("label", ""), str(r["batch_size"]), str(r["requests"]), f"{r['input_tokens']}/{r['output_tokens']}",
-             _f(r["duration_s"]), _f(r["average_power_w"]), _f(r["j_per_token"]), _f(r["j_per_output_token"]),
+    rows = [[r.get("label", "") + (" (short window)" if r.get("short_window") else ""), str(r["batch_size"]),
+             str(r["requests"]), f"{r['input_tokens']}/{r['output_tokens']}", _f(r["duration_s"]),
+             _f(r["average_power_w"]), _f(r["j_per_token"]), _f(r["j_per_output_token"]),
              _f(r["dynamic_j_per_output_token"])] for r in s["offline_results"]]  # fmt: skip
     return head, rows
 
@@ -278,7 +378,10 @@ def _provenance(s: dict[str, Any]) -> list[str]:
         f"{eng.get('max_num_seqs')}, max_model_len {c.get('max_model_len') or eng.get('max_model_len')}, "
         f"{'eager' if eng.get('enforce_eager') else 'compiled'}, dtype {eng.get('dtype')}, seed {eng.get('seed')}",
         f"Trace: {(c.get('trace') or {}).get('name')} ({(c.get('trace') or {}).get('requests')} requests, "
-        f"{_f((c.get('trace') or {}).get('rate_per_s'))} req/s)",
+        f"{_f((c.get('trace') or {}).get('rate_per_s'))} req/s); workload: "
+        f"{len(s['workload']['segments'])} segment(s) of "
+        f"{s['workload']['segments'][0]['requests'] if s['workload']['segments'] else 0} requests, the same "
+        f"requests at every rate ({'checked' if s['workload']['identical_across_rates'] else 'NOT identical'})",
         f"Hardware: {(c.get('hardware') or {}).get('cpu')} × {(c.get('hardware') or {}).get('cpus')} CPUs, "
         f"{(c.get('hardware') or {}).get('platform')}",
     ]
@@ -318,14 +421,27 @@ def _estimated_banner(s: dict[str, Any]) -> str:
 
 
 def _headline(s: dict[str, Any]) -> str:
-    with_premium = [r for r in s["rates"] if r.get("premium")]
-    if not with_premium:
-        return "No offline baseline: no premium."
-    lo, hi = with_premium[0], with_premium[-1]
-    return (
-        f"Online, a token cost {lo['premium']['ratio']:.2f}× the offline J/token at {lo['label']} the trace's rate "
-        f"and {hi['premium']['ratio']:.2f}× at {hi['label']}."
-    )
+    h = s["headline"]
+    ref = s["reference"]["j_per_output_token"]
+    if not h["rates"]:
+        why = "; ".join(f"{x['label']}: {x['why']}" for x in h["left_out"]) or "no rate was measured"
+        return f"No premium: no rate has a valid window ({why})."
+    if ref.get("mean") is None:
+        return "No saturated reference (no offline run): no premium. " + "; ".join(
+            f"{r['label']}: {_ci(r['j_per_output_token'], 3)} J/out-token" for r in h["rates"]
+        )
+    parts = [f"{r['label']} ({_f(r['offered_rate_per_s'])} arrivals/s): {_ci(r['premium_output'], 3, '×')}"
+             for r in h["rates"]]  # fmt: skip
+    text = (f"Online, an output token cost {'; '.join(parts)} the saturated reference's "
+            f"{_ci(ref, 4)} J/out-token (batch {s['reference']['batch_size']}, steady state; valid windows only, "
+            "95 % intervals over trace segments where there are several).")  # fmt: skip
+    if h["left_out"]:
+        text += " Left out: " + "; ".join(f"{x['label']} ({x['why']})" for x in h["left_out"]) + "."
+    return text
+
+
+def _definitions(s: dict[str, Any]) -> list[str]:
+    return [f"**{k.replace('_', ' ')}**: {v}" for k, v in s["definitions"].items()]
 
 
 def _plots(s: dict[str, Any], run_dir: Path) -> dict[str, Path]:
@@ -343,25 +459,29 @@ def _plots(s: dict[str, Any], run_dir: Path) -> dict[str, Path]:
         return paths
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for key, style, name in (("j_per_token", "o-", "online"), ("dynamic_j_per_token", "s--", "online, dynamic")):
-        xs = [r["offered_rate_per_s"] for r in rates for _ in r["repeats"]]
-        ys = [x[key] for r in rates for x in r["repeats"]]
-        ax.plot(xs, ys, style[0], alpha=0.4, color="C0" if key == "j_per_token" else "C2")
-        ax.plot([r["offered_rate_per_s"] for r in rates], [r[key] for r in rates], style,
-                color="C0" if key == "j_per_token" else "C2", label=name)  # fmt: skip
-    with_offline = [r for r in rates if r.get("offline")]
-    if with_offline:
-        x = [r["offered_rate_per_s"] for r in with_offline]
-        ax.plot(x, [r["offline"]["j_per_token"] for r in with_offline], "^-", color="C1",
-                label="offline: the same requests, all at once")  # fmt: skip
-        ax.plot(x, [r["offline"]["dynamic_j_per_token"] for r in with_offline], "v--", color="C1",
-                label="offline, dynamic")  # fmt: skip
+    for key, color, name in (("j_per_output_token", "C0", "online"), ("dynamic_j_per_output_token", "C2",
+                                                                        "online, dynamic")):  # fmt: skip
+        for w_valid in (True, False):
+            pts = [(w.get("steady", {}).get("arrival_rate_per_s"), w.get(key)) for r in rates for w in r["segments"]
+                   if w["verdict"]["valid"] is w_valid and w.get(key)]  # fmt: skip
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.plot(x, y, "o" if w_valid else "x", color=color, alpha=0.5 if w_valid else 0.35,
+                        label=f"{name}{'' if w_valid else ' (not valid)'}")  # fmt: skip
+        means = [(r["offered_rate_per_s"], r[key]["mean"]) for r in rates if r[key]["mean"]]
+        if means:
+            ax.plot(*zip(*means, strict=True), "-", color=color)
+    for key, style, name in (("j_per_output_token", "--", "saturated reference"),
+                             ("dynamic_j_per_output_token", ":", "reference, dynamic")):  # fmt: skip
+        ref = s["reference"][key]["mean"]
+        if ref:
+            ax.axhline(ref, color="C1", ls=style, label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("arrival rate (requests/s)")
-    ax.set_ylabel(f"J per token (input + output){unit}")
-    ax.set_title("Energy per token against arrival rate")
-    ax.legend(fontsize=8)
+    ax.set_xlabel("arrival rate in the window (requests/s)")
+    ax.set_ylabel(f"J per output token{unit}")
+    ax.set_title("Energy per output token against arrival rate")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     paths["j_per_token"] = _save(fig, out_dir / "j_per_token_vs_rate.png")
 
@@ -369,23 +489,26 @@ def _plots(s: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     fig, axes = plt.subplots(len(rates), 1, figsize=(8, 1.8 * len(rates) + 0.6), squeeze=False)
     loaded = s["idle"].get("loaded", {}).get("power_w")
     for ax, r in zip(axes[:, 0], rates, strict=True):
-        key = (r["rate"], 0)
+        w0 = r["segments"][0]
+        key = (r["rate"], w0["segment"])
         if key not in series:
             continue
         edges, e, _ = series[key]
         t0 = edges[0]
         ax.stairs(e / np.diff(edges), edges - t0, color="C0", label="power")
-        w = r["repeats"][0]["window"]
-        ax.axvspan(w["start_s"] - t0, w["end_s"] - t0, color="C2", alpha=0.12, label="steady-state window")
+        if w0.get("window"):
+            w = w0["window"]
+            ax.axvspan(w["start_s"] - t0, w["end_s"] - t0, color="C2" if w0["verdict"]["valid"] else "C3",
+                       alpha=0.12, label="steady-state window")  # fmt: skip
         if loaded is not None:
             ax.axhline(loaded, color="C1", ls="--", lw=1, label="loaded idle")
-        sent = [p["sent_s"] - t0 for p in s["per_request"] if p["rate"] == r["rate"] and p["repeat"] == 0]
+        sent = [p["sent_s"] - t0 for p in s["per_request"] if p["rate"] == r["rate"] and p["segment"] == w0["segment"]]
         ax.plot(sent, np.zeros(len(sent)), "|", color="k", ms=8, label="arrivals")
         ax.set_ylabel(f"{r['label']}\nW")
         ax.set_ylim(bottom=0)
     axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
     axes[-1, 0].set_xlabel("seconds since the replay's first request")
-    fig.suptitle(f"Power over time, arrivals marked{unit}")
+    fig.suptitle(f"Power over time, arrivals marked (segment {rates[0]['segments'][0]['segment']}){unit}")
     paths["power"] = _save(fig, out_dir / "power_over_time.png")
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -444,12 +567,20 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 _SECTIONS = (
-    ("Online vs offline, per rate", _rate_table,
-     "J/token: the steady-state window's energy ÷ the tokens processed in it (input + output). Dynamic: less "
-     "loaded-idle power × time. Premium: online J/token ÷ offline J/token of the same requests given to "
-     "LLM.generate at once (continuous batching up to the max batch); the 95 % interval comes from --repeats "
-     "(none with one repeat). Idle share: loaded-idle power × "
-     "window ÷ window energy."),
+    ("Online against the saturated reference, per rate", _rate_table,
+     "Figures are means over the rate's valid windows (one per trace segment) with 95 % intervals (Student's t over "
+     "segments; ratios on the log scale) where there are two or more. J/token: the steady-state window's energy ÷ "
+     "the tokens processed in it. Premium: online ÷ the saturated reference of the same segment. Same-requests "
+     "premium: the whole replay's energy ÷ the same requests served offline at once. A saturated rate is a "
+     "throughput figure: no premium."),
+    ("Windows and their verdicts", _windows_table,
+     "Each replay's steady-state window: from the end of the warm-up (the later of --warmup-s and MSER-5 on the "
+     "requests in system) to the last arrival. Trend t: Student's t of the slope of five block means (|t| > 3.18 "
+     "and a material change make a window not steady). ± monitor: the energy monitor's interpolation only."),
+    ("The saturated reference", _reference_table,
+     "Offline, closed loop: the segment's lengths (sampled) served with --max-num-seqs running, measured from when "
+     "one batch's worth has completed to when the pool runs dry."),
+    ("Workload", _workload_table, "The same requests at every rate: only their arrival times change."),
     ("Energy attributed to requests", _attribution_table,
      "Each slice of the energy series is shared among the requests active in it by their prefill and decode "
      "tokens there, weighted by the fit below; requests + unattributed = the replay's measured energy."),
@@ -457,7 +588,8 @@ _SECTIONS = (
      "One full offline batch per (input, output) ceiling bin; the estimate sums N(bin)/B · E(bin). Measured: the "
      "replay's energy, the share attributed to requests within the largest bins. Gap: (estimate − measured) ÷ "
      "measured."),
-    ("Offline runs", _offline_table, "Every set served offline (rate sets, the fit's calibration sets, bins)."),
+    ("Offline runs", _offline_table,
+     "Every set served offline (same requests, references, the fit's calibration sets, bins)."),
 )  # fmt: skip
 
 
@@ -492,6 +624,7 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     md += [x + "\n" for x in (banner, status) if x]
     md += [_headline(s), ""]
     md += [f"- {line}" for line in _provenance(s)] + [""]
+    md += ["## What each figure estimates", ""] + [f"- {line}" for line in _definitions(s)] + [""]
     for name, table, note in _SECTIONS:
         md += [f"## {name}", "", note, "", _md_table(*table(s))]
     md += ["## Plots", ""] + [f"![{k}](plots/{p.name})" for k, p in plots.items()] + [""]
@@ -502,6 +635,8 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     h += [f"<p class='warn'>{_md_inline(x)}</p>".replace("\n- ", "<br>– ") for x in (banner, status) if x]
     h += [f"<p>{html.escape(_headline(s))}</p><ul>"]
     h += [f"<li>{_md_inline(line)}</li>" for line in _provenance(s)] + ["</ul>"]
+    h += ["<h2>What each figure estimates</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in _definitions(s)]
+    h += ["</ul>"]
     for name, table, note in _SECTIONS:
         h += [f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(note)}</p>", _html_table(*table(s))]
     h += ["<h2>Plots</h2>"]

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from compare.attribution import tokens_in_window
-from compare.comparison import saturation
 from compare.experiment import rate_label, rate_plan, run_replay, signals_interrupt, write_json
+from compare.windows import Window, steadiness
 from loadgen.errors import LoadgenError
 from loadgen.summary import percentiles
 from monitor.gpu_control import GpuControl, GpuLimits, GpuSettingsError, RestoreGuard, Setting, parse_settings
@@ -128,7 +128,7 @@ def measure(
         "tokens_per_joule": tokens / e if e > 0 else None,
         "ttft_p50_s": ttft["p50"], "ttft_p99_s": ttft["p99"], "tpot_p50_s": tpot["p50"], "tpot_p99_s": tpot["p99"],
         "achieved_sm_clock_mhz": clocks[0], "throttle_reasons": clocks[1],
-        "saturated": bool(saturation(records, t0, t1)["saturated"] or cut),
+        "saturated": bool(steadiness(records, [t0, t1], [e], Window(t0, t1, 0.0, 0.0, t1))["saturated"] or cut),
         "statuses": {s: sum(1 for r in records if r["status"] == s) for s in {r["status"] for r in records}},
     }  # fmt: skip
 

@@ -30,6 +30,18 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="processes serving the one port, for high rates (default: %(default)s)"
     )
+    parser.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=0,
+        help="requests served at once, the others queue (vLLM's waiting queue); 0: no limit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prefill-ms-per-token",
+        type=float,
+        default=0.0,
+        help="after admission the first token waits this long per input token (default: %(default)s)",
+    )
 
 
 def run_mock(args: argparse.Namespace) -> int:
@@ -42,6 +54,8 @@ def run_mock(args: argparse.Namespace) -> int:
         raise LoadgenError("--ttft-ms and --itl-ms must not be negative")
     if args.workers < 1:
         raise LoadgenError("--workers must be at least 1")
+    if args.max_num_seqs < 0 or args.prefill_ms_per_token < 0:
+        raise LoadgenError("--max-num-seqs and --prefill-ms-per-token must not be negative")
     with tempfile.TemporaryDirectory(prefix="joulebench-arrivals-") as arrivals_dir:
         config = MockConfig(
             ttft_s=args.ttft_ms / 1000,
@@ -49,6 +63,8 @@ def run_mock(args: argparse.Namespace) -> int:
             max_model_len=args.max_model_len,
             model=args.model,
             arrivals_dir=arrivals_dir if args.record_arrivals else None,
+            max_num_seqs=args.max_num_seqs,
+            prefill_s_per_token=args.prefill_ms_per_token / 1000,
         )
         with AppServer(create_app(config), args.host, args.port) as http:
             workers = []

@@ -139,9 +139,12 @@ class RecordWriter:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a run; a torn last line (the process died mid-write) is skipped."""
+    """The records of a run (or of its committed ``.gz``); a torn last line (the process died mid-write)
+    is skipped."""
+    from joulebench.files import open_text
+
     out = []
-    with Path(path).open(encoding="utf-8") as f:
+    with open_text(Path(path)) as f:
         for line in f:
             try:
                 out.append(json.loads(line))

@@ -88,7 +88,8 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
         "--requests",
         type=Path,
         help='serve the request sets of this JSON file instead: {"max_num_seqs" (optional), "sets": [{"label", '
-        '"batch_size" (requests per generate call), "requests": [[input, output], …], "bin" (optional)}]} '
+        '"batch_size" (requests per generate call), "requests": [[input, output], …], "bin" (optional), '
+        '"saturated" (optional: served closed-loop at batch_size running, the steady part measured)}]} '
         "(joulebench compare writes one)",
     )
     parser.add_argument("--monitor", help="URL of a running monitor (default: sample in-process)")
@@ -111,8 +112,9 @@ def run_offline(args: argparse.Namespace) -> int:
     from server.offline import OfflineRunner
 
     console = Console(stderr=True)
-    # Each measurement: (label, bin or None, batch size, requests); a bin is one full batch at its lengths.
-    plan: list[tuple[str, list[int] | None, int, list[Request]]] = []
+    # Each measurement: (label, bin or None, batch size, requests, saturated); a bin is one full batch at its
+    # lengths; a saturated set is served closed-loop at the batch size and measured in its steady part.
+    plan: list[tuple[str, list[int] | None, int, list[Request], bool]] = []
     max_num_seqs = None
     if args.requests:
         plan, max_num_seqs = read_request_sets(args.requests)
@@ -120,7 +122,7 @@ def run_offline(args: argparse.Namespace) -> int:
         bins = parse_bins(args.bins)
         if args.bin_batch < 1:
             raise ServerError("--bin-batch must be positive")
-        plan = [(f"bin {i}x{o}", [i, o], args.bin_batch, [Request(i, o)] * args.bin_batch) for i, o in bins]
+        plan = [(f"bin {i}x{o}", [i, o], args.bin_batch, [Request(i, o)] * args.bin_batch, False) for i, o in bins]
     else:
         try:
             sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
@@ -130,11 +132,11 @@ def run_offline(args: argparse.Namespace) -> int:
             raise ServerError("batch sizes, --input-tokens and --output-tokens must be positive")
         for b in sizes:
             n = args.num_requests or max(2 * b, 64)
-            plan.append((f"batch {b}", None, b, [Request(args.input_tokens, args.output_tokens)] * n))
+            plan.append((f"batch {b}", None, b, [Request(args.input_tokens, args.output_tokens)] * n, False))
     spec = resolve_model(args.model, args.model_cache)
     install = vllm_install()
     cpu_defaults(args, spec.max_position_embeddings, install.cpu)
-    options = engine_options(args, max_num_seqs or max(b for _, _, b, _ in plan))
+    options = engine_options(args, max_num_seqs or max(b for _, _, b, _, _ in plan))
     apply_vllm_env(install, os.environ)  # vLLM runs in this process
     meter: EnergyMeter = MonitorClient(args.monitor) if args.monitor else LocalMeter(args.source)
     runner = OfflineRunner(options.llm_kwargs(spec), meter, vocab=min(spec.vocab_size or TRAINED_VOCAB, TRAINED_VOCAB))
@@ -143,17 +145,20 @@ def run_offline(args: argparse.Namespace) -> int:
         with console.status(f"loading {spec.name} in vLLM {install.version} ({install.distribution})"):
             runner.load()
         with console.status("warming the engine up (one batch, unmeasured)"):
-            _, _, b0, first = plan[0]
+            _, _, b0, first, _ = plan[0]
             runner.warm_up(first[:b0])
         with console.status("measuring loaded-idle power until it is stable"):
             idle = stable_power(meter, max_s=args.idle_max_s)
-        for label, bin_, b, requests in plan:
+        for label, bin_, b, requests, saturated in plan:
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task(f"{label}: {len(requests)} requests", total=len(requests))
-                result = runner.run(
-                    requests, b, idle.power_w, lambda done, _, t=task: progress.update(t, completed=done)
-                )
-            results.append({"label": label, "bin": bin_, **result.summary()})
+                tick = lambda done, _, t=task: progress.update(t, completed=done)  # noqa: E731
+                if saturated:
+                    results.append({"label": label, "bin": bin_, "saturated": True,
+                                    **runner.run_saturated(requests, b, idle.power_w, tick)})  # fmt: skip
+                else:
+                    result = runner.run(requests, b, idle.power_w, tick)
+                    results.append({"label": label, "bin": bin_, **result.summary()})
     finally:
         runner.close()
         meter.close()
@@ -187,6 +192,14 @@ def run_offline(args: argparse.Namespace) -> int:
             f"{r['dynamic_j_per_output_token']:.4f}", f"{r['uncertainty_j_per_output_token']:.5f}",
             f"{r['output_tokens_per_s']:.0f}",
         )  # fmt: skip
+        if (st := r.get("steady")) is not None:
+            table.add_row(
+                f"  steady part ({st['running_min']}–{st['running_max']} running)", "",
+                f"{st['input_tokens']}/{st['output_tokens']}", f"{st['duration_s']:.1f} s",
+                f"{st['average_power_w']:.1f} W", f"{st['j_per_output_token']:.4f}",
+                f"{st['dynamic_j_per_output_token']:.4f}", f"{st['uncertainty_j_per_output_token']:.5f}",
+                f"{st['output_tokens_per_s']:.0f}",
+            )  # fmt: skip
     Console().print(table)
     print(f"loaded-idle power: {idle.power_w:.1f} W" + ("" if idle.stable else " (did not settle)"))
     if args.out:
@@ -196,7 +209,9 @@ def run_offline(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_request_sets(path: Path) -> tuple[list[tuple[str, list[int] | None, int, list[Request]]], int | None]:
+def read_request_sets(
+    path: Path,
+) -> tuple[list[tuple[str, list[int] | None, int, list[Request], bool]], int | None]:
     """The request sets of a ``--requests`` file and its ``max_num_seqs`` (the engine's max batch; default:
     the largest batch); a one-line error naming what is wrong."""
     try:
@@ -209,7 +224,10 @@ def read_request_sets(path: Path) -> tuple[list[tuple[str, list[int] | None, int
             b = int(s["batch_size"])
             if b < 1 or not reqs or any(r.input_tokens < 1 or r.output_tokens < 1 for r in reqs):
                 raise ValueError(f"set {i}: batch_size and every length must be positive, and requests not empty")
-            plan.append((str(s.get("label") or f"set {i}"), s.get("bin"), b, reqs))
+            saturated = bool(s.get("saturated", False))
+            if saturated and len(reqs) < 2 * b:
+                raise ValueError(f"set {i}: a saturated set needs at least two batches of requests")
+            plan.append((str(s.get("label") or f"set {i}"), s.get("bin"), b, reqs, saturated))
     except OSError as err:
         raise ServerError(f"--requests {path}: {err.strerror}") from None
     except (ValueError, KeyError, TypeError) as err:

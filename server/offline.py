@@ -6,12 +6,18 @@ is built once with ``max_num_seqs`` equal to the largest batch. Energy comes fro
 (a running monitor, or an in-process sampler) over the generate window; the loaded-idle power is
 measured just before, so J/token is given both attributional (all energy in the window) and dynamic
 (less loaded-idle power × time).
+
+``run_saturated`` measures the *saturated reference*: the engine kept full (closed loop: a request
+added as each one ends, ``concurrency`` running) by driving vLLM's engine step by step, and the energy
+and tokens of its steady part only — from when one batch's worth of requests has completed (the start
+cohort has turned over) to when the pool runs out (the first step the batch can no longer be refilled).
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -48,6 +54,7 @@ class OfflineResult:
     idle_power_w: float
     energy_kind: str
     energy_sources: list[str]
+    short_window: bool = False  # shorter than two updates of the energy counter: no honest energy
 
     @property
     def dynamic_energy_j(self) -> float:
@@ -156,4 +163,99 @@ class OfflineRunner:
             idle_power_w=idle_w,
             energy_kind=reading.kind,
             energy_sources=reading.sources,
+            short_window=reading.short_window,
         )
+
+    def run_saturated(
+        self,
+        requests: Sequence[Request],
+        concurrency: int,
+        idle_w: float,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """The saturated reference: ``requests`` served closed-loop at ``concurrency`` running, and the
+        energy per token of its steady part (see the module's docstring). Returns the whole run's
+        ``OfflineResult`` summary with a ``steady`` part: its window, tokens, energy and J/token."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        if self._llm is None:
+            self.load()
+        if len(requests) < 2 * concurrency:
+            raise ServerError(f"a saturated reference needs at least two batches: {len(requests)} < 2 × {concurrency}")
+        engine = self._llm.llm_engine
+        prompts = token_prompts(requests, self.vocab, (self.seed, self._runs))
+        run = self._runs
+        self._runs += 1
+        queue = list(range(len(requests)))[::-1]
+        started: set[int] = set()
+        steps: list[tuple[float, int, int, int]] = []  # (time, prefill tokens done, output tokens, running)
+        running = done = 0
+        window: list[float | None] = [None, None]  # when the start cohort has turned over; when the pool ran dry
+
+        def add() -> None:
+            nonlocal running
+            i = queue.pop()
+            r = requests[i]
+            params = SamplingParams(max_tokens=r.output_tokens, min_tokens=r.output_tokens, ignore_eos=True,
+                                    temperature=0.0, output_kind=RequestOutputKind.DELTA)  # fmt: skip
+            engine.add_request(f"ref{run}-{i}", TokensPrompt(prompt_token_ids=prompts[i]), params)
+            running += 1
+
+        while queue and running < concurrency:
+            add()
+        t0 = self.meter.now()
+        n_in = n_out = 0
+        while engine.has_unfinished_requests():
+            outputs = engine.step()
+            t = time.time()  # the monitor's clock (Unix seconds); an HTTP call per step would cost steps
+            step_in = step_out = 0
+            for o in outputs:
+                i = int(o.request_id.rsplit("-", 1)[1])
+                if i not in started:
+                    started.add(i)
+                    step_in += requests[i].input_tokens
+                step_out += len(o.outputs[0].token_ids)
+                if o.finished:
+                    running -= 1
+                    done += 1
+                    if queue:
+                        add()
+                    elif window[1] is None:
+                        window[1] = t
+            if window[0] is None and done >= concurrency:
+                window[0] = t
+            n_in += step_in
+            n_out += step_out
+            steps.append((t, step_in, step_out, running))
+            if progress is not None:
+                progress(done, len(requests))
+        t1 = self.meter.now()
+        want_in, want_out = sum(r.input_tokens for r in requests), sum(r.output_tokens for r in requests)
+        if (n_in, n_out) != (want_in, want_out):
+            raise ServerError(f"vLLM served {n_in}/{n_out} tokens in/out, asked {want_in}/{want_out}")
+        whole = self.meter.energy(t0, t1)
+        result = OfflineResult(
+            batch_size=concurrency, requests=len(requests), input_tokens=n_in, output_tokens=n_out,
+            duration_s=t1 - t0, energy_j=whole.energy_j, uncertainty_j=whole.uncertainty_j, idle_power_w=idle_w,
+            energy_kind=whole.kind, energy_sources=whole.sources, short_window=whole.short_window,
+        ).summary()  # fmt: skip
+        a, b = window
+        if a is None or b is None or b <= a:
+            raise ServerError("the saturated run had no steady part: give it more requests")
+        inside = [(s_in, s_out, r) for t, s_in, s_out, r in steps if a < t <= b]
+        reading = self.meter.energy(a, b)
+        w_in, w_out = sum(x[0] for x in inside), sum(x[1] for x in inside)
+        dyn = reading.energy_j - idle_w * (b - a)
+        result["steady"] = {
+            "start_s": a, "end_s": b, "duration_s": b - a, "steps": len(inside),
+            "running_min": min(x[2] for x in inside[:-1] or inside), "running_max": max(x[2] for x in inside),
+            "input_tokens": w_in, "output_tokens": w_out, "energy_j": reading.energy_j,
+            "uncertainty_j": reading.uncertainty_j, "short_window": reading.short_window,
+            "average_power_w": reading.energy_j / (b - a), "dynamic_energy_j": dyn,
+            "j_per_output_token": reading.energy_j / w_out, "j_per_token": reading.energy_j / (w_in + w_out),
+            "dynamic_j_per_output_token": dyn / w_out, "dynamic_j_per_token": dyn / (w_in + w_out),
+            "uncertainty_j_per_output_token": reading.uncertainty_j / w_out,
+            "output_tokens_per_s": w_out / (b - a), "idle_share": min(1.0, idle_w * (b - a) / reading.energy_j),
+        }  # fmt: skip
+        return result

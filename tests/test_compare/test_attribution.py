@@ -1,13 +1,11 @@
-"""Attribution (conservation, weights) and the online premium, on synthetic series."""
+"""Attribution (conservation, weights) on synthetic series."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
 
-from compare.attribution import Weights, attribute, fit_weights, premium
+from compare.attribution import Weights, attribute, fit_weights, prefill_interval
 
 W = Weights(prefill_j_per_token=0.1, decode_j_per_token=1.0, fit="test")
 
@@ -70,13 +68,11 @@ def test_fit_recovers_prefill_and_decode_costs():
         fit_weights(runs[:1])
 
 
-def test_premium_ratio_and_interval():
-    p = premium([1.5, 1.6, 1.55], [0.2, 0.21, 0.19])
-    assert p.ratio == pytest.approx(1.55 / 0.2)
-    assert p.low < p.ratio < p.high
-    wide = premium([1.0, 2.0, 1.5], [0.2, 0.21, 0.19])
-    assert (wide.high - wide.low) > (p.high - p.low)  # more spread online, wider interval
-    single = premium([1.0], [0.5])
-    assert single.ratio == 2.0 and math.isnan(single.low)
-    with pytest.raises(ValueError, match="positive"):
-        premium([1.0], [0.0])
+def test_prefill_is_where_the_engine_did_it_not_in_the_queue():
+    r = req(0.0, 10.0, 1000, [10.5])  # queued for nine seconds, then prefilled at 1000 tokens/s
+    assert prefill_interval(r, 1000.0) == pytest.approx((9.0, 10.0))
+    assert prefill_interval(r, None) == (0.0, 10.0)  # without a rate: from send to first token
+    assert prefill_interval(r, 10.0) == (0.0, 10.0)  # never before it was sent
+    a = attribute([r], [0.0, 9.0, 10.0, 11.0], [900.0, 100.0, 100.0], W, prefill_tokens_per_s=1000.0)
+    assert a.per_request_j[0] == pytest.approx(200.0) and a.idle_j == pytest.approx(900.0)  # the queue's slice idle
+    assert prefill_interval({"sent_s": 0.0, "first_token_s": None, "usage_input_tokens": 5}, 1.0) is None

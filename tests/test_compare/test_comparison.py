@@ -1,16 +1,18 @@
-"""The comparison's arithmetic and its report, on synthetic records and energy: no servers."""
+"""The comparison's estimands and its report, on simulated replays and energy: no servers."""
 
 from __future__ import annotations
 
-import csv
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
+from synthetic import simulate, write_run
 
 from compare.attribution import Weights, tokens_in_window
-from compare.comparison import backlog, binning_gap, online_premium, rate_result, saturation
+from compare.comparison import binning_gap, online_result, premiums, spread
+from compare.windows import choose_window
 from monitor.meter import MeterReading, settled, stable_power
 from server.binning import BatchEnergy
 
@@ -32,58 +34,65 @@ def test_tokens_in_a_window_count_only_what_was_processed_inside():
     assert tokens_in_window([r], 0.5, 2.0) == pytest.approx((50.0, 1.0))
     assert tokens_in_window([r], 0.0, 3.0) == pytest.approx((100.0, 2.0))
     assert tokens_in_window([r], 3.0, 4.0) == (0.0, 0.0)
+    assert tokens_in_window([r], 0.5, 2.0, prefill_tokens_per_s=200.0) == pytest.approx((100.0, 1.0))  # in [0.5, 1]
 
 
-def steady(rate: float, service_s: float, seconds: float) -> list[dict]:
-    """Arrivals every 1/rate s, each served in ``service_s`` by one server: a queue when rate × service > 1."""
-    out, free = [], 0.0
-    for i, t in enumerate(np.arange(0.0, seconds, 1.0 / rate)):
-        start = max(t, free)
-        free = start + service_s
-        out.append(record(i, t, t, start + 0.01, 10, [free]))
-    return out
-
-
-def test_a_stable_queue_is_not_saturated_and_a_growing_one_is():
-    assert not saturation(steady(2.0, 0.3, 60.0), 10.0, 50.0)["saturated"]
-    grows = saturation(steady(2.0, 0.7, 60.0), 10.0, 50.0)
-    assert grows["saturated"] and grows["backlog_end"] > grows["backlog_start"]
-
-
-def test_backlog_counts_scheduled_and_unfinished():
-    rs = [record(0, 0.0, 0.0, 0.5, 1, [1.0]), record(1, 0.2, 0.2, 2.0, 1, [3.0]), record(2, 5.0, 5.0, 5.1, 1, [6.0])]
-    assert [backlog(rs, t) for t in (0.1, 0.5, 2.0, 4.0, 5.5)] == [1, 2, 1, 0, 1]
-
-
-def random_replay(seed: int):
+def served(rate: float = 4.0, n: int = 300, seed: int = 0):
     rng = np.random.default_rng(seed)
-    records = []
-    for i in range(60):
-        sent = float(rng.uniform(0, 50))
-        first = sent + float(rng.uniform(0.05, 0.4))
-        chunks = sorted((first + rng.uniform(0, 4, int(rng.integers(1, 50)))).tolist())
-        records.append(record(i, sent - 0.001, sent, first, int(rng.integers(10, 2000)), chunks))
-    edges = np.arange(0.0, 56.01, 0.25)
-    energy = rng.uniform(25.0, 150.0, len(edges) - 1)
-    return records, edges, energy
+    lengths = [(int(i), int(o)) for i, o in zip(rng.integers(100, 2000, n), rng.integers(5, 60, n), strict=True)]
+    return simulate(np.cumsum(rng.exponential(1.0 / rate, n)), lengths, slots=8)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_a_rate_result_conserves_energy_in_both_views(seed):
-    records, edges, energy = random_replay(seed)
-    window = (10.0, 40.0)
-    inside = (edges[:-1] >= 10.0) & (edges[1:] <= 40.0)
-    reading = {"energy_j": float(energy[inside].sum()), "uncertainty_j": 3.0}
-    result, per_request = rate_result(records, window, reading, 90.0, edges, energy, W)
-    a = result["attribution"]
-    for view in ("attributional", "dynamic"):
-        assert a[view]["requests_j"] + a[view]["idle_j"] == pytest.approx(energy.sum(), rel=1e-12)
-        assert per_request[view].sum() == pytest.approx(a[view]["requests_j"], rel=1e-12)
-    assert a["dynamic"]["requests_j"] < a["attributional"]["requests_j"]
-    n_in, n_out = tokens_in_window(records, *window)
-    assert result["j_per_token"] == pytest.approx(reading["energy_j"] / (n_in + n_out))
-    assert result["dynamic_j_per_output_token"] == pytest.approx((reading["energy_j"] - 90.0 * 30.0) / n_out)
-    assert result["idle_share"] == pytest.approx(90.0 * 30.0 / reading["energy_j"])
+def test_online_j_per_token_is_the_windows_energy_over_its_tokens():
+    s = served()
+    w = choose_window(s.records, s.edges, 2.0, 600.0)
+    polls = [{"t": 0.0, "server": {"prefill_s_sum": 0.0, "prefill_count": 0, "prompt_tokens": 0}},
+             {"t": 9e9, "server": {"prefill_s_sum": 10.0, "prefill_count": 300, "prompt_tokens": 200000}}]  # fmt: skip
+    result = online_result(s.records, s.edges, s.energy_j, 100.0, w, {"clock": {"offset_s": 0.0}}, polls, 50)
+    k = (s.edges[:-1] >= w.start_s - 1e-9) & (s.edges[1:] <= w.end_s + 1e-9)
+    e = float(s.energy_j[k].sum())
+    n_in, n_out = tokens_in_window(s.records, w.start_s, w.end_s, 20000.0)
+    assert result["prefill"]["tokens_per_s"] == pytest.approx(20000.0)
+    assert result["energy_j"] == pytest.approx(e) and result["j_per_output_token"] == pytest.approx(e / n_out)
+    assert result["j_per_token"] == pytest.approx(e / (n_in + n_out))
+    assert result["dynamic_j_per_output_token"] == pytest.approx((e - 100.0 * w.duration_s) / n_out)
+    assert result["verdict"]["valid"], result["verdict"]
+    assert result["same_requests"]["online_energy_j"] == pytest.approx(s.energy_j.sum())
+    reading = {"start_s": w.start_s, "end_s": w.end_s, "energy_j": 123.0, "uncertainty_j": 0.4, "short_window": True}
+    read = online_result(s.records, s.edges, s.energy_j, 100.0, w, {"reading": reading}, polls, 50)
+    assert read["energy_j"] == 123.0 and read["uncertainty_j"] == 0.4  # the monitor's reading of this window
+    assert "shorter than two updates of the energy counter" in read["verdict"]["reasons"]
+    none = online_result(s.records, s.edges, s.energy_j, 100.0, None, {}, polls, 50)
+    assert not none["verdict"]["valid"] and "no window" in none["verdict"]["reasons"][0]
+
+
+def test_premiums_divide_by_the_reference_and_by_the_same_requests_offline():
+    online = {"j_per_output_token": 2.0, "j_per_token": 0.5, "dynamic_j_per_output_token": 1.0,
+              "dynamic_j_per_token": 0.25, "same_requests": {"online_energy_j": 300.0, "online_dynamic_energy_j": 90.0,
+                                                             "ok": True}}  # fmt: skip
+    ref = {
+        "j_per_output_token": 0.5,
+        "j_per_token": 0.1,
+        "dynamic_j_per_output_token": 0.4,
+        "dynamic_j_per_token": 0.05,
+    }
+    p = premiums(online, ref, {"energy_j": 100.0, "dynamic_energy_j": 60.0})
+    assert p == pytest.approx({"premium_output": 4.0, "premium_token": 5.0, "dynamic_premium_output": 2.5,
+                               "dynamic_premium_token": 5.0, "same_requests_premium": 3.0,
+                               "same_requests_dynamic_premium": 1.5})  # fmt: skip
+    assert premiums(online, None, None) == dict.fromkeys(p)
+    failed = {**online, "same_requests": {**online["same_requests"], "ok": False}}  # not the same requests then
+    assert premiums(failed, ref, {"energy_j": 100.0})["same_requests_premium"] is None
+
+
+def test_spread_over_segments():
+    assert spread([2.0]) == {"mean": 2.0, "low": None, "high": None, "n": 1}
+    s = spread([1.0, 2.0, 3.0])
+    assert s["mean"] == 2.0 and s["low"] == pytest.approx(2.0 - 4.303 * 1.0 / np.sqrt(3)) and s["n"] == 3
+    g = spread([2.0, 8.0], log=True)
+    assert g["mean"] == pytest.approx(4.0) and g["low"] < 4.0 < g["high"]
+    assert g["low"] * g["high"] == pytest.approx(16.0)  # symmetric on the log scale
+    assert spread([None, float("nan")])["mean"] is None
 
 
 def test_the_binning_gap_compares_the_estimate_with_the_included_requests_energy():
@@ -97,12 +106,6 @@ def test_the_binning_gap_compares_the_estimate_with_the_included_requests_energy
     assert (gap["included"], gap["excluded"]) == (2, 1)
     assert gap["estimate_j"] == pytest.approx(10.0) and gap["measured_j"] == pytest.approx(200.0 * 0.6)
     assert gap["gap_percent"] == pytest.approx(100.0 * (10.0 - 120.0) / 120.0)
-
-
-def test_the_premium_is_a_ratio_with_an_interval_only_from_repeats():
-    assert online_premium([2.0], [1.0]) == {"ratio": 2.0, "low": None, "high": None}
-    p = online_premium([2.0, 2.2, 1.8], [1.0, 1.02, 0.98])
-    assert p["low"] < 2.0 < p["high"]
 
 
 @pytest.mark.parametrize(
@@ -137,66 +140,31 @@ def test_idle_power_is_measured_until_it_settles():
     assert not short.stable
 
 
-def synthetic_run(run_dir, estimated: bool = True, repeats: int = 2):
-    """A compare run directory as the experiment writes it, from synthetic replays."""
-    source = "estimate" if estimated else "nvml"
-    (run_dir / "offline").mkdir(parents=True)
-    config = {"joulebench": "0", "command": ["joulebench", "compare"], "model": "m", "preset": "tiny",
-              "weights": "dummy", "engine": {"max_num_seqs": 8}, "trace": {"name": "azure-conv", "requests": 9},
-              "devices": [{"device": "host" if estimated else "gpu0", "source": source}],
-              "options": {"rates": [0.5, 2.0], "repeats": repeats}, "complete": True}  # fmt: skip
-    (run_dir / "config.json").write_text(json.dumps(config))
-    (run_dir / "idle.json").write_text(json.dumps({"loaded": {"power_w": 20.0, "stable": True}}))
-    rows = [["phase", "rate", "repeat", "start_s", "end_s", "energy_j", "uncertainty_j"]]
-    offline = []
-    for m in (0.5, 2.0):
-        for j in range(repeats):
-            records, edges, energy = random_replay(int(m * 10) + j)
-            d = run_dir / "online" / f"{m:g}x-{j}"
-            d.mkdir(parents=True)
-            (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-            inside = (edges[:-1] >= 10.0) & (edges[1:] <= 40.0)
-            (d / "window.json").write_text(json.dumps({
-                "window": [10.0, 40.0], "energy_j": float(energy[inside].sum()), "uncertainty_j": 2.0,
-                "nominal_rate_per_s": m * 5.5, "drain_cut": False, "short_window": False,
-            }))  # fmt: skip
-            rows += [["online", m, j, a, b, e, 0.5] for a, b, e in zip(edges[:-1], edges[1:], energy, strict=True)]
-            n_in = sum(r["usage_input_tokens"] for r in records)
-            n_out = sum(r["usage_output_tokens"] for r in records)
-            e_off = 0.2 * n_in / 10 + 0.5 * n_out + j
-            offline.append({"label": f"rate {m:g}x #{j}", "bin": None, "batch_size": 8, "requests": 60,
-                            "input_tokens": n_in, "output_tokens": n_out, "energy_j": e_off, "duration_s": 10.0,
-                            "uncertainty_j": 0.1, "dynamic_energy_j": e_off - 50, "j_per_token": e_off / (n_in + n_out),
-                            "j_per_output_token": e_off / n_out, "dynamic_j_per_token": (e_off - 50) / (n_in + n_out),
-                            "dynamic_j_per_output_token": (e_off - 50) / n_out, "uncertainty_j_per_output_token": 0.001,
-                            "output_tokens_per_s": n_out / 10, "average_power_w": e_off / 10})  # fmt: skip
-    with (run_dir / "energy.csv").open("w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    (run_dir / "offline" / "offline.json").write_text(json.dumps({"idle_power_w": 5.0, "results": offline}))
-    return run_dir
-
-
 def test_the_report_of_a_run_directory(tmp_path):
     from compare.report import write_report
 
-    run = synthetic_run(tmp_path / "run")
+    run = write_run(tmp_path / "run")
     paths = write_report(run)
     summary = json.loads(paths["summary"].read_text())
+    assert summary["workload"]["identical_across_rates"]
     assert [r["label"] for r in summary["rates"]] == ["0.5x", "2x"]
+    ref = summary["reference"]["j_per_output_token"]
+    assert ref["n"] == 2 and ref["low"] < ref["mean"] < ref["high"]
     for r in summary["rates"]:
-        assert len(r["repeats"]) == 2
-        p = r["premium"]
-        assert p["low"] < p["ratio"] < p["high"]
-        online = np.mean([x["j_per_token"] for x in r["repeats"]])
-        assert p["ratio"] == pytest.approx(online / r["offline"]["j_per_token"])
-        for x in r["repeats"]:
-            a = x["attribution"]
-            assert a["attributional"]["requests_j"] + a["attributional"]["idle_j"] == pytest.approx(
-                a["replay_energy_j"]
-            )
-    assert "R²" in summary["weights"]["fit"]
+        assert [w["segment"] for w in r["segments"]] == [0, 1] and r["valid_segments"] == [0, 1]
+        p = r["premium_output"]
+        assert p["n"] == 2 and p["low"] < p["mean"] < p["high"] and p["mean"] > 1  # online costs more than the floor
+        for w in r["segments"]:
+            refk = summary["reference"]["segments"][w["segment"]]
+            assert w["premium_output"] == pytest.approx(w["j_per_output_token"] / refk["j_per_output_token"])
+            a = w["attribution"]["attributional"]
+            assert a["requests_j"] + a["idle_j"] == pytest.approx(w["attribution"]["replay_energy_j"])
+    low, high = summary["rates"]
+    assert low["premium_output"]["mean"] > high["premium_output"]["mean"]  # fewer arrivals, more idle per token
+    assert [x["label"] for x in summary["headline"]["rates"]] == ["0.5x", "2x"]
     md = paths["md"].read_text()
-    assert "ESTIMATED" in md and "premium" in md and "weights: dummy" in md
+    assert "saturated reference" in md and "weights: dummy" in md and "What each figure estimates" in md
+    assert "ESTIMATED" not in md
     page = paths["html"].read_text()
     assert page.count("data:image/png;base64,") == 4
     assert not re.search(r"(src|href)=['\"]https?://", page)  # opens offline
@@ -204,13 +172,53 @@ def test_the_report_of_a_run_directory(tmp_path):
         assert (run / "plots" / f"{name}.png").stat().st_size > 1000
 
 
-def test_a_measured_run_does_not_say_estimated(tmp_path):
+def test_the_reference_does_not_move_with_the_window_or_the_warmup(tmp_path):
+    from compare.report import analyze
+
+    run = write_run(tmp_path / "run", options={"warmup_s": 5.0, "window_s": 40.0})
+    before = analyze(run)
+    config = json.loads((run / "config.json").read_text())
+    config["options"].update(warmup_s=10.0, window_s=80.0)  # both doubled
+    (run / "config.json").write_text(json.dumps(config))
+    after = analyze(run)
+    assert after["reference"] == before["reference"]
+    durations = [[w["window"]["duration_s"] for w in r["segments"]] for r in (before["rates"][0], after["rates"][0])]
+    assert durations[0] != durations[1]  # the windows did change
+    for b, a in zip(before["rates"], after["rates"], strict=True):  # the premium moves only with the online side
+        for wb, wa in zip(b["segments"], a["segments"], strict=True):
+            assert wa["premium_output"] / wb["premium_output"] == pytest.approx(
+                wa["j_per_output_token"] / wb["j_per_output_token"]
+            )
+
+
+def test_a_saturated_rate_is_not_a_premium(tmp_path):
+    from compare.report import analyze
+
+    run = write_run(tmp_path / "run", rates=(0.5, 8.0), slots=1, trace_rate=3.0)
+    s = analyze(run)
+    high = s["rates"][1]
+    assert high["saturated"] and not high["valid_segments"]
+    assert all(any(r.startswith("saturated") for r in w["verdict"]["reasons"]) for w in high["segments"])
+    assert [x["label"] for x in s["headline"]["left_out"]] == ["8x"]
+    assert "throughput" in s["headline"]["left_out"][0]["why"]
+
+
+def test_a_measured_run_does_not_say_estimated_and_a_committed_run_reads_compressed(tmp_path):
+    import gzip
+
     from compare.report import write_report
 
-    paths = write_report(synthetic_run(tmp_path / "run", estimated=False, repeats=1))
-    assert "ESTIMATED" not in paths["md"].read_text()
-    summary = json.loads(paths["summary"].read_text())
-    assert summary["rates"][0]["premium"]["low"] is None  # one repeat: no interval
+    run = write_run(tmp_path / "run", segments=1)
+    first = json.loads(write_report(run)["summary"].read_text())
+    assert first["rates"][0]["premium_output"]["low"] is None  # one segment: no interval
+    for path in [run / "energy.csv", *run.glob("online/*/requests.jsonl"), *run.glob("online/*/polls.jsonl")]:
+        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
+        path.unlink()
+    for stale in ("summary.json", "report.md", "report.html", "per_request.csv"):
+        (run / stale).unlink()
+    shutil.rmtree(run / "plots")
+    again = json.loads(write_report(run)["summary"].read_text())
+    assert again == first  # the committed, compressed raw data give the same summary
 
 
 def test_a_directory_that_is_not_a_run_is_one_line(tmp_path):

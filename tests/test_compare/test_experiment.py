@@ -19,8 +19,9 @@ def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
     run_dir = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache", str(tmp_path / "models"),
-        "--max-model-len", "1024", "--max-num-seqs", "8", "--trace", str(trace), "--rates", "1", "--warmup-s", "2",
-        "--window-s", "8", "--source", "estimate", "--idle-max-s", "6", "--bin-batch", "2", "--out", str(run_dir),
+        "--max-model-len", "1024", "--max-num-seqs", "4", "--trace", str(trace), "--rates", "0.5,1", "--requests",
+        "24", "--min-requests", "8", "--warmup-s", "1", "--reference-batches", "3", "--source", "estimate",
+        "--idle-max-s", "6", "--bin-batch", "2", "--out", str(run_dir),
     ]  # fmt: skip
     before = {p.pid for p in psutil.process_iter()}
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -28,20 +29,26 @@ def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["estimated"] and summary["config"]["weights"] == "dummy" and summary["config"]["complete"]
-    (rate,) = summary["rates"]
-    x = rate["repeats"][0]
-    assert x["statuses"] == {"ok": x["requests"]} and x["tokens"]["output"] > 0
-    assert x["energy_j"] > 0 and x["j_per_token"] > 0
-    a = x["attribution"]
-    for view in ("attributional", "dynamic"):
-        assert a[view]["requests_j"] + a[view]["idle_j"] == pytest.approx(a["replay_energy_j"], rel=1e-9)
-    assert rate["offline"]["j_per_token"] > 0 and rate["premium"]["ratio"] > 0
-    assert "gap_percent" in x["binning"]
-    assert "R²" in summary["weights"]["fit"]
+    assert summary["workload"]["identical_across_rates"] and summary["workload"]["segments"][0]["requests"] == 24
+    assert [r["label"] for r in summary["rates"]] == ["0.5x", "1x"]
+    for rate in summary["rates"]:
+        (x,) = rate["segments"]
+        assert x["statuses"] == {"ok": 24} and x["tokens"]["output"] > 0
+        assert x["window"]["duration_s"] > 0 and x["energy_j"] > 0 and x["j_per_output_token"] > 0
+        assert x["verdict"]["valid"] or x["verdict"]["reasons"]  # a verdict, with its reasons when not valid
+        assert x["prefill"]["method"].startswith("the server's own timing")  # vLLM's histograms were polled
+        a = x["attribution"]
+        for view in ("attributional", "dynamic"):
+            assert a[view]["requests_j"] + a[view]["idle_j"] == pytest.approx(a["replay_energy_j"], rel=1e-9)
+        assert x["same_requests_premium"] > 0 and x["premium_output"] > 0
+    ref = summary["reference"]["segments"][0]
+    assert ref["running_max"] == 4 and ref["j_per_output_token"] > 0 and ref["output_tokens"] > 0
+    assert "gap_percent" in summary["rates"][0]["segments"][0]["binning"]
     offline = json.loads((run_dir / "offline" / "offline.json").read_text())
     labels = [r["label"] for r in offline["results"]]
-    assert labels[:3] == ["rate 1x #0", "fit prefill-heavy", "fit decode-heavy"]
+    assert labels[:4] == ["same requests s0", "reference s0", "fit prefill-heavy", "fit decode-heavy"]
     assert any(label.startswith("bin ") for label in labels)
+    assert (run_dir / "online" / "1x-0" / "polls.jsonl").stat().st_size > 0
     assert "ESTIMATED" in (run_dir / "report.md").read_text()
     assert (run_dir / "report.html").stat().st_size > 10_000
     config = json.loads((run_dir / "config.json").read_text())

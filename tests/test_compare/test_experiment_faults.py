@@ -31,14 +31,15 @@ VLLM_SERVER = r"vllm\.entrypoints|vllm serve|api_server"  # the server's command
 class CompareRun:
     """``joulebench compare`` in its own session (as from a terminal); remembers every descendant it saw."""
 
-    def __init__(self, tmp_path: Path, *extra: str, rates: str = "1", window_s: float = 4, warmup_s: float = 1):
+    def __init__(self, tmp_path: Path, *extra: str, rates: str = "1", requests: int = 16, warmup_s: float = 1):
         self.run_dir = tmp_path / "run"
         trace = azure_trace(tmp_path / "trace.csv")  # 2 requests/s
         cmd = [
             sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache",
             str(tmp_path / "models"), "--max-model-len", "1024", "--max-num-seqs", "8", "--trace", str(trace),
-            "--rates", rates, "--warmup-s", str(warmup_s), "--window-s", str(window_s), "--source", "estimate",
-            "--idle-max-s", "8", "--bin-batch", "2", "--out", str(self.run_dir), *extra,
+            "--rates", rates, "--warmup-s", str(warmup_s), "--requests", str(requests), "--min-requests", "4",
+            "--reference-batches", "2", "--source", "estimate", "--idle-max-s", "8", "--bin-batch", "2", "--out",
+            str(self.run_dir), *extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)  # fmt: skip
@@ -95,27 +96,27 @@ class CompareRun:
         assert not left, left
 
 
-def records_in(run_dir: Path, rate: float, repeat: int = 0) -> list[dict]:
-    path = replay_dir(run_dir, rate, repeat) / "requests.jsonl"
+def records_in(run_dir: Path, rate: float, segment: int = 0) -> list[dict]:
+    path = replay_dir(run_dir, rate, segment) / "requests.jsonl"
     return read_records(path) if path.exists() else []
 
 
 def test_vllm_killed_mid_replay_keeps_what_finished(tmp_path):
-    run = CompareRun(tmp_path, rates="0.5,1", window_s=8)
+    run = CompareRun(tmp_path, rates="0.5,1", requests=30)
     run.wait_until("the second rate's replay", lambda: len(records_in(run.run_dir, 1.0)) >= 3, timeout_s=600)
     vllm = run.child(VLLM_SERVER)
     vllm.send_signal(signal.SIGKILL)
     code, err = run.finish()
 
     assert code == 2, err
-    assert "during online 1x (2.00 req/s), repeat 1/1, vLLM was killed by SIGKILL" in err
+    assert re.search(r"during online 1x \(2\.\d\d req/s\), segment 1/1, vLLM was killed by SIGKILL", err), err
     assert "the report covers what finished" in err
     config = run.config()
     assert config["complete"] is False and "vLLM was killed" in config["interrupted"]
     # the rate that finished: its window and its place in the report
     summary = json.loads((run.run_dir / "summary.json").read_text())
     assert [r["rate"] for r in summary["rates"]] == [0.5]
-    assert summary["rates"][0]["repeats"][0]["energy_j"] > 0
+    assert summary["rates"][0]["segments"][0]["energy_j"] > 0
     # the rate cut short: what finished kept, in flight marked, no window and no offline run
     records = records_in(run.run_dir, 1.0)
     statuses = {r["status"] for r in records}
@@ -144,10 +145,10 @@ def test_monitor_restarted_mid_run_costs_only_its_window(tmp_path, who):
         mock_server("--ttft-ms", "20", "--itl-ms", "2") as target,
         running("monitor", "--source", "estimate", "--quiet") as (external, monitor_url),
     ):
-        extra = ["--target", target, "--no-offline", "--repeats", "2"]
+        extra = ["--target", target, "--no-offline", "--segments", "2"]
         if who == "external":
             extra += ["--monitor", monitor_url]
-        run = CompareRun(tmp_path, *extra, warmup_s=3, window_s=4)
+        run = CompareRun(tmp_path, *extra, warmup_s=3)
         run.wait_until("the first replay", lambda: len(records_in(run.run_dir, 1.0)) >= 1)
         if who == "external":
             external.kill()
@@ -166,24 +167,26 @@ def test_monitor_restarted_mid_run_costs_only_its_window(tmp_path, who):
                 restarted.communicate()  # reaped, its pipe closed
 
     assert code == 1, err
-    assert "incomplete, " in err and "online 1x (2.00 req/s), repeat 1/2: no energy for its window" in err
+    assert "incomplete, " in err and re.search(
+        r"online 1x \(2\.\d\d req/s\), segment 1/2: no energy for its window", err
+    )
     config = run.config()
     assert config["complete"] is False and config["interrupted"] is None
     if who == "started by compare":
         assert "the monitor was killed by SIGKILL" in config["problems"][0]
         assert (run.run_dir / "monitor-2.log").exists()
-    # the first repeat: records kept, no window; the second measured by the restarted monitor
+    # the first segment: records kept, no window; the second measured by the restarted monitor
     assert {r["status"] for r in records_in(run.run_dir, 1.0, 0)} == {"ok"}
     assert not (replay_dir(run.run_dir, 1.0, 0) / "window.json").exists()
     window = json.loads((replay_dir(run.run_dir, 1.0, 1) / "window.json").read_text())
-    watts = window["energy_j"] / (window["window"][1] - window["window"][0])
+    watts = window["energy_j"] / (window["series"][1] - window["series"][0])
     cpus = psutil.cpu_count()
     assert IDLE_W_PER_CPU * cpus * 0.99 <= watts <= MAX_W_PER_CPU * cpus * 1.01  # neither negative nor doubled
     energy = (run.run_dir / "energy.csv").read_text().splitlines()[1:]
     assert energy and all(float(row.split(",")[5]) >= 0 for row in energy)
-    assert {row.split(",")[2] for row in energy} == {"1"}  # only the measured repeat has a series
+    assert {row.split(",")[2] for row in energy} == {"1"}  # only the measured segment has a series
     summary = json.loads((run.run_dir / "summary.json").read_text())
-    assert [x["repeat"] for x in summary["rates"][0]["repeats"]] == [1]
+    assert [x["segment"] for x in summary["rates"][0]["segments"]] == [1]
     assert "Incomplete run" in (run.run_dir / "report.md").read_text()
     page = (run.run_dir / "report.html").read_text()  # each problem on its own line
     assert f"Incomplete run</strong> ({len(config['problems'])} problem" in page

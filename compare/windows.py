@@ -1,0 +1,260 @@
+"""Steady-state windows: where a replay's online J/token is read, and whether the number means anything.
+
+Pure functions over a replay's records and its energy slices, so ``joulebench report`` re-derives them.
+
+A replay sends a fixed workload (the same N requests at every rate, only their times scaled). Its
+*arrival phase* runs from the first to the last scheduled send; afterwards the system only drains. The
+steady-state window
+
+- opens when the warm-up is over: the latest of ``min_warmup_s`` after the first send, the first
+  request's end (before it the system only fills), and the point MSER-5 (White, 1997) picks on the
+  requests-in-system series — the truncation after which the series' mean has the smallest standard
+  error, which cuts the initial transient;
+- closes at the last scheduled send (a drain is not steady) or ``max_window_s`` after it opened;
+- has its edges on the energy slices' grid, so its energy is a sum of slices.
+
+Steady state is tested, not assumed (``trend``): requests in the system and power, averaged over
+``BLOCKS`` equal blocks, must show no trend that is both *significant* (Student's t on the slope of
+the block means, two-sided 5 %) and *material* (a change across the window of more than
+``IN_SYSTEM_CHANGE`` of the mean in-system count and more than one request, or more than
+``POWER_CHANGE`` of the mean power). A rate is *saturated* when its window's completions fall short
+of its arrivals by more than a stationary queue's swing (``SHORTFALL`` of the arrivals, two requests
+and twice the mean number in the system, whichever is most), when requests in the system grow, or when
+more than ``FAILED`` of its requests failed: a throughput figure, never an online premium.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+BLOCKS = 5
+IN_SYSTEM_CHANGE = 0.25
+POWER_CHANGE = 0.10
+SHORTFALL = 0.10
+FAILED = 0.10
+#: The records' and vLLM's requests in system (running + waiting) may differ by this much on average
+#: (share of the larger, and at least ``AGREE_MIN`` requests) before the window is refused.
+AGREE_SHARE = 0.25
+AGREE_MIN = 2.0
+#: The load generator's clock against the monitor's: beyond this the window's edges are not where the
+#: energy was read.
+CLOCK_OFFSET_MAX_S = 0.05
+#: Clock-event reasons that mean the GPU ran slower than asked (NVML's names, ``monitor.sources``).
+THROTTLED = ("sw_power_cap", "hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
+
+#: Student's t, two-sided 95 %, by degrees of freedom (1–30); 1.96 beyond.
+T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+    2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def t95(df: int) -> float:
+    return T95[df - 1] if 1 <= df <= len(T95) else 1.96
+
+
+def end_of(record: Mapping[str, Any]) -> float:
+    """When a request left the system: its last token, else the last time it was seen."""
+    times = [record.get(k) for k in ("last_token_s", "first_token_s", "sent_s", "scheduled_s")]
+    return float(max(t for t in times if t is not None))
+
+
+def in_system(records: Sequence[Mapping[str, Any]], times_s: Sequence[float]) -> np.ndarray:
+    """Requests scheduled by each time and not yet finished then (the queue plus those in service)."""
+    t = np.asarray(times_s, dtype=float)
+    if not records:
+        return np.zeros(len(t))
+    starts = np.sort([float(r["scheduled_s"]) for r in records])
+    ends = np.sort([end_of(r) for r in records])
+    return (np.searchsorted(starts, t, side="right") - np.searchsorted(ends, t, side="right")).astype(float)
+
+
+@dataclass(frozen=True, slots=True)
+class Trend:
+    """A linear trend of block means across a window."""
+
+    mean: float
+    change: float  # fitted change from the window's start to its end
+    t_stat: float
+    significant: bool  # |t| beyond Student's 95 % at BLOCKS − 2 degrees of freedom
+
+    def material(self, share: float, floor: float = 0.0) -> bool:
+        return abs(self.change) > max(share * abs(self.mean), floor)
+
+
+def trend(times_s: Sequence[float], values: Sequence[float], blocks: int = BLOCKS) -> Trend:
+    """The slope of ``values`` over time from ``blocks`` block means (which tames autocorrelation)."""
+    t, y = np.asarray(times_s, dtype=float), np.asarray(values, dtype=float)
+    mean = float(y.mean()) if len(y) else math.nan
+    if len(y) < 2 * blocks or t[-1] <= t[0]:
+        return Trend(mean, 0.0, 0.0, False)
+    parts = np.array_split(np.arange(len(y)), blocks)
+    bt = np.array([t[p].mean() for p in parts])
+    by = np.array([y[p].mean() for p in parts])
+    slope, intercept = np.polyfit(bt, by, 1)
+    resid = by - (slope * bt + intercept)
+    s2 = float(resid @ resid) / (blocks - 2)
+    se = math.sqrt(s2 / float(((bt - bt.mean()) ** 2).sum()))
+    t_stat = float(slope / se) if se > 0 else (math.inf if slope else 0.0)
+    return Trend(mean, float(slope * (t[-1] - t[0])), t_stat, abs(t_stat) > t95(blocks - 2))
+
+
+def mser(values: Sequence[float], batch: int = 5) -> int:
+    """MSER-m truncation (White 1997): how many leading values to drop so that the rest's mean has the
+    smallest standard error, searched over the first half, in batches of ``batch``."""
+    y = np.asarray(values, dtype=float)
+    k = len(y) // batch
+    if k < 4:
+        return 0
+    b = y[: k * batch].reshape(k, batch).mean(axis=1)
+    best, best_d = math.inf, 0
+    for d in range(k // 2 + 1):
+        rest = b[d:]
+        score = float(((rest - rest.mean()) ** 2).sum()) / len(rest) ** 2
+        if score < best - 1e-12:
+            best, best_d = score, d
+    return best_d * batch
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    start_s: float
+    end_s: float
+    warmup_s: float  # from the first send to the window's start
+    mser_s: float  # where MSER-5 alone would open it (from the first send)
+    arrival_end_s: float  # the last scheduled send
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+    def record(self) -> dict[str, float]:
+        return {**asdict(self), "duration_s": self.duration_s}
+
+
+def choose_window(
+    records: Sequence[Mapping[str, Any]], edges: Sequence[float], min_warmup_s: float, max_window_s: float
+) -> Window | None:
+    """The steady-state window of one replay, its edges on ``edges`` (the energy slices); None when the
+    arrival phase holds no slice after the warm-up."""
+    e = np.asarray(edges, dtype=float)
+    sched = np.sort([float(r["scheduled_s"]) for r in records])
+    if len(sched) < 2 or len(e) < 2:
+        return None
+    first, last = float(sched[0]), float(sched[-1])
+    mids = 0.5 * (e[1:] + e[:-1])
+    arrival = (mids >= first) & (mids <= last)
+    n = in_system(records, mids[arrival])
+    mser_t = float(mids[arrival][mser(n)]) if n.size else first
+    open_t = max(first + min_warmup_s, mser_t, min(end_of(r) for r in records))
+    lo = int(np.searchsorted(e, open_t, side="left"))
+    hi = int(np.searchsorted(e, min(last, e[min(lo, len(e) - 1)] + max_window_s), side="right")) - 1
+    if lo >= len(e) or hi <= lo:
+        return None
+    return Window(float(e[lo]), float(e[hi]), float(e[lo]) - first, mser_t - first, last)
+
+
+def slices_in(edges: Sequence[float], window: Window) -> slice:
+    e = np.asarray(edges, dtype=float)
+    lo = int(np.searchsorted(e, window.start_s - 1e-9, side="left"))
+    hi = int(np.searchsorted(e, window.end_s + 1e-9, side="right")) - 1
+    return slice(lo, hi)
+
+
+def steadiness(
+    records: Sequence[Mapping[str, Any]],
+    edges: Sequence[float],
+    slice_energy_j: Sequence[float],
+    window: Window,
+    server_in_system: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> dict[str, Any]:
+    """The window's tests: trends of requests in system and of power, arrivals against completions,
+    failures, and (when vLLM's gauges were polled) the records' in-system count against vLLM's."""
+    e = np.asarray(edges, dtype=float)
+    k = slices_in(e, window)
+    mids = 0.5 * (e[1:] + e[:-1])[k]
+    power = np.asarray(slice_energy_j, dtype=float)[k] / np.diff(e)[k]
+    n = in_system(records, mids)
+    n_trend, p_trend = trend(mids, n), trend(mids, power)
+    t0, t1 = window.start_s, window.end_s
+    arrivals = sum(1 for r in records if t0 <= r["scheduled_s"] < t1)
+    completed = sum(1 for r in records if r["status"] == "ok" and t0 <= (r.get("last_token_s") or -math.inf) < t1)
+    failed = sum(1 for r in records if r["status"] != "ok" and t0 <= r["scheduled_s"] < t1)
+    out: dict[str, Any] = {
+        "arrivals": arrivals,
+        "completed": completed,
+        "failed": failed,
+        "arrival_rate_per_s": arrivals / window.duration_s,
+        "completion_rate_per_s": completed / window.duration_s,
+        "in_system": {"start": float(in_system(records, [t0])[0]), "end": float(in_system(records, [t1])[0]),
+                      **_trend_json(n_trend)},
+        "power_w": _trend_json(p_trend),
+        "not_steady": [],
+        "saturated": [],
+    }  # fmt: skip
+    if n_trend.significant and n_trend.material(IN_SYSTEM_CHANGE, 1.0):
+        out["not_steady"].append(
+            f"requests in system trend from {n_trend.mean - n_trend.change / 2:.1f} to "
+            f"{n_trend.mean + n_trend.change / 2:.1f} across the window (t = {n_trend.t_stat:.1f})"
+        )
+        if n_trend.change > 0:
+            out["saturated"].append("the backlog grows")
+    if p_trend.significant and p_trend.material(POWER_CHANGE):
+        out["not_steady"].append(
+            f"power trends from {p_trend.mean - p_trend.change / 2:.0f} to {p_trend.mean + p_trend.change / 2:.0f} W "
+            f"across the window (t = {p_trend.t_stat:.1f})"
+        )
+    if arrivals - completed > max(SHORTFALL * arrivals, 2, 2 * n_trend.mean):
+        out["saturated"].append(
+            f"completions ({out['completion_rate_per_s']:.2f}/s) fall short of arrivals "
+            f"({out['arrival_rate_per_s']:.2f}/s)"
+        )
+    if arrivals and failed > FAILED * arrivals:
+        out["saturated"].append(f"{failed} of {arrivals} requests failed")
+    if server_in_system is not None and len(server_in_system[0]):
+        ts, ns = (np.asarray(x, dtype=float) for x in server_in_system)
+        inside = (ts >= t0) & (ts <= t1)
+        if inside.any():
+            ours, theirs = float(in_system(records, ts[inside]).mean()), float(ns[inside].mean())
+            out["in_system"]["server_mean"] = theirs
+            out["in_system"]["records_mean_at_polls"] = ours
+            if abs(ours - theirs) > max(AGREE_SHARE * max(ours, theirs), AGREE_MIN):
+                out["not_steady"].append(
+                    f"the records count {ours:.1f} requests in the system on average, vLLM's gauges {theirs:.1f}"
+                )
+    return out
+
+
+def _trend_json(t: Trend) -> dict[str, Any]:
+    return {"mean": t.mean, "change": t.change, "t_stat": t.t_stat, "significant": t.significant}
+
+
+def verdict(
+    steady: Mapping[str, Any],
+    min_requests: int,
+    short_window: bool = False,
+    throttled: Sequence[str] = (),
+    clock_offset_s: float | None = None,
+) -> dict[str, Any]:
+    """Valid, or every reason it is not: saturated, not steady, too few requests, too short for the
+    energy counter, clocks throttled, the load generator's clock too far from the monitor's."""
+    reasons = [f"saturated: {r}" for r in steady["saturated"]]
+    reasons += [f"not steady: {r}" for r in steady["not_steady"] if f"saturated: {r}" not in reasons]
+    if steady["completed"] < min_requests:
+        reasons.append(f"too few requests: {steady['completed']} completed in the window, {min_requests} needed")
+    if short_window:
+        reasons.append("shorter than two updates of the energy counter")
+    bad = sorted(set(throttled) & set(THROTTLED))
+    if bad:
+        reasons.append(f"clocks throttled ({', '.join(bad)})")
+    if clock_offset_s is not None and abs(clock_offset_s) > CLOCK_OFFSET_MAX_S:
+        reasons.append(
+            f"the load generator's clock is {1000 * clock_offset_s:+.0f} ms off the monitor's "
+            f"(bound {1000 * CLOCK_OFFSET_MAX_S:.0f} ms)"
+        )
+    return {"valid": not reasons, "saturated": bool(steady["saturated"]), "reasons": reasons}

@@ -1,0 +1,26 @@
+"""Run-directory files that may travel compressed: ``name`` or, committed to save space, ``name.gz``."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import IO
+
+
+def stored(path: Path) -> Path | None:
+    """``path`` if it exists, else ``path.gz`` if that does, else None."""
+    path = Path(path)
+    if path.exists():
+        return path
+    gz = path.with_name(path.name + ".gz")
+    return gz if gz.exists() else None
+
+
+def open_text(path: Path) -> IO[str]:
+    """Open ``path`` (or its ``.gz``) for reading text; ``FileNotFoundError`` when neither exists."""
+    found = stored(path)
+    if found is None:
+        raise FileNotFoundError(f"{path}: no such file (nor {Path(path).name}.gz)")
+    if found.suffix == ".gz":
+        return gzip.open(found, "rt", encoding="utf-8", newline="")
+    return found.open(encoding="utf-8", newline="")
