@@ -29,7 +29,7 @@ import numpy as np
 
 from compare.attribution import Weights, attribute, tokens_in_window
 from compare.polls import prefill_rate, server_in_system, throttle_reasons
-from compare.windows import Window, slices_in, steadiness, t95, verdict
+from compare.windows import Window, slices_in, steadiness, verdict
 from loadgen.summary import percentiles
 from server.binning import BatchEnergy, Bin, ceiling_bin, count_bins, estimate
 
@@ -91,6 +91,7 @@ def online_result(
     verdict, from the dense series over the replay, ``window.json`` (the monitor's reading of the window,
     the clock offset) and the polls of vLLM and the monitor."""
     e_all = np.asarray(slice_energy_j, dtype=float)
+    u_all = np.zeros_like(e_all) if slice_uncertainty_j is None else np.asarray(slice_uncertainty_j, dtype=float)
     series_j = float(e_all.sum())
     span = float(edges[-1] - edges[0])
     out: dict[str, Any] = {
@@ -98,6 +99,7 @@ def online_result(
         "statuses": dict(Counter(r["status"] for r in records)),
         "same_requests": {
             "online_energy_j": series_j,
+            "uncertainty_j": float(np.hypot(u_all[0], u_all[-1])) if len(u_all) else 0.0,  # its two edges
             "online_dynamic_energy_j": series_j - loaded_idle_w * span,
             "duration_s": span,
             "ok": all(r["status"] == "ok" for r in records),
@@ -110,11 +112,14 @@ def online_result(
                           "reasons": ["no window: the arrival phase ends before the warm-up"]}  # fmt: skip
         return out
     t0, t1, dur = window.start_s, window.end_s, window.duration_s
-    u_all = np.zeros_like(e_all) if slice_uncertainty_j is None else slice_uncertainty_j
     e, u, short = window_energy(edges, e_all, u_all, window, window_record.get("reading"))
     prefill = prefill_rate(polls) or prefill_fallback
     rate = prefill["tokens_per_s"] if prefill else None
     n_in, n_out = tokens_in_window(records, t0, t1, rate)
+    # Where prefill tokens fall at the window's edges: half the change when the rate is halved and doubled
+    # (without a rate: between spreading from send and putting it all at the first token).
+    lo_rate, hi_rate = (rate / 2, rate * 2) if rate else (None, 1e15)
+    u_in = abs(tokens_in_window(records, t0, t1, hi_rate)[0] - tokens_in_window(records, t0, t1, lo_rate)[0]) / 2
     steady = steadiness(records, edges, e_all, window, server_in_system(polls))
     clock = (window_record.get("clock") or {}).get("offset_s")
     v = verdict(steady, min_requests, short, throttle_reasons(polls, t0, t1), clock)
@@ -129,7 +134,7 @@ def online_result(
         "prefill": prefill,
         "clock": window_record.get("clock"),
         "throttle_reasons": throttle_reasons(polls, t0, t1),
-        "tokens": {"input": n_in, "output": n_out, "total": n_in + n_out},
+        "tokens": {"input": n_in, "output": n_out, "total": n_in + n_out, "input_uncertainty": u_in},
         "tokens_per_s": {"input": n_in / dur, "output": n_out / dur},
         "mix": {"input_tokens_mean": _mean([r["usage_input_tokens"] for r in done]),
                 "output_tokens_mean": _mean([r["usage_output_tokens"] for r in done])},
@@ -181,26 +186,6 @@ def attribution_result(
         "dynamic": {"requests_j": float(dyn.per_request_j.sum()), "idle_j": dyn.idle_j, **dist(dyn.per_request_j)},
     }  # fmt: skip
     return result, {"attributional": attr.per_request_j, "dynamic": dyn.per_request_j}
-
-
-def spread(values: Sequence[float], log: bool = False) -> dict[str, Any]:
-    """Mean over independent segments with a 95 % interval (Student's t, n − 1 degrees of freedom); on
-    the log scale for ratios (``log``: geometric mean, interval symmetric in the log). One value: no
-    interval."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if log:
-        v = v[v > 0]
-    if len(v) == 0:
-        return {"mean": None, "low": None, "high": None, "n": 0}
-    x = np.log(v) if log else v
-    m = float(x.mean())
-    if len(x) < 2:
-        centre = math.exp(m) if log else m
-        return {"mean": centre, "low": None, "high": None, "n": 1}
-    half = t95(len(x) - 1) * float(x.std(ddof=1)) / math.sqrt(len(x))
-    if log:
-        return {"mean": math.exp(m), "low": math.exp(m - half), "high": math.exp(m + half), "n": len(x)}
-    return {"mean": m, "low": m - half, "high": m + half, "n": len(x)}
 
 
 def premiums(online: Mapping[str, Any], reference: Mapping[str, Any] | None,

@@ -323,6 +323,7 @@ class Comparison:
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": _hardware(),
             "vllm": {"distribution": install.distribution, "version": install.version},
             "model": spec.model, "preset": spec.preset, "weights": spec.weights, "engine": options.record(),
+            "model_parameters": spec.parameters,
             "options": {k: v for k, v in vars(args).items() if k not in ("run", "verbose")},
             "complete": False,
         }  # fmt: skip
@@ -362,6 +363,7 @@ class Comparison:
             served, served_len = served_model(target)
             if args.target:  # what serves is the target's: not the local install's model and engine
                 self.config.update(model=served, preset=None, weights="as the server has them", engine={},
+                                   model_parameters=None,
                                    vllm={"distribution": "the server at --target", "version": None})  # fmt: skip
             self.config["max_model_len"] = served_len or options.max_model_len
             self.segments, self.config["trace"] = workload_plan(args, self.config["max_model_len"])

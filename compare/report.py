@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 
 from compare.attribution import Weights, fit_weights
-from compare.comparison import DEFINITIONS, attribution_result, binning_gap, online_result, premiums, spread
+from compare.comparison import DEFINITIONS, attribution_result, binning_gap, online_result, premiums
 from compare.experiment import rate_label, replay_dir
+from compare.floor import physical_floor
+from compare.uncertainty import budget, idle_uncertainty_w, sensor_term
 from loadgen.errors import LoadgenError
 from loadgen.records import read_records
 
@@ -63,9 +65,7 @@ def _energy_series(path: Path) -> dict[tuple[float, int], tuple[np.ndarray, np.n
     return out
 
 
-#: The per-rate figures averaged over valid segments; ratios on the log scale.
-AVERAGED = ("j_per_output_token", "j_per_token", "j_per_input_token", "dynamic_j_per_output_token",
-            "dynamic_j_per_token", "idle_share", "average_power_w", "uncertainty_j_per_output_token")  # fmt: skip
+#: The ratios of a window to its offline counterparts (budgeted on the log scale).
 RATIOS = ("premium_output", "premium_token", "dynamic_premium_output", "dynamic_premium_token",
           "same_requests_premium", "same_requests_dynamic_premium")  # fmt: skip
 
@@ -110,6 +110,11 @@ def analyze(run_dir: Path) -> dict[str, Any]:
 
         bins = measured_bins(offline["results"])
     fallback = _prefill_fallback(sets)
+    devices = config.get("devices") or []
+    sources = sorted({d.get("source", "") for d in devices})
+    sensor = sensor_term(sources)
+    u_idle = idle_uncertainty_w(idle.get("loaded"))
+    u_idle_offline = idle_uncertainty_w((offline or {}).get("idle"))
 
     series = _energy_series(run_dir / "energy.csv")
     options = config["options"]
@@ -167,15 +172,11 @@ def analyze(run_dir: Path) -> dict[str, Any]:
                          if not w["verdict"]["valid"]],
             "requests_in_window": [w.get("steady", {}).get("completed", 0) for w in windows],
         }  # fmt: skip
-        for key in AVERAGED:
-            entry[key] = spread([w.get(key) for w in valid])
-        for key in RATIOS:
-            entry[key] = spread([w.get(key) for w in valid], log=True)
+        entry.update(_budgets(valid, references, sets, u_idle, u_idle_offline, sensor))
         rates.append(entry)
 
-    devices = config.get("devices") or []
-    sources = sorted({d.get("source", "") for d in devices})
     reference = [{"segment": k, **ref} for k, ref in references.items() if ref]
+    floor = physical_floor(config.get("model_parameters"), devices)
     return {
         "config": {k: config.get(k) for k in CONFIG_KEYS},
         "definitions": DEFINITIONS,
@@ -190,8 +191,12 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "reference": {
             "segments": reference,
             "batch_size": (sets.get("reference s0") or {}).get("batch_size"),
-            **{key: spread([r.get(key) for r in reference]) for key in REFERENCE_KEYS},
+            **{
+                key: budget([r.get(key) for r in reference], _reference_terms(reference, key, u_idle_offline, sensor))
+                for key in REFERENCE_KEYS
+            },
         },
+        "floor": _floor_ratios(floor, rates, reference, sets),
         "weights": {
             "prefill_j_per_token": weights.prefill_j_per_token,
             "decode_j_per_token": weights.decode_j_per_token,
@@ -206,8 +211,135 @@ def analyze(run_dir: Path) -> dict[str, Any]:
 
 
 REFERENCE_KEYS = ("j_per_output_token", "j_per_token", "dynamic_j_per_output_token", "dynamic_j_per_token")
-CONFIG_KEYS = ("joulebench", "command", "date", "hardware", "vllm", "model", "preset", "weights", "engine", "trace",
-               "max_model_len", "monitor", "server", "complete", "interrupted", "problems")  # fmt: skip
+CONFIG_KEYS = (
+    "joulebench", "command", "date", "hardware", "vllm", "model", "preset", "weights", "model_parameters", "engine",
+    "trace", "max_model_len", "monitor", "server", "complete", "interrupted", "problems",
+)  # fmt: skip
+
+
+def _rel(num: float | None, den: float | None) -> float:
+    return abs(num) / abs(den) if num is not None and den else 0.0
+
+
+def _window_terms(w: dict[str, Any], u_idle_w: float) -> dict[str, float]:
+    """One window's relative standard uncertainties: interpolation (of its energy, of its dynamic energy),
+    prefill placement (of its token count), loaded-idle power (of its dynamic energy)."""
+    dur = w["window"]["duration_s"]
+    e_dyn = w["energy_j"] - w["loaded_idle_power_w"] * dur
+    return {
+        "interpolation": _rel(w["uncertainty_j"], w["energy_j"]),
+        "interpolation_dynamic": _rel(w["uncertainty_j"], e_dyn),
+        "prefill_placement": _rel(w["tokens"].get("input_uncertainty", 0.0), w["tokens"]["total"]),
+        "idle_power": _rel(u_idle_w * dur, e_dyn),
+    }
+
+
+def _reference_window_terms(ref: dict[str, Any] | None, u_idle_w: float) -> dict[str, float]:
+    if not ref:
+        return {"interpolation": 0.0, "interpolation_dynamic": 0.0, "idle_power": 0.0}
+    return {
+        "interpolation": _rel(ref["uncertainty_j"], ref["energy_j"]),
+        "interpolation_dynamic": _rel(ref["uncertainty_j"], ref["dynamic_energy_j"]),
+        "idle_power": _rel(u_idle_w * ref["duration_s"], ref["dynamic_energy_j"]),
+    }
+
+
+def _budgets(
+    valid: list[dict[str, Any]],
+    references: dict[int, dict[str, Any] | None],
+    sets: dict[str, dict[str, Any]],
+    u_idle_w: float,
+    u_idle_offline_w: float,
+    sensor: float,
+) -> dict[str, Any]:
+    """Every per-rate figure over the valid windows, with its uncertainty budget."""
+    on = [_window_terms(w, u_idle_w) for w in valid]
+    ref = [_reference_window_terms(references.get(w["segment"]), u_idle_offline_w) for w in valid]
+    same = [sets.get(f"same requests s{w['segment']}") or {} for w in valid]
+    edge = [_rel(w["same_requests"]["uncertainty_j"], w["same_requests"]["online_energy_j"]) for w in valid]
+
+    def col(rows: list[dict[str, float]], key: str) -> list[float]:
+        return [r[key] for r in rows]
+
+    same_interp = [_rel(x.get("uncertainty_j"), x.get("energy_j")) for x in same]
+    same_interp_dyn = [_rel(x.get("uncertainty_j"), x.get("dynamic_energy_j")) for x in same]
+    same_idle = [_rel(u_idle_offline_w * x.get("duration_s", 0.0), x.get("dynamic_energy_j")) for x in same]
+    on_idle_series = [_rel(u_idle_w * w["same_requests"]["duration_s"], w["same_requests"]["online_dynamic_energy_j"])
+                      for w in valid]  # fmt: skip
+    sensor_all = [sensor] * len(valid)
+    plan: dict[str, tuple[dict[str, tuple[list[float], bool]], bool]] = {
+        "j_per_output_token": ({"interpolation": (col(on, "interpolation"), False), "sensor": (sensor_all, True)},
+                               False),
+        "j_per_token": ({"interpolation": (col(on, "interpolation"), False),
+                         "prefill_placement": (col(on, "prefill_placement"), False),
+                         "sensor": (sensor_all, True)}, False),
+        "j_per_input_token": ({"interpolation": (col(on, "interpolation"), False), "sensor": (sensor_all, True)},
+                              False),
+        "dynamic_j_per_output_token": ({"interpolation": (col(on, "interpolation_dynamic"), False),
+                                        "idle_power": (col(on, "idle_power"), True),
+                                        "sensor": (sensor_all, True)}, False),
+        "dynamic_j_per_token": ({"interpolation": (col(on, "interpolation_dynamic"), False),
+                                 "prefill_placement": (col(on, "prefill_placement"), False),
+                                 "idle_power": (col(on, "idle_power"), True), "sensor": (sensor_all, True)}, False),
+        "idle_share": ({}, False),
+        "average_power_w": ({"interpolation": (col(on, "interpolation"), False), "sensor": (sensor_all, True)},
+                            False),
+        "uncertainty_j_per_output_token": ({}, False),
+        "premium_output": ({"interpolation": (col(on, "interpolation"), False),
+                            "reference_interpolation": (col(ref, "interpolation"), False)}, True),
+        "premium_token": ({"interpolation": (col(on, "interpolation"), False),
+                           "prefill_placement": (col(on, "prefill_placement"), False),
+                           "reference_interpolation": (col(ref, "interpolation"), False)}, True),
+        "dynamic_premium_output": ({"interpolation": (col(on, "interpolation_dynamic"), False),
+                                    "idle_power": (col(on, "idle_power"), True),
+                                    "reference_interpolation": (col(ref, "interpolation_dynamic"), False),
+                                    "reference_idle_power": (col(ref, "idle_power"), True)}, True),
+        "dynamic_premium_token": ({"interpolation": (col(on, "interpolation_dynamic"), False),
+                                   "prefill_placement": (col(on, "prefill_placement"), False),
+                                   "idle_power": (col(on, "idle_power"), True),
+                                   "reference_interpolation": (col(ref, "interpolation_dynamic"), False),
+                                   "reference_idle_power": (col(ref, "idle_power"), True)}, True),
+        "same_requests_premium": ({"interpolation": (edge, False), "offline_interpolation": (same_interp, False)},
+                                  True),
+        "same_requests_dynamic_premium": ({"interpolation": (edge, False), "idle_power": (on_idle_series, True),
+                                           "offline_interpolation": (same_interp_dyn, False),
+                                           "offline_idle_power": (same_idle, True)}, True),
+    }  # fmt: skip
+    return {key: budget([w.get(key) for w in valid], terms, log) for key, (terms, log) in plan.items()}
+
+
+def _reference_terms(
+    reference: list[dict[str, Any]], key: str, u_idle_offline_w: float, sensor: float
+) -> dict[str, tuple[list[float], bool]]:
+    rows = [_reference_window_terms(r, u_idle_offline_w) for r in reference]
+    dynamic = key.startswith("dynamic")
+    terms = {"interpolation": ([r["interpolation_dynamic" if dynamic else "interpolation"] for r in rows], False),
+             "sensor": ([sensor] * len(rows), True)}  # fmt: skip
+    if dynamic:
+        terms["idle_power"] = ([r["idle_power"] for r in rows], True)
+    return terms
+
+
+def _floor_ratios(
+    floor: dict[str, Any] | None,
+    rates: list[dict[str, Any]],
+    reference: list[dict[str, Any]],
+    sets: dict[str, dict[str, Any]],
+) -> dict[str, Any] | None:
+    """Each estimand's J/token (input + output) ÷ the physical floor."""
+    if floor is None:
+        return None
+    f = floor["j_per_token"]
+    same = [x["j_per_token"] for k, x in sets.items() if k.startswith("same requests s")]
+    ref = [r["j_per_token"] for r in reference]
+    ratios = {
+        "saturated reference": float(np.mean(ref)) / f if ref else None,
+        "same requests offline (at once)": float(np.mean(same)) / f if same else None,
+    }
+    for r in rates:
+        if r["valid_segments"] and not r["saturated"] and r["j_per_token"]["mean"]:
+            ratios[f"online {r['label']}"] = r["j_per_token"]["mean"] / f
+    return {**floor, "ratios": ratios}
 
 
 def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -312,6 +444,47 @@ def _reference_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         ref = s["reference"]
         rows.append(["mean", "", "", "", "", _ci(ref["j_per_output_token"], 4), _ci(ref["j_per_token"], 4),
                      _ci(ref["dynamic_j_per_output_token"], 4), "", ""])  # fmt: skip
+    return head, rows
+
+
+BUDGETED = (("j_per_output_token", "J/out-token"), ("dynamic_j_per_output_token", "dynamic J/out-token"),
+            ("premium_output", "premium"), ("dynamic_premium_output", "dynamic premium"),
+            ("same_requests_premium", "same-requests premium"))  # fmt: skip
+
+
+def _budget_row(what: str, b: dict[str, Any]) -> list[str]:
+    terms = ", ".join(f"{k.replace('_', ' ')} {100 * v:.2g} %" for k, v in (b.get("terms") or {}).items())
+    return [what, _ci(b, 4), str(b.get("n", 0)), _f(b.get("k"), 3), _f(100 * b["u_combined"], 2) + " %"
+            if b.get("u_combined") is not None else "–", terms or "–",
+            (b.get("dominant") or "–").replace("_", " ")]  # fmt: skip
+
+
+def _budget_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["figure", "mean [95 %]", "segments", "k", "combined (relative)", "terms (relative standard uncertainty)",
+            "dominant"]  # fmt: skip
+    rows = []
+    for key, name in (("j_per_output_token", "reference J/out-token"),
+                      ("dynamic_j_per_output_token", "reference dynamic J/out-token")):  # fmt: skip
+        if s["reference"].get(key, {}).get("mean") is not None:
+            rows.append(_budget_row(name, s["reference"][key]))
+    for r in s["rates"]:
+        if not r["valid_segments"] or r["saturated"]:
+            continue
+        for key, name in BUDGETED:
+            if r[key].get("mean") is not None:
+                rows.append(_budget_row(f"{r['label']}: {name}", r[key]))
+    return head, rows
+
+
+def _floor_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    f = s.get("floor")
+    if not f:
+        return ["floor"], [["not known here (no GPU in the table, or the model's size unknown)"]]
+    head = ["estimand", "J/token (input + output)", "÷ floor"]
+    rows = [["physical floor", _f(f["j_per_token"], 4), "1"]]
+    for name, ratio in f["ratios"].items():
+        if ratio is not None:
+            rows.append([name, _f(ratio * f["j_per_token"], 4), f"{ratio:.3g}×"])
     return head, rows
 
 
@@ -577,6 +750,14 @@ _SECTIONS = (
      "Each replay's steady-state window: from the end of the warm-up (the later of --warmup-s and MSER-5 on the "
      "requests in system) to the last arrival. Trend t: Student's t of the slope of five block means (|t| > 3.18 "
      "and a material change make a window not steady). ± monitor: the energy monitor's interpolation only."),
+    ("Uncertainty budget", _budget_table,
+     "Each figure's standard uncertainties relative to its mean (GUM): type A, the spread over trace segments "
+     "(s/√n); type B, the monitor's counter interpolation, where prefill tokens fall at a window's edges, the "
+     "loaded-idle power (dynamic figures), the reference's own terms, and the sensor's documented accuracy (a gain "
+     "error, so it cancels in premiums). 95 %: ±k·u_c, k from the Welch–Satterthwaite degrees of freedom."),
+    ("Physical floor", _floor_table,
+     "The compute-bound floor: board power limit ÷ peak dense BF16 rate × 2 × parameters (datasheet figures in "
+     "summary.json); measured ÷ floor says how far each estimand is from it (Fernandez et al. 2025, Table 4)."),
     ("The saturated reference", _reference_table,
      "Offline, closed loop: the segment's lengths (sampled) served with --max-num-seqs running, measured from when "
      "one batch's worth has completed to when the pool runs dry."),

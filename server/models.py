@@ -104,10 +104,31 @@ class ModelSpec:
     preset: str | None
     max_position_embeddings: int | None
     vocab_size: int | None
+    parameters: int | None = None  # counted from the config (decoder-only transformers), None if unknown
 
     @property
     def load_format(self) -> str | None:
         return "dummy" if self.weights == "dummy" else None
+
+
+def parameter_count(config: dict[str, Any]) -> int | None:
+    """Parameters of a Llama-like decoder (grouped-query attention, gated MLP, RMS norms) from its config:
+    embeddings (and an untied output head), per layer q/k/v/o and the three MLP matrices and two norms,
+    and the final norm. None when the config lacks a size this needs."""
+    try:
+        h, inter, layers, vocab = (int(config[k]) for k in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                                                             "vocab_size"))  # fmt: skip
+        heads = int(config["num_attention_heads"])
+        kv = int(config.get("num_key_value_heads") or heads)
+        head_dim = int(config.get("head_dim") or h // heads)
+    except (KeyError, TypeError, ValueError):
+        return None
+    attention = h * heads * head_dim * 2 + h * kv * head_dim * 2  # q and o; k and v
+    if config.get("attention_bias") or config.get("model_type") == "qwen2":  # Qwen2 has q/k/v biases
+        attention += heads * head_dim + 2 * kv * head_dim
+    per_layer = attention + 3 * h * inter + 2 * h
+    embeddings = vocab * h * (1 if config.get("tie_word_embeddings") else 2)
+    return layers * per_layer + embeddings + h
 
 
 def resolve_model(name: str, cache_dir: Path) -> ModelSpec:
@@ -119,6 +140,7 @@ def resolve_model(name: str, cache_dir: Path) -> ModelSpec:
         return ModelSpec(
             model=str(path), name=key, weights="dummy", preset=key,
             max_position_embeddings=config["max_position_embeddings"], vocab_size=config["vocab_size"],
+            parameters=parameter_count(config),
         )  # fmt: skip
     path = Path(name).expanduser()
     if path.is_dir():
@@ -130,6 +152,7 @@ def resolve_model(name: str, cache_dir: Path) -> ModelSpec:
         return ModelSpec(
             model=str(path), name=path.name, weights="real" if has_weights else "dummy", preset=None,
             max_position_embeddings=config.get("max_position_embeddings"), vocab_size=config.get("vocab_size"),
+            parameters=parameter_count(config),
         )  # fmt: skip
     if "/" in name and not name.startswith((".", "/", "~")):
         return ModelSpec(

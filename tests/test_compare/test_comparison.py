@@ -11,7 +11,7 @@ import pytest
 from synthetic import simulate, write_run
 
 from compare.attribution import Weights, tokens_in_window
-from compare.comparison import binning_gap, online_result, premiums, spread
+from compare.comparison import binning_gap, online_result, premiums
 from compare.windows import choose_window
 from monitor.meter import MeterReading, settled, stable_power
 from server.binning import BatchEnergy
@@ -83,16 +83,6 @@ def test_premiums_divide_by_the_reference_and_by_the_same_requests_offline():
     assert premiums(online, None, None) == dict.fromkeys(p)
     failed = {**online, "same_requests": {**online["same_requests"], "ok": False}}  # not the same requests then
     assert premiums(failed, ref, {"energy_j": 100.0})["same_requests_premium"] is None
-
-
-def test_spread_over_segments():
-    assert spread([2.0]) == {"mean": 2.0, "low": None, "high": None, "n": 1}
-    s = spread([1.0, 2.0, 3.0])
-    assert s["mean"] == 2.0 and s["low"] == pytest.approx(2.0 - 4.303 * 1.0 / np.sqrt(3)) and s["n"] == 3
-    g = spread([2.0, 8.0], log=True)
-    assert g["mean"] == pytest.approx(4.0) and g["low"] < 4.0 < g["high"]
-    assert g["low"] * g["high"] == pytest.approx(16.0)  # symmetric on the log scale
-    assert spread([None, float("nan")])["mean"] is None
 
 
 def test_the_binning_gap_compares_the_estimate_with_the_included_requests_energy():
@@ -210,7 +200,8 @@ def test_a_measured_run_does_not_say_estimated_and_a_committed_run_reads_compres
 
     run = write_run(tmp_path / "run", segments=1)
     first = json.loads(write_report(run)["summary"].read_text())
-    assert first["rates"][0]["premium_output"]["low"] is None  # one segment: no interval
+    p = first["rates"][0]["premium_output"]
+    assert "type_a" not in p["terms"] and "no type A" in p["note"]  # one segment: type B only
     for path in [run / "energy.csv", *run.glob("online/*/requests.jsonl"), *run.glob("online/*/polls.jsonl")]:
         path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
         path.unlink()
