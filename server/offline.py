@@ -55,6 +55,7 @@ class OfflineResult:
     energy_kind: str
     energy_sources: list[str]
     short_window: bool = False  # shorter than two updates of the energy counter: no honest energy
+    steps: int = 0  # engine steps
 
     @property
     def dynamic_energy_j(self) -> float:
@@ -114,84 +115,33 @@ class OfflineRunner:
         params = [SamplingParams(max_tokens=k, min_tokens=k, ignore_eos=True, temperature=0.0) for k in n]
         self._llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
 
-    def run(
-        self,
-        requests: Sequence[Request],
-        batch_size: int,
-        idle_w: float,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> OfflineResult:
-        from vllm import SamplingParams, TokensPrompt
-
-        if self._llm is None:
-            self.load()
-        if not requests:
-            raise ServerError("no requests to serve")
-        # Fresh prompts for every run: a repeat of the same prompts would be served from the prefix cache.
-        prompts = token_prompts(requests, self.vocab, (self.seed, self._runs))
-        self._runs += 1
-        params = [
-            SamplingParams(max_tokens=r.output_tokens, min_tokens=r.output_tokens, ignore_eos=True, temperature=0.0)
-            for r in requests
-        ]
-        n_in = n_out = 0
-        t0 = self.meter.now()
-        for start in range(0, len(requests), batch_size):
-            chunk = slice(start, start + batch_size)
-            outputs = self._llm.generate(
-                [TokensPrompt(prompt_token_ids=p) for p in prompts[chunk]], params[chunk], use_tqdm=False
-            )
-            for o in outputs:
-                n_in += len(o.prompt_token_ids)
-                n_out += len(o.outputs[0].token_ids)
-            if progress is not None:
-                progress(min(start + batch_size, len(requests)), len(requests))
-        t1 = self.meter.now()
-        reading = self.meter.energy(t0, t1)
-        want_in = sum(r.input_tokens for r in requests)
-        want_out = sum(r.output_tokens for r in requests)
-        if (n_in, n_out) != (want_in, want_out):
-            raise ServerError(f"vLLM served {n_in}/{n_out} tokens in/out, asked {want_in}/{want_out}")
-        return OfflineResult(
-            batch_size=batch_size,
-            requests=len(requests),
-            input_tokens=n_in,
-            output_tokens=n_out,
-            duration_s=t1 - t0,
-            energy_j=reading.energy_j,
-            uncertainty_j=reading.uncertainty_j,
-            idle_power_w=idle_w,
-            energy_kind=reading.kind,
-            energy_sources=reading.sources,
-            short_window=reading.short_window,
-        )
-
-    def run_saturated(
+    def _drive(
         self,
         requests: Sequence[Request],
         concurrency: int,
-        idle_w: float,
+        refill: bool,
         progress: Callable[[int, int], None] | None = None,
-    ) -> dict[str, Any]:
-        """The saturated reference: ``requests`` served closed-loop at ``concurrency`` running, and the
-        energy per token of its steady part (see the module's docstring). Returns the whole run's
-        ``OfflineResult`` summary with a ``steady`` part: its window, tokens, energy and J/token."""
+    ) -> list[tuple[float, int, int, int, int]]:
+        """Serve ``requests`` through vLLM's engine step by step: ``concurrency`` added at once, then either
+        one more as each ends (``refill``: closed loop) or the next ``concurrency`` when all have ended
+        (static batches). Returns each step's (time, prefill tokens done, output tokens, requests in the
+        engine, requests completed so far); the token counts are checked against what was asked."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
         if self._llm is None:
             self.load()
-        if len(requests) < 2 * concurrency:
-            raise ServerError(f"a saturated reference needs at least two batches: {len(requests)} < 2 × {concurrency}")
+        if not requests:
+            raise ServerError("no requests to serve")
         engine = self._llm.llm_engine
+        # Fresh prompts for every run: a repeat of the same prompts would be served from the prefix cache.
         prompts = token_prompts(requests, self.vocab, (self.seed, self._runs))
         run = self._runs
         self._runs += 1
         queue = list(range(len(requests)))[::-1]
         started: set[int] = set()
-        steps: list[tuple[float, int, int, int]] = []  # (time, prefill tokens done, output tokens, running)
+        steps: list[tuple[float, int, int, int, int]] = []
         running = done = 0
-        window: list[float | None] = [None, None]  # when the start cohort has turned over; when the pool ran dry
 
         def add() -> None:
             nonlocal running
@@ -199,14 +149,13 @@ class OfflineRunner:
             r = requests[i]
             params = SamplingParams(max_tokens=r.output_tokens, min_tokens=r.output_tokens, ignore_eos=True,
                                     temperature=0.0, output_kind=RequestOutputKind.DELTA)  # fmt: skip
-            engine.add_request(f"ref{run}-{i}", TokensPrompt(prompt_token_ids=prompts[i]), params)
+            engine.add_request(f"jb{run}-{i}", TokensPrompt(prompt_token_ids=prompts[i]), params)
             running += 1
 
-        while queue and running < concurrency:
-            add()
-        t0 = self.meter.now()
-        n_in = n_out = 0
-        while engine.has_unfinished_requests():
+        while queue or running:
+            if running == 0 or refill:
+                while queue and running < concurrency:
+                    add()
             outputs = engine.step()
             t = time.time()  # the monitor's clock (Unix seconds); an HTTP call per step would cost steps
             step_in = step_out = 0
@@ -219,37 +168,66 @@ class OfflineRunner:
                 if o.finished:
                     running -= 1
                     done += 1
-                    if queue:
-                        add()
-                    elif window[1] is None:
-                        window[1] = t
-            if window[0] is None and done >= concurrency:
-                window[0] = t
-            n_in += step_in
-            n_out += step_out
-            steps.append((t, step_in, step_out, running))
+            steps.append((t, step_in, step_out, running, done))
             if progress is not None:
                 progress(done, len(requests))
-        t1 = self.meter.now()
+        n_in, n_out = sum(x[1] for x in steps), sum(x[2] for x in steps)
         want_in, want_out = sum(r.input_tokens for r in requests), sum(r.output_tokens for r in requests)
         if (n_in, n_out) != (want_in, want_out):
             raise ServerError(f"vLLM served {n_in}/{n_out} tokens in/out, asked {want_in}/{want_out}")
-        whole = self.meter.energy(t0, t1)
-        result = OfflineResult(
-            batch_size=concurrency, requests=len(requests), input_tokens=n_in, output_tokens=n_out,
-            duration_s=t1 - t0, energy_j=whole.energy_j, uncertainty_j=whole.uncertainty_j, idle_power_w=idle_w,
-            energy_kind=whole.kind, energy_sources=whole.sources, short_window=whole.short_window,
-        ).summary()  # fmt: skip
-        a, b = window
-        if a is None or b is None or b <= a:
+        return steps
+
+    def _result(self, requests: Sequence[Request], batch_size: int, idle_w: float, t0: float, t1: float,
+                steps: list[tuple[float, int, int, int, int]]) -> OfflineResult:  # fmt: skip
+        reading = self.meter.energy(t0, t1)
+        return OfflineResult(
+            batch_size=batch_size, requests=len(requests), input_tokens=sum(x[1] for x in steps),
+            output_tokens=sum(x[2] for x in steps), duration_s=t1 - t0, energy_j=reading.energy_j,
+            uncertainty_j=reading.uncertainty_j, idle_power_w=idle_w, energy_kind=reading.kind,
+            energy_sources=reading.sources, short_window=reading.short_window, steps=len(steps),
+        )  # fmt: skip
+
+    def run(
+        self,
+        requests: Sequence[Request],
+        batch_size: int,
+        idle_w: float,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> OfflineResult:
+        """Serve ``requests`` in static batches of ``batch_size`` (all at once when it is at least their
+        number: vLLM then keeps up to ``max_num_seqs`` running) and measure the whole run."""
+        t0 = self.meter.now()
+        steps = self._drive(requests, batch_size, refill=False, progress=progress)
+        return self._result(requests, batch_size, idle_w, t0, self.meter.now(), steps)
+
+    def run_saturated(
+        self,
+        requests: Sequence[Request],
+        concurrency: int,
+        idle_w: float,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        """The saturated reference: ``requests`` served closed-loop at ``concurrency`` running, and the
+        energy per token of its steady part (see the module's docstring). Returns the whole run's
+        ``OfflineResult`` summary with a ``steady`` part: its window, tokens, energy and J/token."""
+        if len(requests) < 2 * concurrency:
+            raise ServerError(f"a saturated reference needs at least two batches: {len(requests)} < 2 × {concurrency}")
+        t0 = self.meter.now()
+        steps = self._drive(requests, concurrency, refill=True, progress=progress)
+        result = self._result(requests, concurrency, idle_w, t0, self.meter.now(), steps).summary()
+        # Steady: from the step by which one batch's worth has completed to the first step after which the
+        # batch can no longer be refilled (fewer in the engine than the concurrency).
+        a = next((t for t, *_, done in steps if done >= concurrency), None)
+        b = next((t for t, _, _, left, _ in steps if a is not None and t > a and left < concurrency), None)
+        if a is None or b is None:
             raise ServerError("the saturated run had no steady part: give it more requests")
-        inside = [(s_in, s_out, r) for t, s_in, s_out, r in steps if a < t <= b]
+        inside = [x for x in steps if a < x[0] <= b]
         reading = self.meter.energy(a, b)
-        w_in, w_out = sum(x[0] for x in inside), sum(x[1] for x in inside)
+        w_in, w_out = sum(x[1] for x in inside), sum(x[2] for x in inside)
         dyn = reading.energy_j - idle_w * (b - a)
         result["steady"] = {
             "start_s": a, "end_s": b, "duration_s": b - a, "steps": len(inside),
-            "running_min": min(x[2] for x in inside[:-1] or inside), "running_max": max(x[2] for x in inside),
+            "running_min": min(x[3] for x in inside[:-1] or inside), "running_max": max(x[3] for x in inside),
             "input_tokens": w_in, "output_tokens": w_out, "energy_j": reading.energy_j,
             "uncertainty_j": reading.uncertainty_j, "short_window": reading.short_window,
             "average_power_w": reading.energy_j / (b - a), "dynamic_energy_j": dyn,
