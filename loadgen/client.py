@@ -39,12 +39,16 @@ def normalize_target(text: str, what: str = "--target") -> str:
     text = text.strip()
     if "://" not in text:
         text = f"http://{text}"
-    url = urllib.parse.urlsplit(text)
+    try:
+        url = urllib.parse.urlsplit(text)
+        host = url.hostname  # raises for a bracketed host that is not an IPv6 address
+    except ValueError:
+        raise LoadgenError(f"{what} {text!r}: not a URL") from None
     try:
         port = url.port  # None when not given; raises for a port that is not a number in 0–65535
     except ValueError:
         raise LoadgenError(f"{what} {text!r}: the port must be a number in 1–65535") from None
-    if url.scheme not in ("http", "https") or not url.hostname or port == 0:
+    if url.scheme not in ("http", "https") or not host or port == 0:
         raise LoadgenError(f"{what} {text!r}: give http(s)://HOST[:PORT] or HOST:PORT, e.g. http://127.0.0.1:8000")
     path = url.path.rstrip("/")
     path = path.removesuffix("/v1")
