@@ -30,6 +30,9 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise JoulebenchError(f"cannot listen on {host}:{port} ({err.strerror}): choose another with --port") from err
+    except (OverflowError, ValueError) as err:  # a port beyond 65535, an address no resolver takes
+        sock.close()
+        raise JoulebenchError(f"cannot listen on {host}:{port} ({err}): check --host and --port") from None
     return sock
 
 
