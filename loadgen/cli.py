@@ -18,7 +18,7 @@ from loadgen.arrivals import Schedule
 from loadgen.client import normalize_target, served_model
 from loadgen.errors import LoadgenError
 from loadgen.faults import FAULTS, check_fault
-from loadgen.options import OPTIONS, build_schedule, check_options
+from loadgen.options import OPTIONS, add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, read_records
 from loadgen.summary import summarize
 from loadgen.traces import Trace
@@ -359,12 +359,7 @@ def validate_locust(extra: list[str]) -> None:
     its own; Locust checks the rest."""
     parser = _RaisingParser(prog="joulebench locust", add_help=False, allow_abbrev=False)
     parser.add_argument("-H", "--host")
-    for name, (default, _) in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true")
-        else:
-            parser.add_argument(flag, type=type(default), default=default)
+    add_locust_options(parser.add_argument)
     known, _ = parser.parse_known_args(extra)
     if known.host is not None:
         normalize_target(known.host, "--host")

@@ -44,7 +44,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from loadgen.client import ClientConfig, TextCalibrator, normalize_target, request_body, send, served_model
 from loadgen.errors import LoadgenError
 from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
-from loadgen.options import OPTIONS, build_schedule, check_options
+from loadgen.options import add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,7 @@ ENERGY_SETTLE_S = 1.5
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     # Locust's own add_argument (not a group's) takes include_in_web_ui: the fields of its start form.
-    for name, (default, help_text) in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=default, help=help_text, include_in_web_ui=True)
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=help_text, include_in_web_ui=True)
+    add_locust_options(parser.add_argument, include_in_web_ui=True)
 
 
 def energy_rows(environment: Any) -> list[dict[str, Any]]:

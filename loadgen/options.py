@@ -7,6 +7,7 @@ process with gevent; building joulebench's parser must not.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,17 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "the monitor's uncertainty); the web UI's Energy tab shows it live",
     ),
 }
+
+
+def add_locust_options(add_argument: Callable[..., Any], **extra: Any) -> None:
+    """The options as Locust takes them (``--jb-rate``): Locust's own ``add_argument`` passes ``extra``
+    (``include_in_web_ui``); ``joulebench locust`` parses them the same way to check them first."""
+    for name, (default, help_text) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            add_argument(flag, action="store_true", default=default, help=help_text, **extra)
+        else:
+            add_argument(flag, type=type(default), default=default, help=help_text, **extra)
 
 
 def _finite(v: Any) -> bool:
