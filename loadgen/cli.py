@@ -233,6 +233,9 @@ def run_replay(args: argparse.Namespace) -> int:
     options, schedule = replay.options, replay.schedule
     console = Console(stderr=True)
     console.print(f"{replay.trace.name}: {len(schedule)} requests, {schedule.label}; {_overlong_line(replay.trace)}")
+    if options.jb_chat:
+        lengths = {replay.trace.requests[i].input_tokens for i in schedule.index.tolist()}
+        console.print(f"calibrating {len(lengths)} chat prompt lengths against the server before the schedule starts")
 
     env = Environment(user_classes=[TraceReplayUser], events=events, host=replay.target, parsed_options=options)
     env.jb_caller_reports = True

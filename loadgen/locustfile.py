@@ -215,6 +215,7 @@ class TraceReplayUser(User):
         if getattr(env, "jb_dispatching", False):
             raise StopUser()  # this process already has its dispatcher
         env.jb_dispatching = self.dispatcher = True
+        env.jb_error, env.jb_ended = None, False  # a new test in the web UI starts clean
         try:
             self._dispatch(env)
         except LoadgenError as err:  # a one-line reason (the server, the trace, an option, the records file)
