@@ -104,3 +104,14 @@ def test_every_command_has_its_checks():
     from joulebench.cli import commands
 
     assert sorted(c.name for c in commands() if c.validate is None) == ["compare", "report", "sweep"]
+
+
+def test_replay_help_gives_its_exit_statuses():
+    out = subprocess.run([sys.executable, "-m", "joulebench", "replay", "--help"], capture_output=True, text=True,
+                         timeout=60).stdout  # fmt: skip
+    text = " ".join(out.split())
+    assert "Exit status: 0 every request ok; 1 finished, some requests failed" in text
+    assert (
+        "2 an error (before any traffic, or the records file failing: one line); 130/143 stopped by SIGINT/SIGTERM"
+        in text
+    )
