@@ -9,27 +9,28 @@ from __future__ import annotations
 import sys
 
 from joulebench import __version__
-from joulebench.commands import command_main
+from joulebench.commands import Command, command_main, reporting_errors
 
 
-def main(argv: list[str] | None = None) -> int:
+def commands() -> list[Command]:
+    """Every package's subcommands, in the order ``--help`` lists them."""
     from compare import cli as compare_cli
     from loadgen import cli as loadgen_cli
     from monitor import cli as monitor_cli
     from server import cli as server_cli
 
+    return [*monitor_cli.COMMANDS, *server_cli.COMMANDS, *compare_cli.COMMANDS, *loadgen_cli.COMMANDS]
+
+
+DESCRIPTION = "What LLM serving costs in energy: online vs offline joules per token."
+#: Subcommands whose arguments are another program's: (name, help), run before any parsing.
+LISTED = [("locust", "Locust's web UI with the trace replay loaded (arguments go to locust)")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from loadgen import cli as loadgen_cli
+
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["locust"]:  # everything after it is Locust's
-        return loadgen_cli.run_locust(argv[1:])
-    return command_main(
-        "joulebench",
-        [*monitor_cli.COMMANDS, *server_cli.COMMANDS, *compare_cli.COMMANDS, *loadgen_cli.COMMANDS],
-        argv,
-        "What LLM serving costs in energy: online vs offline joules per token.",
-        version=__version__,
-        listed=[("locust", "Locust's web UI with the trace replay loaded (arguments go to locust)")],
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return reporting_errors("joulebench locust", loadgen_cli.run_locust, argv[1:])
+    return command_main("joulebench", commands(), argv, DESCRIPTION, version=__version__, listed=LISTED)

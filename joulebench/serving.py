@@ -30,17 +30,29 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as err:
         sock.close()
         raise JoulebenchError(f"cannot listen on {host}:{port} ({err.strerror}): choose another with --port") from err
+    except (OverflowError, ValueError) as err:  # a port beyond 65535, an address no resolver takes
+        sock.close()
+        raise JoulebenchError(f"cannot listen on {host}:{port} ({err}): check --host and --port") from None
     return sock
 
 
 class AppServer:
     """``with AppServer(app, host, port) as http: print(http.url); http.run()``."""
 
-    def __init__(self, app: Any, host: str, port: int, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        log_level: str = "warning",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+    ) -> None:
         self.app = app
         self.host = host
         self.port = port
         self.log_level = log_level
+        self.ssl = (ssl_certfile, ssl_keyfile) if ssl_certfile else None
         self.server: Any = None
         self._sock: socket.socket | None = None
         self._previous: dict[int, Any] = {}
@@ -48,7 +60,7 @@ class AppServer:
     @property
     def url(self) -> str:
         host = self.host if ":" not in self.host else f"[{self.host}]"
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://{host}:{self.port}"
 
     @property
     def should_exit(self) -> bool:
@@ -65,7 +77,17 @@ class AppServer:
         self._sock = listen(self.host, self.port)
         self.port = self._sock.getsockname()[1]
         # A stalled client connection must not hold the shutdown forever.
-        config = uvicorn.Config(self.app, log_level=self.log_level, lifespan="off", timeout_graceful_shutdown=3)
+        certfile, keyfile = self.ssl or (None, None)
+        config = uvicorn.Config(
+            self.app, log_level=self.log_level, lifespan="off", timeout_graceful_shutdown=3,
+            ssl_certfile=certfile, ssl_keyfile=keyfile,
+        )  # fmt: skip
+        if self.ssl:
+            try:
+                config.load()  # reads the certificate and key now: a bad one is a one-line error
+            except (OSError, ValueError) as err:
+                self._sock.close()
+                raise JoulebenchError(f"cannot serve HTTPS with {certfile} and {keyfile}: {err}") from None
         self.server = Server(config)
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._previous[sig] = signal.signal(sig, self.server.handle_exit)

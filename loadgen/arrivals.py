@@ -161,7 +161,7 @@ def workload(process: str, population: Trace, rate: float, seed: int = 0, cv: fl
         tiled = [replace(r, arrival_s=r.arrival_s + k * span) for k in range(copies) for r in population.requests]
         times = resample(replace(population, requests=tiled), rate, seed).times_s
     else:
-        duration = 2.0 * n / rate + 10.0 if rate > 0 else 0.0
+        duration = (2.0 * n + 10.0) / rate if rate > 0 else 0.0  # about 2n + 10 arrivals at any rate
         times = PROCESSES[process](population, rate, duration, seed, cv).times_s
         while len(times) < n:  # rare: draw over a longer span
             duration *= 2

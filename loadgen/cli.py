@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from joulebench.commands import Command, command_main
 from joulebench.serving import AppServer
+from loadgen.arrivals import Schedule
+from loadgen.client import normalize_target, served_model
 from loadgen.errors import LoadgenError
-from loadgen.options import OPTIONS
+from loadgen.faults import FAULTS, check_fault
+from loadgen.options import OPTIONS, add_locust_options, build_schedule, check_options
+from loadgen.records import RecordWriter, read_records
+from loadgen.summary import summarize
+from loadgen.traces import Trace
+
+if TYPE_CHECKING:
+    from monitor.meter import MonitorClient
 
 MOCK_DESCRIPTION = "An OpenAI-compatible streaming server with set TTFT and per-token latency, for calibration."
 
@@ -42,6 +54,52 @@ def add_mock_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         help="after admission the first token waits this long per input token (default: %(default)s)",
     )
+    parser.add_argument(
+        "--fault",
+        default="",
+        help=f"give requests that ask for none this fault (tests): status:CODE, {', '.join(FAULTS)}",
+    )
+    parser.add_argument(
+        "--fault-every", type=int, default=1, help="--fault for every Nth request (default: %(default)s)"
+    )
+    parser.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM) …")
+    parser.add_argument("--ssl-keyfile", help="… and this private key (PEM)")
+
+
+#: The most worker processes ``mock-server`` forks.
+MAX_MOCK_WORKERS = 64
+
+
+def validate_mock(args: argparse.Namespace) -> None:
+    check_listen(args.host, args.port)
+    for name in ("ttft_ms", "itl_ms"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and 0 <= value <= 3_600_000):
+            raise LoadgenError(f"--{name.replace('_', '-')} {value!r}: give milliseconds in 0–3600000")
+    if not 2 <= args.max_model_len < 2**31:
+        raise LoadgenError(f"--max-model-len {args.max_model_len}: give a context of at least 2 tokens")
+    if not args.model.strip():
+        raise LoadgenError("--model: give the model name the server answers to")
+    if not 1 <= args.workers <= MAX_MOCK_WORKERS:
+        raise LoadgenError(f"--workers {args.workers}: give 1 to {MAX_MOCK_WORKERS}")
+    if not check_fault(args.fault):
+        raise LoadgenError(f"--fault {args.fault!r}: give status:CODE (100–599) or one of {', '.join(FAULTS)}")
+    if not 1 <= args.fault_every <= 2**31:
+        raise LoadgenError(f"--fault-every {args.fault_every}: give a count ≥ 1")
+    if not 0 <= args.max_num_seqs < 2**31:
+        raise LoadgenError(f"--max-num-seqs {args.max_num_seqs}: give 0 (no limit) or a count")
+    if not (math.isfinite(args.prefill_ms_per_token) and 0 <= args.prefill_ms_per_token <= 1000):
+        raise LoadgenError(f"--prefill-ms-per-token {args.prefill_ms_per_token!r}: give milliseconds in 0–1000")
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise LoadgenError("--ssl-certfile and --ssl-keyfile go together")
+
+
+def check_listen(host: str, port: int) -> None:
+    """A listener's --host and --port (0: a free one)."""
+    if not host.strip():
+        raise LoadgenError("--host: give an address to listen on, e.g. 127.0.0.1")
+    if not 0 <= port <= 65535:
+        raise LoadgenError(f"--port {port}: give 1–65535, or 0 for a free one")
 
 
 def run_mock(args: argparse.Namespace) -> int:
@@ -50,12 +108,6 @@ def run_mock(args: argparse.Namespace) -> int:
     from joulebench.processes import die_with_parent
     from loadgen.mock_server import MockConfig, create_app
 
-    if args.ttft_ms < 0 or args.itl_ms < 0:
-        raise LoadgenError("--ttft-ms and --itl-ms must not be negative")
-    if args.workers < 1:
-        raise LoadgenError("--workers must be at least 1")
-    if args.max_num_seqs < 0 or args.prefill_ms_per_token < 0:
-        raise LoadgenError("--max-num-seqs and --prefill-ms-per-token must not be negative")
     with tempfile.TemporaryDirectory(prefix="joulebench-arrivals-") as arrivals_dir:
         config = MockConfig(
             ttft_s=args.ttft_ms / 1000,
@@ -65,8 +117,11 @@ def run_mock(args: argparse.Namespace) -> int:
             arrivals_dir=arrivals_dir if args.record_arrivals else None,
             max_num_seqs=args.max_num_seqs,
             prefill_s_per_token=args.prefill_ms_per_token / 1000,
+            fault=args.fault,
+            fault_every=args.fault_every,
         )
-        with AppServer(create_app(config), args.host, args.port) as http:
+        app = create_app(config)
+        with AppServer(app, args.host, args.port, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile) as http:
             workers = []
             for _ in range(args.workers - 1):  # forked before any event loop or thread exists
                 pid = os.fork()
@@ -94,12 +149,21 @@ def run_mock(args: argparse.Namespace) -> int:
 
 REPLAY_DESCRIPTION = (
     "Replay a trace at a controlled arrival rate against an OpenAI server, headless (Locust as a library), "
-    "with a progress bar and a summary table; every request's record goes to --records."
+    "with a progress bar and a summary table; every request's record goes to --records. Every option, the "
+    "server, the monitor, the trace and the output files are checked before any traffic. Exit status: 0 every "
+    "request ok; 1 finished, some requests failed (their records say why); 2 an error (before any traffic, "
+    "or the records file failing: one line); 130/143 stopped by SIGINT/SIGTERM (finished records kept, "
+    "in-flight ones marked interrupted)."
 )
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default="http://127.0.0.1:8000", help="the server (default: %(default)s)")
+    parser.add_argument(
+        "--target",
+        default="http://127.0.0.1:8000",
+        help="the server: http(s)://HOST:PORT[/PREFIX] or HOST:PORT (http); a trailing /v1 is fine "
+        "(default: %(default)s)",
+    )
     for name, (default, help_text) in OPTIONS.items():
         flag = "--" + name.removeprefix("jb_").replace("_", "-")
         if isinstance(default, bool):
@@ -108,66 +172,161 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, type=type(default), default=default,
                                 metavar=name.removeprefix("jb_").upper(),
                                 help=f"{help_text} (default: %(default)s)")  # fmt: skip
-    parser.add_argument("--summary", type=Path, help="also write the summary as JSON here")
+    parser.add_argument("--summary", type=Path, help="also write the summary as JSON here (folders made)")
+
+
+def _options(args: argparse.Namespace) -> argparse.Namespace:
+    return argparse.Namespace(**{name: getattr(args, name) for name in OPTIONS})
+
+
+def validate_replay(args: argparse.Namespace) -> None:
+    normalize_target(args.target)
+    check_options(_options(args))
+
+
+@dataclass
+class Replay:
+    """What a replay needs, every part checked before any traffic (``prepare_replay``)."""
+
+    options: argparse.Namespace
+    target: str
+    trace: Trace
+    schedule: Schedule
+    meter: MonitorClient | None
+
+
+def prepare_replay(args: argparse.Namespace) -> Replay:
+    """The server, the monitor, the trace and its schedule, the records file and the summary's path, checked
+    in that order; a ``LoadgenError`` (or the monitor's error) for the first that is wrong. Sends no request."""
+    from monitor.meter import MonitorClient
+
+    validate_replay(args)
+    options = _options(args)
+    target = normalize_target(args.target)
+    _, max_len = served_model(target)
+    if not options.jb_max_model_len and max_len:
+        options.jb_max_model_len = int(max_len)
+    meter = None
+    if options.jb_monitor:
+        meter = MonitorClient(normalize_target(options.jb_monitor, "--monitor"))
+        meter.now()
+    trace, schedule = build_schedule(options)
+    if not len(schedule):
+        raise LoadgenError(f"{schedule.label} schedules no request in {options.jb_duration:g} s: raise --duration")
+    RecordWriter(Path(options.jb_records)).open(append=options.jb_append).close()
+    if args.summary is not None:
+        _check_writable(args.summary, "the summary")
+    return Replay(options, target, trace, schedule, meter)
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """Make ``path``'s folders and prove it can be written, leaving no file behind that was not there."""
+    existed = path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as err:
+        raise LoadgenError(f"cannot write {what} to {path}: {err.strerror or err}") from None
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import gevent
-    from locust import events
-    from locust.env import Environment
+    # Importing Locust monkey-patches the process with gevent; a signal in the middle of it left the process
+    # half-patched and hanging at exit. Held until the import is done, then delivered as usual.
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        import gevent
+        from locust import events
+        from locust.env import Environment
+
+        from loadgen.locustfile import TraceReplayUser
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     from rich.console import Console
     from rich.progress import Progress
 
-    from loadgen.client import served_model
-    from loadgen.locustfile import TraceReplayUser
-    from loadgen.options import build_schedule
-    from loadgen.records import RecordWriter, read_records
-    from loadgen.summary import summarize
+    replay = prepare_replay(args)
+    options, schedule = replay.options, replay.schedule
+    console = Console(stderr=True)
+    console.print(f"{replay.trace.name}: {len(schedule)} requests, {schedule.label}; {_overlong_line(replay.trace)}")
+    if options.jb_chat:
+        lengths = {replay.trace.requests[i].input_tokens for i in schedule.index.tolist()}
+        console.print(f"calibrating {len(lengths)} chat prompt lengths against the server before the schedule starts")
 
-    options = argparse.Namespace(**{name: getattr(args, name) for name in OPTIONS})
-    # Fail before any traffic: the server, the trace and the records file.
-    _, max_len = served_model(args.target)
-    if not options.jb_max_model_len and max_len:
-        options.jb_max_model_len = int(max_len)
-    _, schedule = build_schedule(options)
-    RecordWriter(Path(options.jb_records)).open().close()
-    records_before = len(read_records(Path(options.jb_records))) if Path(options.jb_records).exists() else 0
-
-    env = Environment(user_classes=[TraceReplayUser], events=events, host=args.target, parsed_options=options)
+    env = Environment(user_classes=[TraceReplayUser], events=events, host=replay.target, parsed_options=options)
+    env.jb_caller_reports = True
     finished = [0]
     events.request.add_listener(lambda **_: finished.__setitem__(0, finished[0] + 1))
     runner = env.create_local_runner()
-    stopped = [False]
-
-    def stop(*_: object) -> None:
-        stopped[0] = True
-        runner.quit()
-
-    gevent.signal_handler(signal.SIGINT, stop)
-    gevent.signal_handler(signal.SIGTERM, stop)
+    stopped: list[int] = []
+    gevent.signal_handler(signal.SIGINT, stopped.append, signal.SIGINT)
+    gevent.signal_handler(signal.SIGTERM, stopped.append, signal.SIGTERM)
     runner.start(1, spawn_rate=1)
-    console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{schedule.label}: {len(schedule)} requests", total=len(schedule))
-        while finished[0] < len(schedule) and not stopped[0] and getattr(env, "jb_error", None) is None:
+        # Until the dispatcher has written its last record, a signal, or an error: nothing waits on one request.
+        while not getattr(env, "jb_ended", False) and not stopped and getattr(env, "jb_error", None) is None:
             progress.update(task, completed=finished[0])
             gevent.sleep(0.2)
-    if not stopped[0]:
-        runner.quit()
+    runner.quit()  # here, not in the signal handler: when it returns, requests in flight are recorded
     if (err := getattr(env, "jb_error", None)) is not None:
         raise LoadgenError(f"the replay stopped: {err}; records so far are in {options.jb_records}")
-    records = read_records(Path(options.jb_records))[records_before:]
+    run_id = env.jb_plan.get()["run_id"]
+    records = [r for r in read_records(Path(options.jb_records)) if r.get("run_id") == run_id]
     summary = summarize(records)
-    plan = getattr(env, "jb_plan", None)
-    summary["schedule_start_s"] = plan.get()["start_s"] if plan is not None else None
+    summary["run_id"] = run_id
+    summary["target"] = replay.target
+    summary["schedule_start_s"] = getattr(env, "jb_schedule_start_s", None)
     summary["schedule"] = {"label": schedule.label, "requests": len(schedule)}
-    _print_summary(summary, schedule.label, options.jb_records)
+    summary["overlong"] = replay.trace.overlong.record() if replay.trace.overlong is not None else None
+    summary["stopped_by"] = signal.Signals(stopped[0]).name if stopped else None
+    if replay.meter is not None:
+        summary["energy"] = run_energy(replay.meter, summary["schedule_start_s"], records, summary["output_tokens"])
+    _print_summary(summary, schedule.label, options.jb_records, _overlong_line(replay.trace))
     if args.summary:
-        args.summary.write_text(json.dumps(summary, indent=2) + "\n")
-    return 130 if stopped[0] else 0
+        try:
+            args.summary.write_text(json.dumps(summary, indent=2) + "\n")
+        except OSError as err:
+            raise LoadgenError(f"cannot write the summary to {args.summary}: {err.strerror or err}") from None
+    if stopped:
+        return 128 + stopped[0]
+    return 0 if summary["ok"] == summary["requests"] else 1
 
 
-def _print_summary(s: dict, label: str, records: str) -> None:
+def _overlong_line(trace: Trace) -> str:
+    if trace.overlong is None:
+        return "the context is unknown (the server does not say; give --max-model-len): no length checked"
+    return trace.overlong.describe()
+
+
+def run_energy(
+    meter: MonitorClient, start_s: float | None, records: list[dict[str, Any]], output_tokens: int
+) -> dict[str, Any]:
+    """The monitor's energy from the schedule's start to the last byte of the run (attributional: all the
+    energy of the measured devices), per output token of the requests that finished ok."""
+    from monitor.errors import MonitorError
+
+    ends = [r.get("last_token_s") or r.get("sent_s") for r in records if r.get("sent_s") is not None]
+    if start_s is None or not ends or max(ends) <= start_s:
+        return {"monitor": meter.url, "error": "no request was sent: no window to measure"}
+    end_s = max(ends)
+    try:
+        reading = meter.energy(start_s, end_s)
+    except MonitorError as err:  # the records are kept; the summary says why it has no energy
+        return {"monitor": meter.url, "error": str(err)}
+    per_token = (lambda j: j / output_tokens) if output_tokens else (lambda j: None)
+    return {
+        "monitor": meter.url, "start_s": start_s, "end_s": end_s, "energy_j": reading.energy_j,
+        "uncertainty_j": reading.uncertainty_j, "average_power_w": reading.average_power_w,
+        "output_tokens": output_tokens, "j_per_output_token": per_token(reading.energy_j),
+        "uncertainty_j_per_output_token": per_token(reading.uncertainty_j), "kind": reading.kind,
+        "sources": reading.sources, "estimated": reading.estimated, "short_window": reading.short_window,
+    }  # fmt: skip
+
+
+def _print_summary(s: dict, label: str, records: str, overlong: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -182,6 +341,19 @@ def _print_summary(s: dict, label: str, records: str) -> None:
     Console().print(t)
     errors = {k: v for k, v in s["statuses"].items() if k != "ok"}
     print(f"tokens in/out: {s['input_tokens']}/{s['output_tokens']}; errors: {errors or 'none'}; records: {records}")
+    print(f"overlong: {overlong}")
+    if (e := s.get("energy")) is not None:
+        if "error" in e:
+            print(f"energy: none ({e['error']})")
+        else:
+            per = (
+                "–"
+                if e["j_per_output_token"] is None
+                else f"{e['j_per_output_token']:.4g} ± {e['uncertainty_j_per_output_token']:.2g}"
+            )
+            estimated = " (ESTIMATED)" if e["estimated"] else ""
+            print(f"energy: {e['energy_j']:.1f} ± {e['uncertainty_j']:.1f} J, {e['average_power_w']:.1f} W average, "
+                  f"{per} J/output token; {e['kind']} from {', '.join(e['sources'])}{estimated}")  # fmt: skip
 
 
 def loopback_by_default(extra: list[str]) -> list[str]:
@@ -198,11 +370,29 @@ def loopback_by_default(extra: list[str]) -> list[str]:
     return out
 
 
+class _RaisingParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise LoadgenError(message)
+
+
+def validate_locust(extra: list[str]) -> None:
+    """The replay's ``--jb-*`` options (and ``--host``) among Locust's arguments, checked as ``replay`` checks
+    its own; Locust checks the rest."""
+    parser = _RaisingParser(prog="joulebench locust", add_help=False, allow_abbrev=False)
+    parser.add_argument("-H", "--host")
+    add_locust_options(parser.add_argument)
+    known, _ = parser.parse_known_args(extra)
+    if known.host is not None:
+        normalize_target(known.host, "--host")
+    check_options(known, locust=True)
+
+
 def run_locust(extra: list[str]) -> int:
     import os
 
     from loadgen import locustfile
 
+    validate_locust(extra)
     args = [sys.executable, "-m", "locust", "-f", locustfile.__file__, *loopback_by_default(extra)]
     os.execv(sys.executable, args)
     return 0  # not reached
@@ -210,9 +400,9 @@ def run_locust(extra: list[str]) -> int:
 
 COMMANDS = [
     Command("mock-server", "an OpenAI-compatible streaming server with set latencies", MOCK_DESCRIPTION,
-            add_mock_arguments, run_mock),
+            add_mock_arguments, run_mock, validate_mock),
     Command("replay", "replay a trace at a controlled rate, headless, with a summary", REPLAY_DESCRIPTION,
-            add_replay_arguments, run_replay),
+            add_replay_arguments, run_replay, validate_replay),
 ]  # fmt: skip
 
 

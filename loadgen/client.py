@@ -7,23 +7,59 @@ cooperative under Locust, and that runs as is in a thread. Token-id prompts of e
 kept (``continuous_usage_stats`` gives exact counts where the server serves them; otherwise a chunk
 with text counts as one token). A failure is a status on the record, never an exception:
 ``http_error``, ``timeout`` (no byte for ``timeout_s``), ``disconnect`` (the stream ended before
-``[DONE]``, or the connection failed), ``bad_stream`` (an event that is not JSON), ``short_output``
+``[DONE]``, or the connection failed), ``bad_stream`` (an event that is not a JSON object, or fields of
+the wrong type), ``not_streaming`` (one JSON body instead of an event stream), ``short_output``
 (fewer tokens than forced).
+
+A target is ``http(s)://host:port`` with an optional path prefix (a proxy's); ``host:port`` is taken
+as ``http://host:port``, and a trailing ``/v1`` is the API's, not the prefix (``normalize_target``).
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
+import ssl
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from loadgen.errors import LoadgenError
 from loadgen.records import RequestRecord
 from loadgen.sse import SSEParser
+
+log = logging.getLogger(__name__)
+
+
+def normalize_target(text: str, what: str = "--target") -> str:
+    """The server's root URL: a scheme added to ``host:port``, a trailing ``/v1`` taken off; checked."""
+    text = text.strip()
+    if "://" not in text:
+        text = f"http://{text}"
+    try:
+        url = urllib.parse.urlsplit(text)
+        host = url.hostname  # raises for a bracketed host that is not an IPv6 address
+    except ValueError:
+        raise LoadgenError(f"{what} {text!r}: not a URL") from None
+    try:
+        port = url.port  # None when not given; raises for a port that is not a number in 0–65535
+    except ValueError:
+        raise LoadgenError(f"{what} {text!r}: the port must be a number in 1–65535") from None
+    if url.scheme not in ("http", "https") or not host or port == 0:
+        raise LoadgenError(f"{what} {text!r}: give http(s)://HOST[:PORT] or HOST:PORT, e.g. http://127.0.0.1:8000")
+    path = url.path.rstrip("/")
+    path = path.removesuffix("/v1")
+    return f"{url.scheme}://{url.netloc}{path}"
+
+
+def connection(base_url: str, timeout_s: float) -> http.client.HTTPConnection:
+    """A connection to the server speaking the URL's scheme (HTTPS verifies the certificate)."""
+    url = urllib.parse.urlsplit(base_url)
+    conn_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    return conn_type(url.hostname or "127.0.0.1", url.port, timeout=timeout_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +97,15 @@ def request_body(config: ClientConfig, prompt: list[int] | str, output_tokens: i
 def send(
     config: ClientConfig, record: RequestRecord, body: dict[str, Any], clock: Callable[[], float] = time.time
 ) -> RequestRecord:
-    """Send ``body``, stream the answer into ``record`` and set its status. Never raises for the server."""
-    url = urllib.parse.urlsplit(config.base_url)
-    conn_type = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
-    conn = conn_type(url.hostname or "127.0.0.1", url.port, timeout=config.timeout_s)
+    """Send ``body``, stream the answer into ``record`` and set its status. Never raises: what it cannot
+    handle is the record's ``client_error`` with the message."""
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
-    payload = json.dumps(body).encode()
+    conn: http.client.HTTPConnection | None = None
     try:
+        conn = connection(config.base_url, config.timeout_s)
+        payload = json.dumps(body).encode()
         record.sent_s = clock()
         conn.request("POST", config.path, body=payload, headers=headers)
         resp = conn.getresponse()
@@ -78,6 +114,14 @@ def send(
             record.status = "http_error"
             record.error = f"HTTP {resp.status}: {resp.read(500).decode(errors='replace').strip()}"
             return record
+        content_type = (resp.getheader("Content-Type") or "").split(";")[0].strip()
+        if content_type.endswith("json"):
+            record.status = "not_streaming"
+            record.error = (
+                f"the server answered one {content_type} body, not an event stream (it ignored stream: true): "
+                f"{resp.read(200).decode(errors='replace').strip()}"
+            )
+            return record
         _stream(resp, record, clock)
     except TimeoutError:
         record.status = "timeout"
@@ -85,8 +129,13 @@ def send(
     except (ConnectionError, http.client.HTTPException, OSError) as err:
         record.status = "disconnect"
         record.error = f"{type(err).__name__}: {err}"
+    except Exception as err:  # anything unforeseen: the record says what, and the replay goes on
+        log.warning("request %s: client_error: %r", record.request_id, err, exc_info=log.isEnabledFor(logging.DEBUG))
+        record.status = "client_error"
+        record.error = f"{type(err).__name__}: {str(err)[:300]}"
     finally:
-        conn.close()
+        if conn is not None:
+            conn.close()
     return record
 
 
@@ -108,6 +157,10 @@ def _stream(resp: http.client.HTTPResponse, record: RequestRecord, clock: Callab
             except json.JSONDecodeError:
                 record.status = "bad_stream"
                 record.error = f"an event is not JSON: {event[:200]!r}"
+                return
+            if (problem := _event_problem(obj)) is not None:
+                record.status = "bad_stream"
+                record.error = f"{problem}: {event[:200]!r}"
                 return
             if "error" in obj and not obj.get("choices"):
                 record.status = "http_error"
@@ -136,22 +189,55 @@ def _stream(resp: http.client.HTTPResponse, record: RequestRecord, clock: Callab
         record.error = f"{record.usage_output_tokens} of {record.output_tokens} output tokens"
 
 
+def _is_count(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _event_problem(obj: Any) -> str | None:
+    """What makes a parsed event unusable, or None: the client reads only these fields of it."""
+    if not isinstance(obj, dict):
+        return f"an event is JSON but not an object ({type(obj).__name__})"
+    if not isinstance(obj.get("choices") or [], list):
+        return "an event's choices are not a list"
+    usage = obj.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        return f"an event's usage is not an object ({type(usage).__name__})"
+    if usage and not (_is_count(usage.get("prompt_tokens")) and _is_count(usage.get("completion_tokens"))):
+        return "an event's usage counts are not non-negative integers"
+    return None
+
+
 def served_model(base_url: str, timeout_s: float = 10.0) -> tuple[str, int | None]:
     """The server's first model and its ``max_model_len`` (vLLM says it), from ``/v1/models``."""
-    url = urllib.parse.urlsplit(base_url)
-    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=timeout_s)
+    path = f"{urllib.parse.urlsplit(base_url).path}/v1/models"
+    conn = connection(base_url, timeout_s)
     try:
-        conn.request("GET", f"{url.path.rstrip('/')}/v1/models")
+        conn.request("GET", path)
         resp = conn.getresponse()
-        data = json.loads(resp.read()) if resp.status == 200 else {}
-    except (OSError, http.client.HTTPException, json.JSONDecodeError) as err:
+        body = resp.read()
+    except ssl.SSLError as err:
+        raise LoadgenError(
+            f"the TLS handshake with {base_url} failed ({err}): trust its certificate (SSL_CERT_FILE=PEM) "
+            "or check --target"
+        ) from err
+    except (OSError, http.client.HTTPException) as err:
         raise LoadgenError(f"no OpenAI server answers at {base_url} ({err}): start one, or check --target") from err
     finally:
         conn.close()
-    models = data.get("data") or []
+    if resp.status != 200:
+        hint = ": is --target the server's root URL (http://HOST:PORT)?" if resp.status == 404 else ""
+        raise LoadgenError(f"{base_url} answered HTTP {resp.status} for GET {path}{hint}")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = None
+    models = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(models, list) or not all(isinstance(m, dict) and "id" in m for m in models):
+        raise LoadgenError(f"{base_url} answered GET {path} with no OpenAI model list: {body[:200]!r}")
     if not models:
-        raise LoadgenError(f"{base_url}/v1/models lists no model")
-    return str(models[0]["id"]), models[0].get("max_model_len")
+        raise LoadgenError(f"{base_url}{path} lists no model: the server serves none")
+    max_len = models[0].get("max_model_len")
+    return str(models[0]["id"]), max_len if isinstance(max_len, int) and max_len > 0 else None
 
 
 class TextCalibrator:
@@ -161,7 +247,8 @@ class TextCalibrator:
     0.32 ``/tokenize`` with messages counts 5 tokens fewer than the chat endpoint charges for the same
     text, so the endpoint is asked directly. The prompt is a run of a filler word; two lengths give the
     line to the target, the last steps are taken one word at a time; a count below the chat template's
-    own length is unreachable and gets the shortest prompt. Results are cached per count.
+    own length is unreachable and gets the shortest prompt. The line is measured once, results are cached
+    per count; ``texts`` calibrates every length of a replay before its schedule starts.
     Every chat prompt of a length is the same text: serve chat replays with prefix caching off
     (``--no-prefix-caching``), or the cache makes them cheaper than the trace; token-id completions
     (the default) are distinct per request.
@@ -172,12 +259,12 @@ class TextCalibrator:
     def __init__(self, base_url: str, model: str, timeout_s: float = 60.0) -> None:
         self.config = ClientConfig(base_url=base_url, model=model, chat=True, timeout_s=timeout_s)
         self._cache: dict[int, str] = {}
+        self._line: tuple[int, float] | None = None  # (count of one word, tokens per further word)
 
     def count(self, text: str) -> int:
         body = {**request_body(self.config, text, 1), "stream": False}
         body.pop("stream_options")
-        url = urllib.parse.urlsplit(self.config.base_url)
-        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=self.config.timeout_s)
+        conn = connection(self.config.base_url, self.config.timeout_s)
         try:
             conn.request("POST", self.config.path, body=json.dumps(body), headers={"Content-Type": "application/json"})
             resp = conn.getresponse()
@@ -185,7 +272,7 @@ class TextCalibrator:
             if resp.status != 200:
                 raise LoadgenError(f"calibrating chat prompts: {self.config.path} answered HTTP {resp.status}")
             return int(json.loads(data)["usage"]["prompt_tokens"])
-        except (OSError, http.client.HTTPException, json.JSONDecodeError, KeyError) as err:
+        except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as err:
             raise LoadgenError(f"calibrating chat prompts against {self.config.base_url} failed ({err})") from err
         finally:
             conn.close()
@@ -195,8 +282,10 @@ class TextCalibrator:
         if n_tokens in self._cache:
             return self._cache[n_tokens]
         words = lambda k: " ".join([self.FILLER] * k)  # noqa: E731
-        c0, c1 = self.count(words(1)), self.count(words(33))
-        per_word = max((c1 - c0) / 32, 1e-9)
+        if self._line is None:
+            c0 = self.count(words(1))
+            self._line = (c0, max((self.count(words(33)) - c0) / 32, 1e-9))
+        c0, per_word = self._line
         k = max(1, round(1 + (n_tokens - c0) / per_word))
         c = self.count(words(k))
         for _ in range(64):  # walk the last few words
@@ -211,3 +300,13 @@ class TextCalibrator:
             k, c = k + step, c_next
         self._cache[n_tokens] = words(k)
         return self._cache[n_tokens]
+
+    def texts(self, lengths: Iterable[int], tick: Callable[[int, int], None] | None = None) -> dict[int, str]:
+        """The text of every distinct length; ``tick(done, total)`` after each."""
+        distinct = sorted(set(lengths))
+        out = {}
+        for done, n in enumerate(distinct, start=1):
+            out[n] = self.text(n)
+            if tick is not None:
+                tick(done, len(distinct))
+        return out

@@ -12,7 +12,11 @@ none is sent twice or lost, and writes its own records file (``requests.workerN.
 
 Each request fires Locust's own ``request`` event (so its UI and CSV stay right) and its full
 ``RequestRecord`` is appended to the records file as it ends; requests still in flight when the user
-stops are recorded as interrupted.
+stops are recorded as interrupted. A request whose handling raises is a ``client_error`` record
+(``send`` never raises); only a records file that can no longer be written stops the replay. Every
+record carries the run's id (one per test start, the master's on workers). Chat prompts are
+calibrated, every length this process sends, before the schedule starts: in one process the start
+waits for the calibration; a worker that finishes after the master's common start says so.
 
 The web UI serves ``/metrics`` (``loadgen.metrics``): the schedule's target, requests sent, finished
 and in flight, schedule lag and TTFT, summed over the workers on a master, for Prometheus and Grafana.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +41,10 @@ from locust.runners import MasterRunner, WorkerRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from loadgen.client import ClientConfig, TextCalibrator, request_body, send, served_model
+from loadgen.client import ClientConfig, TextCalibrator, normalize_target, request_body, send, served_model
 from loadgen.errors import LoadgenError
 from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
-from loadgen.options import OPTIONS, build_schedule
+from loadgen.options import add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, RequestRecord
 
 log = logging.getLogger(__name__)
@@ -56,12 +61,7 @@ ENERGY_SETTLE_S = 1.5
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser: Any) -> None:
     # Locust's own add_argument (not a group's) takes include_in_web_ui: the fields of its start form.
-    for name, (default, help_text) in OPTIONS.items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
-            parser.add_argument(flag, action="store_true", default=default, help=help_text, include_in_web_ui=True)
-        else:
-            parser.add_argument(flag, type=type(default), default=default, help=help_text, include_in_web_ui=True)
+    add_locust_options(parser.add_argument, include_in_web_ui=True)
 
 
 def energy_rows(environment: Any) -> list[dict[str, Any]]:
@@ -160,16 +160,22 @@ def _on_init(environment: Any, **_: Any) -> None:
         environment.runner.register_message("jb_plan", on_plan)
 
 
+def new_run_id() -> str:
+    """When the run started and a random suffix: sorts by time, unique across hosts."""
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
+
+
 @events.test_start.add_listener
 def _on_test_start(environment: Any, **_: Any) -> None:
     environment.jb_test_start_s = time.time()
     runner = environment.runner
     if isinstance(runner, MasterRunner):
-        runner.send_message("jb_plan", {"start_s": time.time() + 1.0, "count": runner.worker_count})
+        plan = {"start_s": time.time() + 1.0, "count": runner.worker_count, "run_id": new_run_id()}
+        runner.send_message("jb_plan", plan)
     elif not isinstance(runner, WorkerRunner):
-        plan = AsyncResult()
-        plan.set({"start_s": time.time() + 0.2, "count": 1})
-        environment.jb_plan = plan
+        result = AsyncResult()
+        result.set({"start_s": time.time() + 0.2, "count": 1, "run_id": new_run_id()})
+        environment.jb_plan = result
 
 
 def records_path(path: str, index: int, count: int) -> Path:
@@ -186,79 +192,117 @@ class TraceReplayUser(User):
     """The dispatcher: one per process (a second user in the same process stops at once)."""
 
     writer: RecordWriter | None = None
+    dispatcher = False
 
     def on_start(self) -> None:
         self.in_flight: dict[str, RequestRecord] = {}
+        self.pool = gevent.pool.Pool()
 
     def on_stop(self) -> None:
+        if not self.dispatcher:
+            return
+        self.pool.kill(block=True)  # requests still running end here; their records are written below
         if self.writer is not None:
             self.writer.close(in_flight=list(self.in_flight.values()))
             for record in self.in_flight.values():
                 replay_metrics(self.environment).on_finished(record)
-            self.environment.jb_dispatching = False
+        self.environment.jb_dispatching = False
+        self.environment.jb_ended = True  # every record is written: `joulebench replay` may read them
 
     @task
     def replay(self) -> None:
         env = self.environment
         if getattr(env, "jb_dispatching", False):
             raise StopUser()  # this process already has its dispatcher
-        env.jb_dispatching = True
+        env.jb_dispatching = self.dispatcher = True
+        env.jb_error, env.jb_ended = None, False  # a new test in the web UI starts clean
         try:
             self._dispatch(env)
+        except LoadgenError as err:  # a one-line reason (the server, the trace, an option, the records file)
+            if not getattr(env, "jb_caller_reports", False):  # `joulebench replay` prints it as its error line
+                log.error("the replay stopped: %s", err)
+            env.jb_error = err
         except Exception as err:  # Locust would log it and run the task again: say so once, and stop
             log.exception("the replay stopped")
             env.jb_error = err
         raise StopUser()
 
     def _dispatch(self, env: Any) -> None:
-        plan = env.jb_plan.get(timeout=60)
-        index = getattr(env.runner, "worker_index", 0) if isinstance(env.runner, WorkerRunner) else 0
         opts = env.parsed_options
+        check_options(opts, locust=True)
+        try:
+            plan = env.jb_plan.get(timeout=60)
+        except gevent.Timeout:
+            raise LoadgenError("no plan from Locust's master within 60 s") from None
+        distributed = isinstance(env.runner, WorkerRunner)
+        index = getattr(env.runner, "worker_index", 0) if distributed else 0
         self.writer = RecordWriter(records_path(opts.jb_records, index, plan["count"])).open()
-        base_url = self.host or "http://127.0.0.1:8000"
+        base_url = normalize_target(self.host or "http://127.0.0.1:8000", "--host")
         model, max_len = served_model(base_url)
         if not opts.jb_max_model_len and max_len:
             opts.jb_max_model_len = int(max_len)
         trace, schedule = build_schedule(opts)
+        reported = getattr(env, "jb_caller_reports", False)  # `joulebench replay` prints it in its own summary
+        if trace.overlong is not None:
+            log.log(logging.WARNING if trace.overlong.requests and not reported else logging.INFO, "%s",
+                    trace.overlong.describe())  # fmt: skip
         config = ClientConfig(
             base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat, timeout_s=opts.jb_timeout
         )
-        calibrator = TextCalibrator(base_url, config.model) if config.chat else None
         prompt_seed = opts.jb_seed if opts.jb_prompt_seed < 0 else opts.jb_prompt_seed
-        log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
-        pool = gevent.pool.Pool()
-        start = plan["start_s"]
         mine = [i for i in range(len(schedule)) if i % plan["count"] == index]
+        texts: dict[int, str] = {}
+        if config.chat:  # before the schedule starts: calibrating inside it would delay the sends
+            lengths = [trace.requests[int(schedule.index[i])].input_tokens for i in mine]
+            log.info("calibrating chat prompts: %d lengths", len(set(lengths)))
+            texts = TextCalibrator(base_url, config.model).texts(lengths)
+        start = plan["start_s"]
+        if time.time() > start:
+            if distributed:
+                log.warning("this worker is %.1f s behind the common start (its calibration)", time.time() - start)
+            else:
+                start = time.time() + 0.2
+        env.jb_schedule_start_s = start
+        log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
         metrics = replay_metrics(env)
         metrics.start_schedule((start + schedule.times_s[mine]).tolist())
-        for i, (t, idx) in enumerate(zip(schedule.times_s.tolist(), schedule.index.tolist(), strict=True)):
-            if i % plan["count"] != index:
-                continue
+        times, indices = schedule.times_s.tolist(), schedule.index.tolist()
+        for i in mine:
+            t, idx = times[i], indices[i]
             req = trace.requests[idx]
             record = RequestRecord(
-                request_id=f"{i}", trace_index=idx, scheduled_s=start + t,
+                request_id=f"{i}", trace_index=idx, scheduled_s=start + t, run_id=plan["run_id"],
                 input_tokens=req.input_tokens, output_tokens=req.output_tokens, klass=req.klass,
             )  # fmt: skip
+            if req.clipped_from is not None:
+                record.original_input_tokens, record.original_output_tokens = req.clipped_from
             prompt = (
-                calibrator.text(req.input_tokens)
-                if calibrator is not None
+                texts[req.input_tokens]
+                if config.chat
                 else token_prompt(idx, req.input_tokens, opts.jb_vocab, prompt_seed)
             )
             body = request_body(config, prompt, req.output_tokens)
             delay = record.scheduled_s - time.time()
             if delay > 0:
                 gevent.sleep(delay)
+            if getattr(env, "jb_error", None) is not None:
+                raise env.jb_error  # the records file failed: sending more would lose their records
             self.in_flight[record.request_id] = record
             metrics.on_sent()
-            pool.spawn(self._one, config, record, body)
-        pool.join()
+            self.pool.spawn(self._one, config, record, body)
+        self.pool.join()
 
     def _one(self, config: ClientConfig, record: RequestRecord, body: dict[str, Any]) -> None:
-        send(config, record, body)
+        send(config, record, body)  # never raises: a failure is the record's status
         self.in_flight.pop(record.request_id, None)
+        try:
+            if self.writer is not None:
+                self.writer.write(record)
+        except Exception as err:  # a full disk mid-run: stop rather than send requests whose records are lost
+            log.error("request %s: its record could not be written: %s", record.request_id, err)
+            self.environment.jb_error = LoadgenError(f"cannot write the request records: {err}")
+            return
         replay_metrics(self.environment).on_finished(record)
-        if self.writer is not None:
-            self.writer.write(record)
         failed = record.status != "ok"
         self.environment.events.request.fire(
             request_type="POST",

@@ -22,13 +22,18 @@ against. The queue is per process (use it with one worker).
 
 For failure tests a request may ask for a fault with the body field ``mock_fault``: ``status:CODE``
 (answer HTTP CODE, e.g. 429, 500, 503), ``stall`` (one token, then silence), ``disconnect`` (half
-the tokens, then the connection drops), ``garbage`` (an event that is not JSON), ``short`` (half
-the tokens, then a clean end).
+the tokens, then the connection drops), ``garbage`` (an event that is not JSON), ``not_object`` (an
+event that is JSON but not an object), ``bad_usage`` (a usage whose counts are text), ``short`` (half
+the tokens, then a clean end), ``no_stream`` (one JSON body although the request asked for a stream),
+``deep_json`` (an event nested deeper than Python's JSON parser goes: a fault no client check expects).
+``--fault FAULT`` gives every ``--fault-every``-th request that fault unless it asks for its own;
+``--ssl-certfile``/``--ssl-keyfile`` serve HTTPS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import struct
@@ -52,6 +57,8 @@ class MockConfig:
     arrivals_dir: str | None = None  # where every request's arrival time is kept for GET /mock/arrivals
     max_num_seqs: int = 0  # requests served at once; 0: no limit, no queue
     prefill_s_per_token: float = 0.0  # after admission, the first token waits this long per input token
+    fault: str = ""  # the fault of every fault_every-th request that asks for none
+    fault_every: int = 1
 
 
 class ArrivalLog:
@@ -175,6 +182,7 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
     app = FastAPI(title="joulebench mock OpenAI server", docs_url=None, redoc_url=None)
     arrivals = ArrivalLog(config.arrivals_dir) if config.arrivals_dir else None
     engine = EngineState(config.max_num_seqs)
+    served = itertools.count()
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": {"message": message, "type": "invalid_request_error"}}, status_code=status)
@@ -192,7 +200,7 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
         n_out = int(body.get("max_tokens") or body.get("max_completion_tokens") or config.default_output_tokens)
         if n_in + n_out > config.max_model_len:
             return error(400, f"{n_in} + {n_out} tokens exceed max_model_len {config.max_model_len}")
-        fault = str(body.get("mock_fault", ""))
+        fault = str(body.get("mock_fault") or (config.fault if next(served) % config.fault_every == 0 else ""))
         if fault.startswith("status:"):
             return error(int(fault.split(":", 1)[1]), f"mock fault {fault}")
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:16]}"
@@ -213,7 +221,7 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
             if k == 0 and arrivals is not None:
                 arrivals.served(arrived_unix, arrived_unix + admitted - arrived, time.time(), n_in)
 
-        if not body.get("stream"):
+        if not body.get("stream") or fault == "no_stream":
             try:
                 for k in range(n_out):
                     await at(k)
@@ -244,6 +252,10 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
                     await asyncio.sleep(3600)
                 if fault == "garbage" and k == 1:
                     yield b"data: {this is not json\n\n"
+                if fault == "not_object" and k == 1:
+                    yield b"data: [1, 2, 3]\n\n"
+                if fault == "deep_json" and k == 1:
+                    yield b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"
                 delta = {"delta": {"content": " tok" if k else "tok"}} if chat else {"text": " tok" if k else "tok"}
                 chunk: dict[str, Any] = {
                     "id": rid, "object": f"{obj}.chunk" if chat else obj, "created": created, "model": config.model,
@@ -251,6 +263,8 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
                 }  # fmt: skip
                 if continuous:
                     chunk["usage"] = _usage(n_in, k + 1)
+                if fault == "bad_usage" and k == 1:
+                    chunk["usage"] = {"prompt_tokens": str(n_in), "completion_tokens": "two"}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
             if fault == "disconnect":
                 raise ConnectionAbortedError("mock fault: the connection drops mid-stream")

@@ -6,16 +6,33 @@ process with gevent; building joulebench's parser must not.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from loadgen.arrivals import PROCESSES, Schedule, workload
+from loadgen.client import normalize_target
 from loadgen.errors import LoadgenError
-from loadgen.traces import OVERLONG_POLICIES, Trace, resolve_trace
+from loadgen.traces import NAMED, OVERLONG_POLICIES, Trace, parse_columns, resolve_trace
+
+#: The most requests one schedule may hold (its arrays, and at the end its records, are in memory).
+MAX_REQUESTS = 1_000_000
+#: The most arrivals a process may draw on the way to a schedule (resampling draws the whole trace, ×rate).
+MAX_DRAWN = 10_000_000
+#: The longest a duration, a timeout or a schedule may be: 30 days.
+MAX_SECONDS = 30 * 86400
 
 #: The options joulebench adds to Locust (``--jb-*``): name → (default, help).
 OPTIONS: dict[str, tuple[Any, str]] = {
-    "jb_trace": ("azure-conv", "trace: azure-conv, azure-code, or a CSV/JSONL path"),
+    "jb_trace": ("azure-conv", f"trace: {', '.join(NAMED)}, or a CSV/JSONL path"),
+    "jb_columns": (
+        "",
+        "the trace file's columns: timestamp=NAME,input=NAME,output=NAME (a key not given: the Azure name, "
+        "TIMESTAMP, ContextTokens, GeneratedTokens)",
+    ),
     "jb_trace_dir": ("", "folder holding the Azure trace files (else the cache, else downloaded)"),
     "jb_process": ("trace", f"arrival process: {', '.join(PROCESSES)}"),
     "jb_rate": (1.0, "time factor for trace/trace-resample (2: twice as fast), requests/s for the others"),
@@ -34,26 +51,111 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "which a prefix cache serves cheaper",
     ),
     "jb_model": ("", "model name (default: the server's first)"),
-    "jb_chat": (False, "use /v1/chat/completions with text calibrated by /tokenize (serve with prefix caching off)"),
+    "jb_chat": (
+        False,
+        "use /v1/chat/completions with text whose length is calibrated against that endpoint's own prompt_tokens, "
+        "every length before the schedule starts (serve with prefix caching off)",
+    ),
     "jb_max_model_len": (0, "the context requests must fit (0: the server's max_model_len if it says)"),
     "jb_overlong": ("drop", f"requests longer than the context: {', '.join(OVERLONG_POLICIES)}"),
     "jb_vocab": (2000, "token ids of prompts are drawn from [2, vocab)"),
     "jb_timeout": (300.0, "seconds without a byte before a request times out"),
     "jb_records": ("requests.jsonl", "append every request's record to this file"),
-    "jb_monitor": ("", "URL of a joulebench monitor: the web UI's Energy tab then shows live J/token"),
+    "jb_append": (False, "add to a --records file that already holds records (each record carries its run_id)"),
+    "jb_monitor": (
+        "",
+        "URL of a joulebench monitor: the replay's summary gets the run's energy (J, W, J/output token, with "
+        "the monitor's uncertainty); the web UI's Energy tab shows it live",
+    ),
 }
+
+
+def add_locust_options(add_argument: Callable[..., Any], **extra: Any) -> None:
+    """The options as Locust takes them (``--jb-rate``): Locust's own ``add_argument`` passes ``extra``
+    (``include_in_web_ui``); ``joulebench locust`` parses them the same way to check them first."""
+    for name, (default, help_text) in OPTIONS.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            add_argument(flag, action="store_true", default=default, help=help_text, **extra)
+        else:
+            add_argument(flag, type=type(default), default=default, help=help_text, **extra)
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+#: name → (test, what a valid value is).
+_RULES: dict[str, tuple[Any, str]] = {
+    "jb_rate": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "jb_cv": (lambda v: _finite(v) and v > 0, "a finite number > 0"),
+    "jb_duration": (lambda v: _finite(v) and 0 < v <= MAX_SECONDS, f"seconds > 0, at most {MAX_SECONDS} (30 days)"),
+    "jb_start": (lambda v: _finite(v) and v >= 0, "seconds ≥ 0"),
+    "jb_timeout": (lambda v: _finite(v) and 0 < v <= MAX_SECONDS, f"seconds > 0, at most {MAX_SECONDS} (30 days)"),
+    "jb_first": (lambda v: _integer(v) and 0 <= v <= MAX_REQUESTS, f"0 (all the duration holds) to {MAX_REQUESTS}"),
+    "jb_seed": (lambda v: _integer(v) and 0 <= v < 2**63, "an integer ≥ 0"),
+    "jb_prompt_seed": (lambda v: _integer(v) and -1 <= v < 2**63, "-1 (the seed) or an integer ≥ 0"),
+    "jb_max_model_len": (
+        lambda v: _integer(v) and (v == 0 or 2 <= v < 2**31),
+        "0 (the server's) or a context of at least 2 tokens (one in, one out)",
+    ),
+    "jb_vocab": (
+        lambda v: _integer(v) and 3 <= v < 2**31,
+        "an integer ≥ 3 (prompt ids are drawn from [2, vocab))",
+    ),
+    "jb_process": (lambda v: v in PROCESSES, f"one of {', '.join(PROCESSES)}"),
+    "jb_overlong": (lambda v: v in OVERLONG_POLICIES, f"one of {', '.join(OVERLONG_POLICIES)}"),
+    "jb_trace": (lambda v: isinstance(v, str) and v.strip() != "", "a named trace or a path"),
+    "jb_records": (lambda v: isinstance(v, str) and v.strip() != "", "a path"),
+}
+
+
+def check_options(options: Any, locust: bool = False) -> None:
+    """Every replay option's value, before any traffic; a ``LoadgenError`` names the option as given:
+    ``--rate`` (``joulebench replay``) or ``--jb-rate`` (Locust). An option ``options`` lacks has its default."""
+
+    def flag(name: str) -> str:
+        return "--" + (name if locust else name.removeprefix("jb_")).replace("_", "-")
+
+    def get(name: str) -> Any:
+        return getattr(options, name, OPTIONS[name][0])
+
+    for name, (test, valid) in _RULES.items():
+        if not test(get(name)):
+            raise LoadgenError(f"{flag(name)} {get(name)!r}: give {valid}")
+    if get("jb_columns"):
+        try:
+            parse_columns(get("jb_columns"))
+        except LoadgenError as err:
+            raise LoadgenError(str(err).replace("--columns", flag("jb_columns"), 1)) from None
+        if get("jb_trace") in NAMED:
+            raise LoadgenError(f"{flag('jb_columns')} is for a CSV/JSONL path; {get('jb_trace')} has its own columns")
+    if get("jb_monitor"):
+        normalize_target(get("jb_monitor"), flag("jb_monitor"))
 
 
 def build_schedule(options: Any) -> tuple[Trace, Schedule]:
     """The trace as replayed (from ``--start``, fitted to the context) and its schedule of sends."""
     if options.jb_process not in PROCESSES:
         raise LoadgenError(f"unknown arrival process {options.jb_process!r}: use one of {', '.join(PROCESSES)}")
-    trace = resolve_trace(options.jb_trace, trace_dir=Path(options.jb_trace_dir) if options.jb_trace_dir else None)
+    columns_text = getattr(options, "jb_columns", "")
+    trace = resolve_trace(
+        options.jb_trace,
+        trace_dir=Path(options.jb_trace_dir) if options.jb_trace_dir else None,
+        columns=parse_columns(columns_text) if columns_text else None,
+    )
     if options.jb_start:
         trace = trace.window(options.jb_start, trace.duration_s + 1.0)
     first = int(getattr(options, "jb_first", 0) or 0)
     if options.jb_max_model_len:
         trace = trace.fit(options.jb_max_model_len, getattr(options, "jb_overlong", "drop"), first or None)
+    if not trace.requests:
+        dropped = f": {trace.overlong.describe()}" if trace.overlong is not None and trace.overlong.requests else ""
+        raise LoadgenError(f"{trace.name}: no request to replay from --start {options.jb_start:g} s{dropped}")
     if first:
         if len(trace.requests) < first:
             raise LoadgenError(
@@ -61,8 +163,34 @@ def build_schedule(options: Any) -> tuple[Trace, Schedule]:
                 f"{options.jb_start:g} s that fit: lower --first or --start"
             )
         trace = trace.first(first)
-        return trace, workload(options.jb_process, trace, options.jb_rate, options.jb_seed, options.jb_cv)
-    schedule = PROCESSES[options.jb_process](
-        trace, options.jb_rate, options.jb_duration, options.jb_seed, options.jb_cv
-    )
+        _check_draws(options.jb_process, len(trace.requests), options.jb_rate, None)
+        schedule = workload(options.jb_process, trace, options.jb_rate, options.jb_seed, options.jb_cv)
+    else:
+        _check_draws(options.jb_process, len(trace.requests), options.jb_rate, options.jb_duration)
+        schedule = PROCESSES[options.jb_process](
+            trace, options.jb_rate, options.jb_duration, options.jb_seed, options.jb_cv
+        )
+    if len(schedule) > MAX_REQUESTS:
+        raise LoadgenError(
+            f"{schedule.label}: {len(schedule)} requests, more than one replay holds ({MAX_REQUESTS}): "
+            "shorten the duration, or give --first"
+        )
+    if len(schedule) and not (np.isfinite(schedule.times_s[-1]) and schedule.times_s[-1] <= MAX_SECONDS):
+        raise LoadgenError(f"{schedule.label}: the schedule would last more than 30 days: raise the rate")
     return trace, schedule
+
+
+def _check_draws(process: str, n: int, rate: float, duration_s: float | None) -> None:
+    """Refuse a schedule whose drawing alone would exhaust memory (estimated before drawing)."""
+    if process == "trace":
+        drawn = float(n)
+    elif process == "trace-resample":  # a fixed workload tiles the trace until thinning leaves n
+        copies = 1.0 if duration_s is not None else math.ceil(1.0 / min(rate, 1.0)) + 1.0
+        drawn = copies * n * max(rate, 1.0)
+    else:
+        drawn = rate * duration_s if duration_s is not None else 2.0 * n + 10.0
+    if drawn > MAX_DRAWN:
+        raise LoadgenError(
+            f"{process} at rate {rate:g} would draw about {drawn:.3g} arrivals (at most {MAX_DRAWN}): "
+            "lower the rate or the duration"
+        )

@@ -17,7 +17,10 @@ from typing import Any, Literal
 
 from loadgen.errors import LoadgenError
 
-Status = Literal["ok", "http_error", "timeout", "disconnect", "short_output", "bad_stream", "interrupted"]
+Status = Literal[
+    "ok", "http_error", "timeout", "disconnect", "short_output", "bad_stream", "not_streaming", "client_error",
+    "interrupted",
+]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -37,6 +40,9 @@ class RequestRecord:
     status: Status | None = None
     http_status: int | None = None
     error: str = ""
+    run_id: str = ""  # one per run: runs appended to one file stay apart
+    original_input_tokens: int | None = None  # the trace's lengths when --overlong clip shortened the request
+    original_output_tokens: int | None = None
 
     @property
     def schedule_lag_s(self) -> float | None:
@@ -97,9 +103,15 @@ class RecordWriter:
         self._lock = threading.Lock()
         self.written = 0
 
-    def open(self) -> RecordWriter:
+    def open(self, append: bool = True) -> RecordWriter:
         """Open for appending, after proving a write reaches the disk (a full disk or an unwritable path
-        is an error now, before any traffic, not a lost record later)."""
+        is an error now, before any traffic, not a lost record later). ``append=False``: a file that
+        already holds records is an error, not a file two runs share unasked."""
+        if not append and holds_records(self.path):
+            raise LoadgenError(
+                f"{self.path} already holds records: pass --append to add this run's (each record carries its "
+                "run_id), or choose another --records"
+            )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._f = self.path.open("a", encoding="utf-8")
@@ -136,6 +148,19 @@ class RecordWriter:
             if self._f is not None:
                 self._f.close()
                 self._f = None
+
+
+def holds_records(path: Path) -> bool:
+    """Whether ``path`` is a regular file with a line that is not blank (read up to the first such line)."""
+    if not Path(path).is_file():  # a device (/dev/full, /dev/null) holds no records
+        return False
+    try:
+        with Path(path).open("rb") as f:
+            return any(line.strip() for line in f)
+    except FileNotFoundError:
+        return False
+    except OSError as err:
+        raise LoadgenError(f"cannot read the request records in {path}: {err.strerror or err}") from None
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

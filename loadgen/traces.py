@@ -8,6 +8,7 @@ and output token counts, a class label). Prompt text is never needed: replay sen
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import logging
 import math
@@ -31,6 +32,23 @@ NAMED = {
 DOWNLOAD_BASE = "https://raw.githubusercontent.com/Azure/AzurePublicDataset/master/data"
 DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "traces"
 AZURE_COLUMNS = {"timestamp": "TIMESTAMP", "input": "ContextTokens", "output": "GeneratedTokens"}
+COLUMN_KEYS = ("timestamp", "input", "output")
+
+
+def parse_columns(text: str) -> dict[str, str]:
+    """``timestamp=t,input=in,output=out`` → a column mapping; a key not given keeps its Azure name."""
+    columns = dict(AZURE_COLUMNS)
+    given: set[str] = set()
+    for item in text.split(","):
+        key, eq, name = (part.strip() for part in item.partition("="))
+        if not eq or key not in COLUMN_KEYS or not name or key in given:
+            raise TraceError(
+                f"--columns {text!r}: give KEY=COLUMN for each of {', '.join(COLUMN_KEYS)} at most once, "
+                "e.g. timestamp=t,input=prompt_len,output=output_len"
+            )
+        given.add(key)
+        columns[key] = name
+    return columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +57,7 @@ class TraceRequest:
     input_tokens: int
     output_tokens: int
     klass: str = ""
+    clipped_from: tuple[int, int] | None = None  # (input, output) as the trace gives them, when --overlong clip cut it
 
 
 #: What happens to a request longer than the server's context: left out, shortened, or refused.
@@ -128,7 +147,8 @@ class Trace:
             over_tokens += r.input_tokens + r.output_tokens
             if policy == "clip":
                 o = min(r.output_tokens, max_model_len - 1)
-                kept.append(replace(r, input_tokens=min(r.input_tokens, max_model_len - o), output_tokens=o))
+                i = min(r.input_tokens, max_model_len - o)
+                kept.append(replace(r, input_tokens=i, output_tokens=o, clipped_from=(r.input_tokens, r.output_tokens)))
         overlong = Overlong(policy, max_model_len, over, over_tokens, seen, seen_tokens)
         if policy == "error" and over:
             raise TraceError(f"{self.name}: {overlong.describe()} (--overlong drop or clip to replay it)")
@@ -148,11 +168,11 @@ def parse_timestamp(text: str) -> float:
     return base.timestamp() + (float(f"0.{frac}") if frac else 0.0)
 
 
-def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
+def _rows(path: Path, columns: Mapping[str, str]) -> Iterator[tuple[int, Mapping[str, object]]]:
     """(line number, row) of a CSV or JSONL file; a file that is not text in that format is a TraceError."""
     line = 0
     try:
-        for line, row in _raw_rows(path):
+        for line, row in _raw_rows(path, columns):
             yield line, row
     except UnicodeDecodeError as err:
         raise TraceError(f"{path} after line {line}: not UTF-8 text (byte {err.start} of a read)") from None
@@ -160,9 +180,10 @@ def _rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
         raise TraceError(f"{path} after line {line}: not CSV ({err})") from None
 
 
-def _raw_rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
+def _raw_rows(path: Path, columns: Mapping[str, str]) -> Iterator[tuple[int, Mapping[str, object]]]:
+    # utf-8-sig: Excel's "CSV UTF-8" and PowerShell start the file with a byte-order mark.
     if path.suffix in (".jsonl", ".ndjson"):
-        with path.open() as f:
+        with path.open(encoding="utf-8-sig") as f:
             for n, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
@@ -174,8 +195,17 @@ def _raw_rows(path: Path) -> Iterator[tuple[int, Mapping[str, object]]]:
                     raise TraceError(f"{path} line {n}: expected a JSON object")
                 yield n, row
     else:
-        with path.open(newline="") as f:
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
+            header = reader.fieldnames
+            if header is None:
+                return  # an empty file: no requests
+            missing = [columns[k] for k in COLUMN_KEYS if columns[k] not in header]
+            if missing:
+                raise TraceError(
+                    f"{path} line 1: the header has no {', '.join(map(repr, missing))} (it has: "
+                    f"{', '.join(header)}): name the columns with --columns timestamp=…,input=…,output=…"
+                )
             for row in reader:
                 yield reader.line_num, row
 
@@ -188,9 +218,9 @@ def read_trace(
     if not path.is_file():
         raise TraceError(f"{path}: no such trace file")
     requests: list[tuple[float, int, int]] = []
-    for n, row in _rows(path):
+    for n, row in _rows(path, columns):
         values = []
-        for key in ("timestamp", "input", "output"):
+        for key in COLUMN_KEYS:
             col = columns[key]
             raw = row.get(col)
             if raw is None or raw == "":
@@ -221,10 +251,21 @@ def resolve_trace(
     trace_dir: Path | None = None,
     cache_dir: Path = DEFAULT_CACHE,
     download_base: str = DOWNLOAD_BASE,
+    columns: Mapping[str, str] | None = None,
 ) -> Trace:
-    """``azure-conv`` / ``azure-code`` (from ``trace_dir``, else the cache, else downloaded once), or a path."""
+    """``azure-conv`` / ``azure-code`` (from ``trace_dir``, else the cache, else downloaded once), or a path
+    (its columns named by ``columns``, else the Azure names)."""
     if name_or_path not in NAMED:
-        return read_trace(Path(name_or_path))
+        path = Path(name_or_path)
+        if not path.is_file():
+            close = difflib.get_close_matches(name_or_path, NAMED, n=1)
+            hint = f" — did you mean {close[0]}?" if close else ""
+            raise TraceError(
+                f"{path}: no such trace file, nor a named trace (the named ones: {', '.join(NAMED)}){hint}"
+            )
+        return read_trace(path, columns or AZURE_COLUMNS)
+    if columns is not None:
+        raise TraceError(f"--columns is for a CSV/JSONL path; {name_or_path} has its own columns")
     filename = NAMED[name_or_path]
     klass = name_or_path.removeprefix("azure-")
     for folder in (trace_dir, cache_dir):

@@ -66,19 +66,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not print live readings")
 
 
-def run(args: argparse.Namespace) -> int:
-    from monitor.exporter import create_app
-
+def validate(args: argparse.Namespace) -> None:
+    """Every option, before any source is opened or port bound."""
+    if not args.host.strip():
+        raise MonitorError("--host: give an address to listen on, e.g. 127.0.0.1")
+    if not 0 <= args.port <= 65535:
+        raise MonitorError(f"--port {args.port}: give 1–65535, or 0 for a free one")
     if not 0.5 <= args.interval_ms <= 10_000:
         raise MonitorError(f"--interval-ms {args.interval_ms} is out of range: use 0.5 to 10000")
     if not 1 <= args.retention_s <= 7 * 86400:
         raise MonitorError(f"--retention-s {args.retention_s} is out of range: use 1 to 604800 (a week)")
+    if not 0 <= args.counter_interval_ms <= 60_000:
+        raise MonitorError(f"--counter-interval-ms {args.counter_interval_ms} is out of range: use 0 to 60000")
+    if not (0 <= args.estimate_idle_w <= args.estimate_max_w <= 10_000):  # NaN fails every comparison
+        raise MonitorError(
+            f"--estimate-idle-w {args.estimate_idle_w}, --estimate-max-w {args.estimate_max_w}: give "
+            "0 ≤ idle ≤ max ≤ 10000 watts per CPU"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    from monitor.exporter import create_app
 
     def estimate() -> PowerSource:
         return EstimateSource(idle_w_per_cpu=args.estimate_idle_w, max_w_per_cpu=args.estimate_max_w)
 
-    if not 0 <= args.counter_interval_ms <= 60_000:
-        raise MonitorError(f"--counter-interval-ms {args.counter_interval_ms} is out of range: use 0 to 60000")
     opened, why = open_sources(args.source, factories={"estimate": estimate})
     sampler = Sampler(
         opened,
@@ -154,14 +166,16 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m monitor``: the same command as ``joulebench monitor``."""
     parser = argparse.ArgumentParser(prog="python -m monitor", description=DESCRIPTION)
     add_arguments(parser)
-    return run_command(parser, run, argv)
+    return run_command(parser, run, argv, validate)
 
 
 DESCRIPTION = (
     "Sample GPU (NVML), CPU (RAPL) or estimated host power every 10 ms and serve Prometheus metrics "
     "and window energy over HTTP."
 )
-COMMANDS = [Command("monitor", "sample power and serve /metrics and /v1/energy", DESCRIPTION, add_arguments, run)]
+COMMANDS = [
+    Command("monitor", "sample power and serve /metrics and /v1/energy", DESCRIPTION, add_arguments, run, validate)
+]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from server.errors import ServerError
 from server.launch import VllmServer, apply_vllm_env, vllm_install
 from server.models import DEFAULT_CACHE, PRESETS, TRAINED_VOCAB, resolve_model, write_model
 from server.offline import Request
-from server.options import add_engine_arguments, cpu_defaults, engine_options
+from server.options import add_engine_arguments, check_engine_arguments, cpu_defaults, engine_options
 
 SERVE_DESCRIPTION = "Start vLLM's OpenAI-compatible server (GPU or CPU build) on a preset or model, until Ctrl-C."
 OFFLINE_DESCRIPTION = (
@@ -41,6 +42,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, help="max batch size (default: vLLM's)")
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="vLLM's log and server.json go here")
     parser.add_argument("--start-timeout-s", type=float, default=900.0)
+
+
+def validate_serve(args: argparse.Namespace) -> None:
+    check_engine_arguments(args)
+    if not args.host.strip():
+        raise ServerError("--host: give an address to listen on, e.g. 127.0.0.1")
+    if not 1 <= args.port <= 65535:
+        raise ServerError(f"--port {args.port}: give 1–65535")
+    if args.max_num_seqs is not None and not 1 <= args.max_num_seqs < 2**31:
+        raise ServerError(f"--max-num-seqs {args.max_num_seqs}: give a batch of at least 1")
+    if not 0 < args.start_timeout_s <= 86400:
+        raise ServerError(f"--start-timeout-s {args.start_timeout_s}: give seconds in (0, 86400]")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -112,27 +125,7 @@ def run_offline(args: argparse.Namespace) -> int:
     from server.offline import OfflineRunner
 
     console = Console(stderr=True)
-    # Each measurement: (label, bin or None, batch size, requests, saturated); a bin is one full batch at its
-    # lengths; a saturated set is served closed-loop at the batch size and measured in its steady part.
-    plan: list[tuple[str, list[int] | None, int, list[Request], bool]] = []
-    max_num_seqs = None
-    if args.requests:
-        plan, max_num_seqs = read_request_sets(args.requests)
-    elif args.bins:
-        bins = parse_bins(args.bins)
-        if args.bin_batch < 1:
-            raise ServerError("--bin-batch must be positive")
-        plan = [(f"bin {i}x{o}", [i, o], args.bin_batch, [Request(i, o)] * args.bin_batch, False) for i, o in bins]
-    else:
-        try:
-            sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
-        except ValueError:
-            raise ServerError(f"--batch-sizes {args.batch_sizes!r}: give a comma list of integers") from None
-        if not sizes or sizes[0] < 1 or args.input_tokens < 1 or args.output_tokens < 1:
-            raise ServerError("batch sizes, --input-tokens and --output-tokens must be positive")
-        for b in sizes:
-            n = args.num_requests or max(2 * b, 64)
-            plan.append((f"batch {b}", None, b, [Request(args.input_tokens, args.output_tokens)] * n, False))
+    plan, max_num_seqs = offline_plan(args)
     spec = resolve_model(args.model, args.model_cache)
     install = vllm_install()
     cpu_defaults(args, spec.max_position_embeddings, install.cpu)
@@ -209,11 +202,62 @@ def run_offline(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_request_sets(
-    path: Path,
-) -> tuple[list[tuple[str, list[int] | None, int, list[Request], bool]], int | None]:
+#: One offline measurement: label, bin (or None), batch size, requests, whether served closed-loop.
+PlanItem = tuple[str, list[int] | None, int, list[Request], bool]
+#: The most requests one offline run may hold (each is a Python object until vLLM takes it).
+MAX_OFFLINE_REQUESTS = 1_000_000
+
+
+def offline_plan(args: argparse.Namespace) -> tuple[list[PlanItem], int | None]:
+    """Each measurement: (label, bin or None, batch size, requests, saturated), and the engine's max batch
+    if the request file says; a bin is one full batch at its lengths; a saturated set is served closed-loop
+    at the batch size and measured in its steady part."""
+    plan: list[PlanItem] = []
+    max_num_seqs = None
+    if args.requests:
+        plan, max_num_seqs = read_request_sets(args.requests)
+    elif args.bins:
+        bins = parse_bins(args.bins)
+        if not 1 <= args.bin_batch <= MAX_OFFLINE_REQUESTS:
+            raise ServerError(f"--bin-batch {args.bin_batch}: give 1 to {MAX_OFFLINE_REQUESTS}")
+        plan = [(f"bin {i}x{o}", [i, o], args.bin_batch, [Request(i, o)] * args.bin_batch, False) for i, o in bins]
+    else:
+        try:
+            sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
+        except ValueError:
+            raise ServerError(f"--batch-sizes {args.batch_sizes!r}: give a comma list of integers") from None
+        if not sizes or sizes[0] < 1 or args.input_tokens < 1 or args.output_tokens < 1:
+            raise ServerError("batch sizes, --input-tokens and --output-tokens must be positive")
+        if args.num_requests is not None and args.num_requests < 1:
+            raise ServerError(f"--num-requests {args.num_requests}: give at least 1")
+        if sizes[-1] > MAX_OFFLINE_REQUESTS or (args.num_requests or 0) > MAX_OFFLINE_REQUESTS:
+            raise ServerError(f"--batch-sizes and --num-requests: at most {MAX_OFFLINE_REQUESTS} requests")
+        for b in sizes:
+            n = args.num_requests or max(2 * b, 64)
+            plan.append((f"batch {b}", None, b, [Request(args.input_tokens, args.output_tokens)] * n, False))
+    return plan, max_num_seqs
+
+
+def validate_offline(args: argparse.Namespace) -> None:
+    check_engine_arguments(args)
+    offline_plan(args)
+    if not 0 < args.idle_max_s <= 86400:
+        raise ServerError(f"--idle-max-s {args.idle_max_s}: give seconds in (0, 86400]")
+    if args.monitor is not None:
+        try:
+            url = urllib.parse.urlsplit(args.monitor)
+            scheme, host, port = url.scheme, url.hostname, url.port
+        except ValueError:  # a port that is not a number in 0–65535, a bracketed host that is not IPv6
+            scheme = host = port = None
+        if scheme not in ("http", "https") or not host or port == 0:
+            raise ServerError(f"--monitor {args.monitor!r}: give the monitor's URL, e.g. http://127.0.0.1:9400")
+
+
+def read_request_sets(path: Path) -> tuple[list[PlanItem], int | None]:
     """The request sets of a ``--requests`` file and its ``max_num_seqs`` (the engine's max batch; default:
     the largest batch); a one-line error naming what is wrong."""
+    if not path.is_file():  # a device such as /dev/zero would be read forever
+        raise ServerError(f"--requests {path}: no such file")
     try:
         body = json.loads(path.read_text())
         sets = body["sets"]
@@ -230,7 +274,7 @@ def read_request_sets(
             plan.append((str(s.get("label") or f"set {i}"), s.get("bin"), b, reqs, saturated))
     except OSError as err:
         raise ServerError(f"--requests {path}: {err.strerror}") from None
-    except (ValueError, KeyError, TypeError) as err:
+    except (ValueError, KeyError, TypeError, RecursionError) as err:
         raise ServerError(f"--requests {path}: not a request-set file ({type(err).__name__}: {err})") from None
     if not plan:
         raise ServerError(f"--requests {path}: no request sets")
@@ -266,19 +310,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the directory to write (kept if already there)")
 
 
+def validate_model(args: argparse.Namespace) -> None:
+    if args.out.exists() and not args.out.is_dir():
+        raise ServerError(f"--out {args.out}: a file is there, not a model directory")
+
+
 def run_model(args: argparse.Namespace) -> int:
-    path = write_model(args.preset, args.out)
+    try:
+        path = write_model(args.preset, args.out)
+    except OSError as err:
+        raise ServerError(f"cannot write the model directory {args.out}: {err.strerror or err}") from None
     print(f"{path}: serve it with --load-format dummy --served-model-name {args.preset}")
     return 0
 
 
 COMMANDS = [
     Command("model", "write a preset's weight-free model directory", MODEL_DESCRIPTION,
-            add_model_arguments, run_model),
+            add_model_arguments, run_model, validate_model),
     Command("serve", "start vLLM's OpenAI server on a preset or model", SERVE_DESCRIPTION,
-            add_serve_arguments, run_serve),
+            add_serve_arguments, run_serve, validate_serve),
     Command("offline", "serve requests offline in batches and report J/token", OFFLINE_DESCRIPTION,
-            add_offline_arguments, run_offline),
+            add_offline_arguments, run_offline, validate_offline),
 ]  # fmt: skip
 
 

@@ -7,7 +7,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from server.errors import ServerError
 from server.models import ModelSpec
+
+#: vLLM's --dtype values.
+DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +127,24 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--speculative-config", type=json.loads, help="JSON, as vLLM's --speculative-config")
     g.add_argument("--gpu-memory-utilization", type=float)
     g.add_argument("--seed", type=int, default=0)
+
+
+def check_engine_arguments(args: argparse.Namespace) -> None:
+    """The engine options' values, before vLLM is started: a ``ServerError`` naming the option."""
+    if not args.model.strip():
+        raise ServerError("--model: give a preset, a model directory or a hub id")
+    if args.max_model_len is not None and not 2 <= args.max_model_len < 2**31:
+        raise ServerError(f"--max-model-len {args.max_model_len}: give a context of at least 2 tokens")
+    if not 1 <= args.tensor_parallel_size <= 1024:
+        raise ServerError(f"--tensor-parallel-size {args.tensor_parallel_size}: give 1 or more GPUs")
+    if args.dtype not in DTYPES:
+        raise ServerError(f"--dtype {args.dtype!r}: give one of {', '.join(DTYPES)}")
+    if args.gpu_memory_utilization is not None and not 0 < args.gpu_memory_utilization <= 1:
+        raise ServerError(f"--gpu-memory-utilization {args.gpu_memory_utilization}: give a fraction in (0, 1]")
+    if args.speculative_config is not None and not isinstance(args.speculative_config, dict):
+        raise ServerError("--speculative-config: give a JSON object, as vLLM's")
+    if not 0 <= args.seed < 2**32:
+        raise ServerError(f"--seed {args.seed}: give 0 to {2**32 - 1}")
 
 
 def cpu_defaults(args: argparse.Namespace, spec_max_len: int | None, cpu: bool) -> None:

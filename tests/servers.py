@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 
 @contextlib.contextmanager
@@ -23,7 +24,7 @@ def running(*args: str) -> Iterator[tuple[subprocess.Popen, str]]:
             seen = []
             for line in proc.stdout:
                 seen.append(line)
-                m = re.search(r"listening on (http://\S+)", line)
+                m = re.search(r"listening on (https?://\S+)", line)
                 if m:
                     yield proc, m.group(1)
                     break
@@ -46,3 +47,15 @@ def mock_server(*args: str) -> Iterator[str]:
 def joulebench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``joulebench ARGS`` in its own process, to the end: its exit code and output."""
     return subprocess.run([sys.executable, "-m", "joulebench", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM), made by the openssl command; a client trusts it with
+    ``SSL_CERT_FILE``."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key

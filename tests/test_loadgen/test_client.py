@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from servers import mock_server
+from servers import mock_server, self_signed_certificate
 
-from loadgen.client import ClientConfig, request_body, send
+from loadgen.client import ClientConfig, normalize_target, request_body, send, served_model
+from loadgen.errors import LoadgenError
 from loadgen.records import RequestRecord
 
 pytestmark = pytest.mark.integration
@@ -64,6 +65,47 @@ def test_a_broken_event_is_a_bad_stream(url):
     assert r.status == "bad_stream" and "not JSON" in r.error
 
 
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("not_object", "an event is JSON but not an object (list)"),
+        ("bad_usage", "an event's usage counts are not non-negative integers"),
+    ],
+)
+def test_valid_json_of_the_wrong_shape_is_a_bad_stream(url, fault, message):
+    r = run(url, 10, mock_fault=fault)
+    assert r.status == "bad_stream" and message in r.error
+
+
+def test_a_plain_json_reply_is_not_streaming(url):
+    r = run(url, 10, mock_fault="no_stream")
+    assert r.status == "not_streaming" and r.http_status == 200
+    assert "answered one application/json body, not an event stream" in r.error and '"usage"' in r.error
+
+
+def test_what_the_client_cannot_handle_is_a_client_error_record_never_an_exception(url):
+    r = run(url, 10, mock_fault="deep_json")  # the JSON parser's RecursionError: no check of the client expects it
+    assert r.status == "client_error" and r.error.startswith("RecursionError: ")
+    assert len(r.chunks) == 1  # what came before is kept
+
+
+def test_the_start_up_check_tells_a_wrong_path_from_no_model(url):
+    assert served_model(normalize_target(f"{url}/v1"))[0] == "mock"
+    with pytest.raises(LoadgenError, match=r"answered HTTP 404 for GET /nope/v1/models: is --target the server's root"):
+        served_model(f"{url}/nope")
+
+
+def test_https_is_spoken_where_the_url_says(tmp_path, monkeypatch):
+    cert, key = self_signed_certificate(tmp_path)
+    with mock_server("--ttft-ms", "1", "--itl-ms", "0", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key)) as u:
+        assert u.startswith("https://")
+        with pytest.raises(LoadgenError, match=r"the TLS handshake with https://.* failed .*SSL_CERT_FILE"):
+            served_model(u)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert served_model(u) == ("mock", 32768)
+        assert run(u, 3).status == "ok"
+
+
 def test_fewer_tokens_than_forced_is_short_output(url):
     r = run(url, 10, mock_fault="short")
     assert r.status == "short_output" and r.usage_output_tokens == 5 and "5 of 10" in r.error
@@ -81,3 +123,5 @@ def test_chat_text_is_calibrated_with_the_servers_tokenizer(url):
     for n in (1, 7, 300):
         assert cal.count(cal.text(n)) == n
     assert run(url, 2, chat=True).status == "ok"
+    texts = cal.texts([5, 9, 5, 7])
+    assert sorted(texts) == [5, 7, 9] and all(cal.count(t) == n for n, t in texts.items())

@@ -78,3 +78,19 @@ def test_the_write_probe_leaves_no_trace(tmp_path):
     path.write_text('{"request_id": "old"}\n')
     RecordWriter(path).open().close()
     assert path.read_text() == '{"request_id": "old"}\n'
+
+
+def test_a_file_with_records_is_appended_to_only_when_asked(tmp_path):
+    path = tmp_path / "requests.jsonl"
+    RecordWriter(path).open(append=False).close()  # a new file
+    path.write_text("\n\n")
+    RecordWriter(path).open(append=False).close()  # blank lines are no records
+    w = RecordWriter(path).open(append=False)
+    w.write(record(0, status="ok", run_id="a"))
+    w.close()
+    with pytest.raises(LoadgenError, match=r"already holds records: pass --append"):
+        RecordWriter(path).open(append=False)
+    w = RecordWriter(path).open(append=True)
+    w.write(record(0, status="ok", run_id="b"))
+    w.close()
+    assert [(r["request_id"], r["run_id"]) for r in read_records(path)] == [("r0", "a"), ("r0", "b")]

@@ -9,7 +9,7 @@ import pytest
 from paths import TRACES
 
 from loadgen.errors import TraceError
-from loadgen.traces import merge, parse_timestamp, read_trace, resolve_trace
+from loadgen.traces import merge, parse_columns, parse_timestamp, read_trace, resolve_trace
 
 needs_shared = pytest.mark.skipif(not TRACES.is_dir(), reason=f"needs the shared traces beside the checkout ({TRACES})")
 
@@ -49,7 +49,8 @@ def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
             r"line 3: ContextTokens 'ten' is not an integer",
         ),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n1,10,5\nyesterday,10,5\n", r"line 3: TIMESTAMP 'yesterday'"),
-        ("TIMESTAMP,ContextTokens\n1,10\n", r"line 2: no 'GeneratedTokens'"),
+        ("TIMESTAMP,ContextTokens\n1,10\n", r"line 1: the header has no 'GeneratedTokens'"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n1,10\n", r"line 2: no 'GeneratedTokens'"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n1,10,0\n", r"line 2: token counts must be positive"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n", r"has no requests"),
     ],
@@ -69,6 +70,42 @@ def test_generic_jsonl_with_a_column_mapping(tmp_path):
         read_trace(bad, columns={"timestamp": "t", "input": "in", "output": "out"})
 
 
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("excel.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\r\n0,10,5\r\n1.5,20,6\r\n"),
+        ("powershell.jsonl", '{"TIMESTAMP": 0, "ContextTokens": 10, "GeneratedTokens": 5}\n'
+                             '{"TIMESTAMP": 1.5, "ContextTokens": 20, "GeneratedTokens": 6}\n'),
+    ],
+)  # fmt: skip
+def test_a_byte_order_mark_is_read_past(tmp_path, name, body):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())  # what Excel's "CSV UTF-8" and PowerShell write
+    t = read_trace(path)
+    assert [(r.arrival_s, r.input_tokens, r.output_tokens) for r in t.requests] == [(0.0, 10, 5), (1.5, 20, 6)]
+
+
+def test_columns_name_any_files_fields(tmp_path):
+    p = write(tmp_path, "when,prompt_len,output_len\n3,100,7\n1,50,3\n", "vllm.csv")
+    columns = parse_columns("timestamp=when, input=prompt_len,output=output_len")
+    t = resolve_trace(str(p), columns=columns)
+    assert [(r.arrival_s, r.input_tokens, r.output_tokens) for r in t.requests] == [(0.0, 50, 3), (2.0, 100, 7)]
+    assert parse_columns("input=n_in") == {"timestamp": "TIMESTAMP", "input": "n_in", "output": "GeneratedTokens"}
+    with pytest.raises(TraceError, match=r"line 1: the header has no 'TIMESTAMP', .* \(it has: when, prompt_len"):
+        resolve_trace(str(p))
+    for bad in ("", "timestamp", "start=t", "input=", "input=a,input=b"):
+        with pytest.raises(TraceError, match=r"--columns .*KEY=COLUMN"):
+            parse_columns(bad)
+    with pytest.raises(TraceError, match="--columns is for a CSV/JSONL path"):
+        resolve_trace("azure-conv", columns=columns)
+
+
+def test_a_mistyped_trace_name_lists_the_named_ones():
+    with pytest.raises(TraceError, match=r"azure-cnv: no such trace file, nor a named trace \(the named ones: "
+                       r"azure-conv, azure-code\) — did you mean azure-conv\?"):  # fmt: skip
+        resolve_trace("azure-cnv")
+
+
 def test_selection_and_clipping(tmp_path):
     body = "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i},{100 * (i + 1)},{50}\n" for i in range(10))
     t = read_trace(write(tmp_path, body))
@@ -79,6 +116,7 @@ def test_selection_and_clipping(tmp_path):
     assert clipped.overlong.requests == 6  # inputs of 500+ do not fit with 50 outputs
     assert len(clipped.requests) == 10 and all(r.input_tokens + r.output_tokens <= 512 for r in clipped.requests)
     assert clipped.requests[-1].output_tokens == 50  # the output kept, the input cut
+    assert clipped.requests[-1].clipped_from == (1000, 50) and clipped.requests[0].clipped_from is None
 
 
 def test_overlong_requests_are_dropped_by_default_and_counted(tmp_path):
