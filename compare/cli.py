@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -130,23 +131,47 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=Path, help="the run directory (default: runs/compare-DATE-TIME)")
 
 
+def _seconds(args: argparse.Namespace, names: tuple[str, ...], zero: tuple[str, ...] = ()) -> None:
+    """Each option a finite number of seconds, positive (or not negative, for ``zero``), at most a day."""
+    for name in names:
+        value = getattr(args, name)
+        low_ok = value >= 0 if name in zero else value > 0
+        if not (math.isfinite(value) and low_ok and value <= 86400):
+            what = "not negative" if name in zero else "positive"
+            raise LoadgenError(f"--{name.replace('_', '-')} {value!r}: give seconds, {what}, at most 86400")
+
+
+def validate_traffic(args: argparse.Namespace) -> None:
+    """The options ``compare`` and ``sweep`` share, before anything starts."""
+    if args.process not in PROCESSES:
+        raise LoadgenError(f"unknown arrival process {args.process!r}: use one of {', '.join(PROCESSES)}")
+    if not (math.isfinite(args.cv) and 0 < args.cv <= 100):
+        raise LoadgenError(f"--cv {args.cv!r}: give a coefficient of variation in (0, 100]")
+    if not (math.isfinite(args.start) and args.start >= 0):
+        raise LoadgenError(f"--start {args.start!r}: give seconds into the trace, not negative")
+    _seconds(args, ("drain_s", "request_timeout_s"))
+
+
+def validate_compare(args: argparse.Namespace) -> None:
+    from server.options import check_engine_arguments
+
+    check_engine_arguments(args)
+    validate_traffic(args)
+    _seconds(args, ("window_s", "slice_s", "idle_max_s", "start_timeout_s"), ())
+    _seconds(args, ("warmup_s",), ("warmup_s",))
+    for name, low in (("segments", 1), ("bin_batch", 1), ("max_num_seqs", 1), ("reference_batches", 2),
+                      ("requests", 2), ("min_requests", 1)):  # fmt: skip
+        value = getattr(args, name)
+        if value is not None and not low <= value <= 1_000_000:
+            why = ": the steady part starts after one batch" if name == "reference_batches" else ""
+            raise LoadgenError(f"--{name.replace('_', '-')} {value}: give {low} to 1000000{why}")
+
+
 def run_compare(args: argparse.Namespace) -> int:
     import time
 
     from compare.experiment import Comparison, Interrupted
 
-    for name in ("warmup_s", "window_s", "slice_s", "idle_max_s", "drain_s"):
-        if not getattr(args, name) > 0 and not (name == "warmup_s" and args.warmup_s == 0):
-            raise LoadgenError(f"--{name.replace('_', '-')} must be positive")
-    for name in ("segments", "bin_batch", "max_num_seqs", "reference_batches", "requests", "min_requests"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise LoadgenError(f"--{name.replace('_', '-')} must be at least 1")
-    if args.reference_batches < 2:
-        raise LoadgenError("--reference-batches must be at least 2: the steady part starts after one batch")
-    if args.requests is not None and args.requests < 2:
-        raise LoadgenError("--requests must be at least 2")
-    if args.process not in PROCESSES:
-        raise LoadgenError(f"unknown arrival process {args.process!r}: use one of {', '.join(PROCESSES)}")
     run_dir = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     if (run_dir / "config.json").exists():
         raise LoadgenError(f"{run_dir} already holds a run: choose another --out")
@@ -198,17 +223,25 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=Path, help="the run directory (default: runs/sweep-DATE-TIME)")
 
 
+def validate_sweep(args: argparse.Namespace) -> None:
+    if not args.sm_clocks.strip() and not args.power_limits.strip():
+        raise LoadgenError("nothing to sweep: give --sm-clocks and/or --power-limits")
+    validate_traffic(args)
+    _seconds(args, ("window_s",))
+    _seconds(args, ("warmup_s", "settle_s"), ("warmup_s", "settle_s"))
+    if args.max_model_len is not None and not 2 <= args.max_model_len < 2**31:
+        raise LoadgenError(f"--max-model-len {args.max_model_len}: give a context of at least 2 tokens")
+    for name in ("slo_tpot_p99_ms", "slo_ttft_p99_ms"):
+        value = getattr(args, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise LoadgenError(f"--{name.replace('_', '-')} {value!r}: give milliseconds, positive")
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     import time
 
     from compare.sweep import Sweep
 
-    if not args.sm_clocks.strip() and not args.power_limits.strip():
-        raise LoadgenError("nothing to sweep: give --sm-clocks and/or --power-limits")
-    if not (args.window_s > 0 and args.warmup_s >= 0 and args.drain_s > 0 and args.settle_s >= 0):
-        raise LoadgenError("--window-s and --drain-s must be positive, --warmup-s and --settle-s not negative")
-    if args.process not in PROCESSES:
-        raise LoadgenError(f"unknown arrival process {args.process!r}: use one of {', '.join(PROCESSES)}")
     run_dir = args.out or Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
     if not args.dry_run and (run_dir / "sweep.json").exists():
         raise LoadgenError(f"{run_dir} already holds a sweep: choose another --out")
@@ -225,6 +258,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a directory written by joulebench compare")
 
 
+def validate_report(args: argparse.Namespace) -> None:
+    if not (args.run_dir / "config.json").is_file():
+        raise LoadgenError(f"{args.run_dir} has no config.json: not a joulebench compare run directory")
+
+
 def run_report(args: argparse.Namespace) -> int:
     from compare.report import write_report
 
@@ -235,11 +273,11 @@ def run_report(args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("compare", "online vs offline energy per token: the whole comparison and its report",
-            COMPARE_DESCRIPTION, add_compare_arguments, run_compare),
+            COMPARE_DESCRIPTION, add_compare_arguments, run_compare, validate_compare),
     Command("sweep", "J/token against GPU clocks and power limits (DVFS)", SWEEP_DESCRIPTION,
-            add_sweep_arguments, run_sweep),
+            add_sweep_arguments, run_sweep, validate_sweep),
     Command("report", "rewrite a compare run's summary and report from its files", REPORT_DESCRIPTION,
-            add_report_arguments, run_report),
+            add_report_arguments, run_report, validate_report),
 ]  # fmt: skip
 
 

@@ -216,9 +216,11 @@ class OfflineRunner:
         steps = self._drive(requests, concurrency, refill=True, progress=progress)
         result = self._result(requests, concurrency, idle_w, t0, self.meter.now(), steps).summary()
         # Steady: from the step by which one batch's worth has completed to the first step after which the
-        # batch can no longer be refilled (fewer in the engine than the concurrency).
+        # batch can no longer be refilled (every request added, fewer in the engine than the concurrency).
+        n = len(requests)
         a = next((t for t, *_, done in steps if done >= concurrency), None)
-        b = next((t for t, _, _, left, _ in steps if a is not None and t > a and left < concurrency), None)
+        b = next((t for t, _, _, left, done in steps if a is not None and t > a and left + done == n
+                  and left < concurrency), None)  # fmt: skip
         if a is None or b is None:
             raise ServerError("the saturated run had no steady part: give it more requests")
         inside = [x for x in steps if a < x[0] <= b]

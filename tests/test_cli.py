@@ -100,10 +100,9 @@ def test_random_arguments_give_one_line_or_pass_every_commands_checks(tmp_path, 
 
 
 def test_every_command_has_its_checks():
-    """The lead adds compare's, sweep's and report's (compare/cli.py) with this pattern."""
     from joulebench.cli import commands
 
-    assert sorted(c.name for c in commands() if c.validate is None) == ["compare", "report", "sweep"]
+    assert [c.name for c in commands() if c.validate is None] == []
 
 
 def test_replay_help_gives_its_exit_statuses():
