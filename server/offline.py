@@ -152,10 +152,13 @@ class OfflineRunner:
             engine.add_request(f"jb{run}-{i}", TokensPrompt(prompt_token_ids=prompts[i]), params)
             running += 1
 
-        while queue or running:
+        def fill() -> None:
             if running == 0 or refill:
                 while queue and running < concurrency:
                     add()
+
+        fill()
+        while running:
             outputs = engine.step()
             t = time.time()  # the monitor's clock (Unix seconds); an HTTP call per step would cost steps
             step_in = step_out = 0
@@ -168,6 +171,7 @@ class OfflineRunner:
                 if o.finished:
                     running -= 1
                     done += 1
+            fill()  # before the step is recorded: its count is what the engine holds for the next step
             steps.append((t, step_in, step_out, running, done))
             if progress is not None:
                 progress(done, len(requests))
