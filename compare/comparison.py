@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from compare.attribution import Weights, attribute, tokens_in_window
+from compare.attribution import EnergyModel, Slices, attribute, tokens_in_window
 from compare.polls import prefill_rate, server_in_system, throttle_reasons
 from compare.windows import Window, slices_in, steadiness, verdict
 from loadgen.summary import percentiles
@@ -159,33 +159,47 @@ def _mean(values: Sequence[float]) -> float | None:
 
 def attribution_result(
     records: Sequence[Mapping[str, Any]],
-    edges: Sequence[float],
+    s: Slices,
     slice_energy_j: Sequence[float],
     loaded_idle_w: float,
-    weights: Weights,
-    prefill_tokens_per_s: float | None,
+    model: EnergyModel,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Energy attributed to a replay's requests (attributional and dynamic) and its distribution."""
-    attr = attribute(records, edges, slice_energy_j, weights, prefill_tokens_per_s=prefill_tokens_per_s)
-    dyn = attribute(records, edges, slice_energy_j, weights, loaded_idle_w, prefill_tokens_per_s)
+    """Energy attributed to a replay's requests (attributional and dynamic), each request's with the
+    jackknife standard error of the model's parameters, and the distributions."""
+    a = attribute(s, slice_energy_j, loaded_idle_w, model)
+    reps = [attribute(s, slice_energy_j, loaded_idle_w, m) for m in model.replicas()]
+    g = len(reps)
+
+    def se(values: list[np.ndarray]) -> np.ndarray:
+        if g < 3:
+            return np.full(len(records), math.nan)
+        v = np.array(values)
+        return np.sqrt((g - 1) / g * ((v - v.mean(axis=0)) ** 2).sum(axis=0))
+
+    se_attr, se_dyn = se([r.attributional_j for r in reps]), se([r.dynamic_j for r in reps])
     outs = np.array([r.get("usage_output_tokens") or 0 for r in records], dtype=float)
     ok = np.array([r["status"] == "ok" for r in records], dtype=bool)
 
-    def dist(per_request: np.ndarray) -> dict[str, Any]:
+    def dist(per_request: np.ndarray, err: np.ndarray) -> dict[str, Any]:
         with np.errstate(divide="ignore", invalid="ignore"):
             per_out = per_request / outs
+            rel = np.abs(err / per_request)
         return {
+            "requests_j": float(per_request.sum()),
             "j_per_request": percentiles(per_request[ok].tolist()),
             "j_per_output_token": percentiles(per_out[ok & (outs > 0)].tolist()),
+            "relative_se_median": float(np.nanmedian(rel[ok])) if ok.any() and np.isfinite(rel[ok]).any() else None,
         }
 
     result = {
-        "replay_energy_j": attr.total_j,
-        "attributional": {"requests_j": float(attr.per_request_j.sum()), "idle_j": attr.idle_j,
-                          **dist(attr.per_request_j)},
-        "dynamic": {"requests_j": float(dyn.per_request_j.sum()), "idle_j": dyn.idle_j, **dist(dyn.per_request_j)},
+        "replay_energy_j": a.total_j,
+        "attributional": {**dist(a.attributional_j, se_attr), "unattributed_j": a.unattributed_j,
+                          "unattributed_idle_j": a.unattributed_idle_j,
+                          "unattributed_dynamic_j": a.unattributed_dynamic_j},
+        "dynamic": {**dist(a.dynamic_j, se_dyn), "unattributed_j": a.total_j - float(a.dynamic_j.sum())},
     }  # fmt: skip
-    return result, {"attributional": attr.per_request_j, "dynamic": dyn.per_request_j}
+    return result, {"attributional": a.attributional_j, "dynamic": a.dynamic_j, "attributional_se": se_attr,
+                    "dynamic_se": se_dyn}  # fmt: skip
 
 
 def premiums(online: Mapping[str, Any], reference: Mapping[str, Any] | None,

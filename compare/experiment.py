@@ -12,7 +12,7 @@ Phases, each recorded in the run directory as it finishes (so an interrupted run
    saturated rate;
 4. offline, after vLLM's server is stopped (one engine per GPU): each rate's token multiset given to
    ``LLM.generate`` at once (continuous batching, at most ``--max-num-seqs`` running), ``--repeats``
-   times; two calibration sets (prefill-heavy, decode-heavy) for the attribution weights; one full
+   times; two check sets (prefill-heavy, decode-heavy) for the attribution's energy model; one full
    batch per binning bin → ``offline/``;
 5. the analysis (``summary.json``) and the report (``report.md``, ``report.html``, ``plots/``),
    which ``joulebench report RUN_DIR`` redoes from the files alone.
@@ -598,9 +598,11 @@ class Comparison:
         inputs = sorted(i for i, _ in lengths)
         max_len = self.config.get("max_model_len") or options.max_model_len or 4096
         long_in = max(32, min(int(np.percentile(inputs, 90)), max_len - 16))
-        sets.append({"label": "fit prefill-heavy", "kind": "fit", "batch_size": batch,
+        # Two sets the energy model does not see, to check its predictions (and the prefill rate where the
+        # server does not say it).
+        sets.append({"label": "check prefill-heavy", "kind": "check", "batch_size": batch,
                      "requests": [(long_in, 8)] * batch})  # fmt: skip
-        sets.append({"label": "fit decode-heavy", "kind": "fit", "batch_size": batch,
+        sets.append({"label": "check decode-heavy", "kind": "check", "batch_size": batch,
                      "requests": [(32, min(256, max_len - 32))] * batch})  # fmt: skip
         if not args.no_binning:
             bins = count_bins(lengths)

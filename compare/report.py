@@ -18,16 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from compare.attribution import Weights, fit_weights
+from compare.attribution import TOKENS_ONLY, EnergyModel, fit_model, slices
 from compare.comparison import DEFINITIONS, attribution_result, binning_gap, online_result, premiums
 from compare.experiment import rate_label, replay_dir
 from compare.floor import physical_floor
 from compare.uncertainty import budget, idle_uncertainty_w, sensor_term
 from loadgen.errors import LoadgenError
 from loadgen.records import read_records
-
-#: Without offline runs to fit them, prefill and decode tokens weigh the same.
-EQUAL_WEIGHTS = Weights(1.0, 1.0, "no offline run to fit: prefill and decode tokens weighted equally")
 
 
 def _read_json(path: Path) -> Any:
@@ -74,9 +71,47 @@ def _offline_sets(offline: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return {r["label"]: r for r in (offline or {}).get("results", [])}
 
 
+def _energy_model(
+    replays: list[tuple[float, int, list[dict[str, Any]], Any, np.ndarray, dict[str, Any]]],
+    loaded_w: float,
+    references: dict[int, dict[str, Any] | None],
+    sets: dict[str, dict[str, Any]],
+    offline: dict[str, Any] | None,
+    slice_s: float,
+) -> tuple[EnergyModel, dict[str, Any]]:
+    """The per-slice energy model fitted on every online slice and the references' steady parts (an
+    aggregate row weighted as the slices it spans), and checked against the offline sets it did not see."""
+    xs, ys, groups, weights = [], [], [], []
+    for g, (_, _, _, sl, e, _) in enumerate(replays):
+        xs.append(sl.features())
+        ys.append(e - loaded_w * np.diff(sl.edges))
+        groups += [g] * len(e)
+        weights += [1.0] * len(e)
+    offline_idle = (offline or {}).get("idle_power_w", loaded_w)
+    for k, ref in references.items():
+        if ref and ref.get("steps"):
+            xs.append(np.array([[ref["steps"], ref["input_tokens"], ref["output_tokens"]]], dtype=float))
+            ys.append(np.array([ref["energy_j"] - offline_idle * ref["duration_s"]]))
+            groups.append(len(replays) + k)
+            weights.append(slice_s / ref["duration_s"])
+    try:
+        model = fit_model(np.vstack(xs), np.concatenate(ys), groups, weights)
+    except ValueError as err:
+        return TOKENS_ONLY, {"fit": f"no fit ({err}): prefill and decode tokens weighted equally", "checks": []}
+    checks = []
+    for label, r in sets.items():
+        if r.get("saturated") or not r.get("steps"):
+            continue
+        predicted = float(model.predict(np.array([r["steps"], r["input_tokens"], r["output_tokens"]])))
+        measured = r["dynamic_energy_j"]
+        checks.append({"set": label, "measured_dynamic_j": measured, "predicted_dynamic_j": predicted,
+                       "error_percent": 100 * (predicted - measured) / measured if measured > 0 else None})  # fmt: skip
+    return model, {**model.record(), "checks": checks}
+
+
 def _prefill_fallback(sets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     """The engine's prefill rate from the offline prefill-heavy set, where the server did not say it."""
-    fit = sets.get("fit prefill-heavy")
+    fit = sets.get("check prefill-heavy")
     if not fit or fit["duration_s"] <= 0:
         return None
     return {"tokens_per_s": fit["input_tokens"] / fit["duration_s"],
@@ -96,14 +131,6 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     loaded_w = idle.get("loaded", {}).get("power_w", 0.0)
     sets = _offline_sets(offline)
 
-    weights = EQUAL_WEIGHTS
-    if offline:
-        runs = [(r["input_tokens"], r["output_tokens"], r["dynamic_energy_j"]) for r in offline["results"]
-                if not r.get("saturated")]  # fmt: skip
-        try:
-            weights = fit_weights(runs)
-        except ValueError as err:
-            weights = Weights(1.0, 1.0, f"the fit failed ({err}): prefill and decode tokens weighted equally")
     bins = {}
     if offline:
         from server.binning import measured_bins
@@ -123,8 +150,8 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     rates: list[dict[str, Any]] = []
     per_request: list[dict[str, Any]] = []
     multisets: dict[int, list[list[tuple[int, int]]]] = defaultdict(list)
+    replays: list[tuple[float, int, list[dict[str, Any]], Any, np.ndarray, dict[str, Any]]] = []
     for m in options["rates"]:
-        windows = []
         for seg in segments:
             k = seg["segment"]
             d = replay_dir(run_dir, m, k)
@@ -141,7 +168,12 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             result.update(segment=k, drain_cut=window["drain_cut"])
             result.update(premiums(result, references.get(k), sets.get(f"same requests s{k}")))
             rate = (result.get("prefill") or {}).get("tokens_per_s")
-            attribution, attributed = attribution_result(records, edges, e, loaded_w, weights, rate)
+            replays.append((m, k, records, slices(records, edges, rate), e, result))
+    model, fit = _energy_model(replays, loaded_w, references, sets, offline, options.get("slice_s", 0.25))
+    for m in options["rates"]:
+        windows = []
+        for _, k, records, sl, e, result in (x for x in replays if x[0] == m):
+            attribution, attributed = attribution_result(records, sl, e, loaded_w, model)
             result["attribution"] = attribution
             if bins and k == 0:
                 try:
@@ -150,12 +182,15 @@ def analyze(run_dir: Path) -> dict[str, Any]:
                 except KeyError as err:
                     result["binning"] = {"error": str(err)}
             windows.append(result)
-            for r, ea, ed in zip(records, attributed["attributional"], attributed["dynamic"], strict=True):
+            for i, r in enumerate(records):
                 if r["status"] == "ok":
                     per_request.append({
                         "rate": m, "segment": k, "request_id": r["request_id"],
                         "input_tokens": r["usage_input_tokens"], "output_tokens": r["usage_output_tokens"],
-                        "energy_j": float(ea), "dynamic_energy_j": float(ed),
+                        "energy_j": float(attributed["attributional"][i]),
+                        "energy_se_j": float(attributed["attributional_se"][i]),
+                        "dynamic_energy_j": float(attributed["dynamic"][i]),
+                        "dynamic_energy_se_j": float(attributed["dynamic_se"][i]),
                         "ttft_s": r["ttft_s"], "e2e_s": r["e2e_s"], "sent_s": r["sent_s"],
                     })  # fmt: skip
         if not windows:
@@ -197,11 +232,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             },
         },
         "floor": _floor_ratios(floor, rates, reference, sets),
-        "weights": {
-            "prefill_j_per_token": weights.prefill_j_per_token,
-            "decode_j_per_token": weights.decode_j_per_token,
-            "fit": weights.fit,
-        },
+        "energy_model": fit,
         "offline_idle_power_w": offline.get("idle_power_w") if offline else None,
         "offline_results": offline["results"] if offline else [],
         "rates": rates,
@@ -498,7 +529,7 @@ def _workload_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _attribution_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["rate", "segment", "view", "replay energy J", "to requests J", "unattributed J", "J/request p50/p90/p99",
-            "J/out-token per request p50/p90/p99"]  # fmt: skip
+            "J/out-token per request p50/p90/p99", "median ± (model)"]  # fmt: skip
     rows = []
     for r in s["rates"]:
         w = r["segments"][0]
@@ -506,11 +537,28 @@ def _attribution_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         for view in ("attributional", "dynamic"):
             v = a[view]
             jr, jo = v["j_per_request"], v["j_per_output_token"]
+            rel = v.get("relative_se_median")
             rows.append([
                 r["label"], str(w["segment"]), view, _f(a["replay_energy_j"], 4), _f(v["requests_j"], 4),
-                _f(v["idle_j"], 4), "/".join(_f(jr[p]) for p in ("p50", "p90", "p99")),
-                "/".join(_f(jo[p]) for p in ("p50", "p90", "p99")),
+                _f(v["unattributed_j"], 4), "/".join(_f(jr[p]) for p in ("p50", "p90", "p99")),
+                "/".join(_f(jo[p]) for p in ("p50", "p90", "p99")), "–" if rel is None else f"{100 * rel:.2g} %",
             ])  # fmt: skip
+    return head, rows
+
+
+def _model_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    m = s["energy_model"]
+    head = ["", "value", "check: measured dynamic J", "predicted", "error"]
+    if "se" not in m:
+        return head, [[m["fit"], "", "", "", ""]]
+    rows = [[name, f"{_f(m[key], 4)} ± {_f(m['se'][key], 2)}", "", "", ""] for key, name in
+            (("step_j", "c, J per engine step"), ("prefill_j_per_token", "α, J per prefill token"),
+             ("decode_j_per_token", "β, J per decode token"))]  # fmt: skip
+    rows.append(["R² (rows)", f"{_f(m['r2'], 3)} ({m['rows']})", "", "", ""])
+    for c in m["checks"]:
+        err = c["error_percent"]
+        rows.append([f"check: {c['set']}", "", _f(c["measured_dynamic_j"], 4), _f(c["predicted_dynamic_j"], 4),
+                     "–" if err is None else f"{err:+.1f} %"])  # fmt: skip
     return head, rows
 
 
@@ -579,7 +627,7 @@ def _provenance(s: dict[str, Any]) -> list[str]:
             parts.append(f"{what} {p['power_w']:.1f} W" + ("" if p["stable"] else " (did not settle)"))
     if parts:
         lines.append("Idle power: " + "; ".join(parts))
-    lines.append(f"Attribution weights: {s['weights']['fit']}")
+    lines.append(f"Energy model (attribution): {s['energy_model']['fit']}")
     return lines
 
 
@@ -763,8 +811,15 @@ _SECTIONS = (
      "one batch's worth has completed to when the pool runs dry."),
     ("Workload", _workload_table, "The same requests at every rate: only their arrival times change."),
     ("Energy attributed to requests", _attribution_table,
-     "Each slice of the energy series is shared among the requests active in it by their prefill and decode "
-     "tokens there, weighted by the fit below; requests + unattributed = the replay's measured energy."),
+     "Each slice's dynamic energy (less loaded-idle power) is shared among the requests working in it by their "
+     "modelled cost there (the energy model below); attributional adds the loaded-idle power of the time any "
+     "request is in service, shared by time in service; idle with none in service stays unattributed. Requests "
+     "+ unattributed = the replay's measured energy. ± (model): the median request's standard error from the "
+     "model's parameters (jackknife)."),
+    ("Energy model", _model_table,
+     "Fitted on every online slice of this run and the references' steady parts: E − P_idle·Δt = c·steps + "
+     "α·prefill + β·decode (non-negative least squares; ± the jackknife over replays). Checked against the "
+     "offline sets it did not see."),
     ("Binning estimate (Fernandez et al. 2025) against the measured online energy", _binning_table,
      "One full offline batch per (input, output) ceiling bin; the estimate sums N(bin)/B · E(bin). Measured: the "
      "replay's energy, the share attributed to requests within the largest bins. Gap: (estimate − measured) ÷ "

@@ -38,12 +38,17 @@ def simulate(
     idle_w: float = 100.0,
     prefill_j_per_token: float = 0.001,
     decode_j_per_token: float = 0.05,
+    step_j: float = 0.0,
     slice_s: float = 0.25,
     start_s: float = 1000.0,
+    noise_w: float = 0.0,
+    seed: int = 0,
 ) -> Served:
     """A server with ``slots`` requests in service at once (FIFO queue beyond), each prefilled at
     ``prefill_tokens_per_s`` after admission, then decoded one token every ``itl_s``; its power is idle
-    plus a cost per prefill token (spread over the prefill) and per decode token (at the token)."""
+    plus a cost per prefill token (spread over the prefill), per decode token (at the token) and per
+    engine step (a slice's steps: the most tokens any request decoded in it), and white noise of
+    ``noise_w`` watts."""
     from loadgen.records import RequestRecord
 
     free = [start_s] * slots
@@ -63,11 +68,18 @@ def simulate(
     end = max(r["last_token_s"] for r in records)
     edges = np.arange(start_s + min(arrivals_s), end + 2 * slice_s, slice_s)
     energy = idle_w * np.diff(edges)
+    steps = np.zeros(len(energy))
     for (lo, hi), r in zip(prefill, records, strict=True):
         overlap = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
         energy += prefill_j_per_token * r["usage_input_tokens"] * overlap / max(hi - lo, 1e-12)
+        mine = np.zeros(len(energy))
         for c, n in r["chunks"]:
-            energy[min(int(np.searchsorted(edges, c, side="right")) - 1, len(energy) - 1)] += decode_j_per_token * n
+            mine[min(int(np.searchsorted(edges, c, side="right")) - 1, len(energy) - 1)] += n
+        energy += decode_j_per_token * mine
+        steps = np.maximum(steps, mine)
+    energy += step_j * steps
+    if noise_w:
+        energy += np.random.default_rng(seed).normal(0.0, noise_w, len(energy)) * np.diff(edges)
     return Served(records, edges, energy, prefill)
 
 
@@ -96,7 +108,8 @@ def _steady_part(served: Served, batch: int, idle_w: float) -> dict:
     n_out = sum(1 for r in served.records for t, _ in r["chunks"] if a <= t < b)
     n_in = sum(r["usage_input_tokens"] for r in served.records if a <= r["first_token_s"] < b)
     dyn = e - idle_w * (b - a)
-    return {"start_s": a, "end_s": b, "duration_s": b - a, "steps": int(k.sum()), "running_min": batch,
+    steps = round((b - a) / 0.02)  # simulate's default: a token every 20 ms for each running request
+    return {"start_s": a, "end_s": b, "duration_s": b - a, "steps": steps, "running_min": batch,
             "running_max": batch, "input_tokens": n_in, "output_tokens": n_out, "energy_j": e, "uncertainty_j": 0.5,
             "short_window": False, "average_power_w": e / (b - a), "dynamic_energy_j": dyn,
             "j_per_output_token": e / n_out, "j_per_token": e / (n_in + n_out),

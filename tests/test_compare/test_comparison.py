@@ -10,13 +10,11 @@ import numpy as np
 import pytest
 from synthetic import simulate, write_run
 
-from compare.attribution import Weights, tokens_in_window
+from compare.attribution import tokens_in_window
 from compare.comparison import binning_gap, online_result, premiums
 from compare.windows import choose_window
 from monitor.meter import MeterReading, settled, stable_power
 from server.binning import BatchEnergy
-
-W = Weights(0.1, 1.0, "test")
 
 
 def record(i: int, scheduled: float, sent: float, first: float, n_in: int, chunks: list[float], status="ok") -> dict:
@@ -148,7 +146,7 @@ def test_the_report_of_a_run_directory(tmp_path):
             refk = summary["reference"]["segments"][w["segment"]]
             assert w["premium_output"] == pytest.approx(w["j_per_output_token"] / refk["j_per_output_token"])
             a = w["attribution"]["attributional"]
-            assert a["requests_j"] + a["idle_j"] == pytest.approx(w["attribution"]["replay_energy_j"])
+            assert a["requests_j"] + a["unattributed_j"] == pytest.approx(w["attribution"]["replay_energy_j"])
     low, high = summary["rates"]
     assert low["premium_output"]["mean"] > high["premium_output"]["mean"]  # fewer arrivals, more idle per token
     assert [x["label"] for x in summary["headline"]["rates"]] == ["0.5x", "2x"]

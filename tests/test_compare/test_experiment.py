@@ -39,14 +39,14 @@ def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
         assert x["prefill"]["method"].startswith("the server's own timing")  # vLLM's histograms were polled
         a = x["attribution"]
         for view in ("attributional", "dynamic"):
-            assert a[view]["requests_j"] + a[view]["idle_j"] == pytest.approx(a["replay_energy_j"], rel=1e-9)
+            assert a[view]["requests_j"] + a[view]["unattributed_j"] == pytest.approx(a["replay_energy_j"], rel=1e-9)
         assert x["same_requests_premium"] > 0 and x["premium_output"] > 0
     ref = summary["reference"]["segments"][0]
     assert ref["running_max"] == 4 and ref["j_per_output_token"] > 0 and ref["output_tokens"] > 0
     assert "gap_percent" in summary["rates"][0]["segments"][0]["binning"]
     offline = json.loads((run_dir / "offline" / "offline.json").read_text())
     labels = [r["label"] for r in offline["results"]]
-    assert labels[:4] == ["same requests s0", "reference s0", "fit prefill-heavy", "fit decode-heavy"]
+    assert labels[:4] == ["same requests s0", "reference s0", "check prefill-heavy", "check decode-heavy"]
     assert any(label.startswith("bin ") for label in labels)
     assert (run_dir / "online" / "1x-0" / "polls.jsonl").stat().st_size > 0
     assert "ESTIMATED" in (run_dir / "report.md").read_text()
