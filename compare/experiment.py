@@ -324,7 +324,7 @@ class Comparison:
             "vllm": {"distribution": install.distribution, "version": install.version},
             "model": spec.model, "preset": spec.preset, "weights": spec.weights, "engine": options.record(),
             "model_parameters": spec.parameters,
-            "options": {k: v for k, v in vars(args).items() if k not in ("run", "verbose")},
+            "options": {k: v for k, v in vars(args).items() if k not in ("run", "validate", "verbose")},
             "complete": False,
         }  # fmt: skip
         if args.requests is not None:  # a bad trace, process or size fails before anything starts
