@@ -127,7 +127,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--slice-s", type=float, default=0.25, help="energy slices for attribution (default: %(default)s)")
     g.add_argument("--no-offline", action="store_true", help="skip the offline runs (no premium, no binning)")
     g.add_argument("--no-binning", action="store_true", help="skip measuring the binning estimator's bins")
-    g.add_argument("--bin-batch", type=int, default=32, help="requests per bin batch (default: %(default)s)")
+    g.add_argument("--bin-batch", type=int, default=0,
+                   help="requests per bin batch; 0: the largest batch the KV cache and --max-num-seqs hold, as "
+                   "Fernandez et al. batch (default: %(default)s)")  # fmt: skip
     g.add_argument("--out", type=Path, help="the run directory (default: runs/compare-DATE-TIME)")
 
 
@@ -159,7 +161,7 @@ def validate_compare(args: argparse.Namespace) -> None:
     validate_traffic(args)
     _seconds(args, ("window_s", "slice_s", "idle_max_s", "start_timeout_s"), ())
     _seconds(args, ("warmup_s",), ("warmup_s",))
-    for name, low in (("segments", 1), ("bin_batch", 1), ("max_num_seqs", 1), ("reference_batches", 2),
+    for name, low in (("segments", 1), ("bin_batch", 0), ("max_num_seqs", 1), ("reference_batches", 2),
                       ("requests", 2), ("min_requests", 1)):  # fmt: skip
         value = getattr(args, name)
         if value is not None and not low <= value <= 1_000_000:

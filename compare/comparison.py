@@ -31,7 +31,7 @@ from compare.attribution import EnergyModel, Slices, attribute, tokens_in_window
 from compare.polls import prefill_rate, server_in_system, throttle_reasons
 from compare.windows import Window, slices_in, steadiness, verdict
 from loadgen.summary import percentiles
-from server.binning import BatchEnergy, Bin, ceiling_bin, count_bins, estimate
+from server.binning import BatchEnergy, Bin, ceiling_bin, ceiling_inflation, count_bins, estimate
 
 DEFINITIONS = {
     "online_j_per_output_token": "the steady-state window's energy ÷ the output tokens processed in it",
@@ -231,12 +231,18 @@ def binning_gap(
     records: Sequence[Mapping[str, Any]],
     per_request_j: np.ndarray,
     replay_energy_j: float,
+    replay_duration_s: float,
+    loaded_idle_w: float,
     bins: Mapping[Bin, BatchEnergy],
+    same_requests: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The binning estimate (Fernandez et al. §4.1) of a replay's requests against its measured energy.
+    """The binning estimate (Fernandez et al. §4.1) of a replay's requests, checked first against the offline
+    energy of the same requests (all at once), then against the measured online energy.
 
-    Measured: the replay's energy (first send to last token, attributional) times the share of the
-    attributed energy that went to the requests the bins include (those within the largest bins).
+    The requests the bins include (within the largest bins) are compared: offline, the same-requests set's
+    energy × their share of its tokens; online, the replay's energy (first send to last token) × their
+    share of the attributed energy. Online the estimate is also given with an idle term, loaded-idle power ×
+    the replay's time the batches do not cover (wall clock less Σ N/B · t_batch), on the same share.
     """
     ok = [(i, r) for i, r in enumerate(records) if r["status"] == "ok"]
     pairs = [(r["usage_input_tokens"], r["usage_output_tokens"]) for _, r in ok]
@@ -246,12 +252,30 @@ def binning_gap(
     attributed = float(np.sum(per_request_j))
     share = float(np.sum(per_request_j[included])) / attributed if attributed > 0 else 0.0
     measured = replay_energy_j * share
+    idle_j = loaded_idle_w * max(0.0, replay_duration_s - est.busy_s) * share
+    tokens_all = sum(i + o for i, o in pairs)
+    tokens_in = sum(i + o for (i, o) in pairs if ceiling_bin(i, o) is not None)
+    offline = None
+    if same_requests and same_requests.get("energy_j") and tokens_all:
+        offline = same_requests["energy_j"] * tokens_in / tokens_all
+
+    def gap(a: float, b: float | None) -> float | None:
+        return 100.0 * (a - b) / b if b else None
+
     return {
         "estimate_j": est.energy_j,
         "estimate_uncertainty_j": est.uncertainty_j,
+        "busy_s": est.busy_s,
+        "ceiling_inflation": ceiling_inflation(pairs),
+        "offline_same_requests_j": offline,
+        "gap_offline_percent": gap(est.energy_j, offline),
         "measured_j": measured,
-        "gap_percent": 100.0 * (est.energy_j - measured) / measured if measured > 0 else None,
+        "gap_percent": gap(est.energy_j, measured),
+        "estimate_with_idle_j": est.energy_j + idle_j,
+        "gap_with_idle_percent": gap(est.energy_j + idle_j, measured),
         "included": est.included,
         "excluded": est.excluded,
         "bins": len(counts.counts),
+        "batch_sizes": sorted({bins[b].batch_size for b in counts.counts}),
+        "rule": "each bin at the largest batch that fits (KV cache, max batch); a partial batch as N/B of a batch",
     }

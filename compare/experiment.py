@@ -604,13 +604,13 @@ class Comparison:
                      "requests": [(long_in, 8)] * batch})  # fmt: skip
         sets.append({"label": "check decode-heavy", "kind": "check", "batch_size": batch,
                      "requests": [(32, min(256, max_len - 32))] * batch})  # fmt: skip
-        if not args.no_binning:
-            bins = count_bins(lengths)
-            for (i, o), _ in sorted(bins.counts.items()):
+        if not args.no_binning:  # the first segment's requests: the binning estimate is of its replays
+            first = next(seg for seg in self.segments if seg.index in measured)
+            for (i, o), _ in sorted(count_bins(first.lengths).counts.items()):
                 if i + o > max_len:
                     continue
                 sets.append({"label": f"bin {i}x{o}", "kind": "bin", "bin": [i, o], "batch_size": args.bin_batch,
-                             "requests": [(i, o)] * args.bin_batch})  # fmt: skip
+                             "requests": [(i, o)] * max(args.bin_batch, 1)})  # fmt: skip
         offline_dir = self.run_dir / "offline"
         write_json(offline_dir / "requests.json", {"max_num_seqs": batch, "sets": sets})
         cmd = [

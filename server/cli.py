@@ -17,6 +17,7 @@ from typing import Any
 
 from joulebench import __version__
 from joulebench.commands import Command, command_main
+from server.binning import largest_batch
 from server.errors import ServerError
 from server.launch import VllmServer, apply_vllm_env, vllm_install
 from server.models import DEFAULT_CACHE, PRESETS, TRAINED_VOCAB, resolve_model, write_model
@@ -96,7 +97,9 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
         help="binning estimator: measure one full batch per INPUTxOUTPUT bin instead of --batch-sizes, "
         "e.g. 1024x256,2048x512 (bins of server/binning.py)",
     )
-    parser.add_argument("--bin-batch", type=int, default=64, help="requests per bin batch (default: %(default)s)")
+    parser.add_argument("--bin-batch", type=int, default=0,
+                        help="requests per bin batch; 0: the largest batch the KV cache and the max batch hold, as "
+                        "Fernandez et al. batch (default: %(default)s)")  # fmt: skip
     parser.add_argument(
         "--requests",
         type=Path,
@@ -142,7 +145,11 @@ def run_offline(args: argparse.Namespace) -> int:
             runner.warm_up(first[:b0])
         with console.status("measuring loaded-idle power until it is stable"):
             idle = stable_power(meter, max_s=args.idle_max_s)
+        kv = runner.kv_capacity()
         for label, bin_, b, requests, saturated in plan:
+            if bin_ and b == 0:  # a bin at the largest batch that fits, as Fernandez et al. batch
+                b = largest_batch(sum(bin_), options.max_num_seqs or 1, *(kv or (None, None)))
+                requests = [Request(*bin_)] * b
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task(f"{label}: {len(requests)} requests", total=len(requests))
                 tick = lambda done, _, t=task: progress.update(t, completed=done)  # noqa: E731
@@ -152,6 +159,8 @@ def run_offline(args: argparse.Namespace) -> int:
                 else:
                     result = runner.run(requests, b, idle.power_w, tick)
                     results.append({"label": label, "bin": bin_, **result.summary()})
+                if bin_:
+                    results[-1]["kv_cache"] = None if kv is None else {"blocks": kv[0], "block_size": kv[1]}
     finally:
         runner.close()
         meter.close()
@@ -218,9 +227,10 @@ def offline_plan(args: argparse.Namespace) -> tuple[list[PlanItem], int | None]:
         plan, max_num_seqs = read_request_sets(args.requests)
     elif args.bins:
         bins = parse_bins(args.bins)
-        if not 1 <= args.bin_batch <= MAX_OFFLINE_REQUESTS:
-            raise ServerError(f"--bin-batch {args.bin_batch}: give 1 to {MAX_OFFLINE_REQUESTS}")
-        plan = [(f"bin {i}x{o}", [i, o], args.bin_batch, [Request(i, o)] * args.bin_batch, False) for i, o in bins]
+        if not 0 <= args.bin_batch <= MAX_OFFLINE_REQUESTS:
+            raise ServerError(f"--bin-batch {args.bin_batch}: give 0 (the largest that fits) to {MAX_OFFLINE_REQUESTS}")
+        n = max(args.bin_batch, 1)
+        plan = [(f"bin {i}x{o}", [i, o], args.bin_batch, [Request(i, o)] * n, False) for i, o in bins]
     else:
         try:
             sizes = sorted({int(b) for b in args.batch_sizes.split(",")})
@@ -266,7 +276,9 @@ def read_request_sets(path: Path) -> tuple[list[PlanItem], int | None]:
         for i, s in enumerate(sets):
             reqs = [Request(int(a), int(b)) for a, b in s["requests"]]
             b = int(s["batch_size"])
-            if b < 1 or not reqs or any(r.input_tokens < 1 or r.output_tokens < 1 for r in reqs):
+            if b == 0 and s.get("bin"):  # a bin at the largest batch that fits: sized once the engine is up
+                reqs = [Request(int(s["bin"][0]), int(s["bin"][1]))]
+            elif b < 1 or not reqs or any(r.input_tokens < 1 or r.output_tokens < 1 for r in reqs):
                 raise ValueError(f"set {i}: batch_size and every length must be positive, and requests not empty")
             saturated = bool(s.get("saturated", False))
             if saturated and len(reqs) < 2 * b:

@@ -97,6 +97,14 @@ class OfflineRunner:
             ) from err
         self._llm = LLM(**self.llm_kwargs)
 
+    def kv_capacity(self) -> tuple[int, int] | None:
+        """The engine's KV cache: (blocks, tokens per block), as its core reported them; None if unknown."""
+        if self._llm is None:
+            self.load()
+        cache = getattr(getattr(self._llm.llm_engine, "vllm_config", None), "cache_config", None)
+        blocks, size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
+        return (int(blocks), int(size)) if blocks and size else None
+
     def close(self) -> None:
         """Shut vLLM's engine core down now: left to interpreter exit, its teardown can hang."""
         llm, self._llm = self._llm, None

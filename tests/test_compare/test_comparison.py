@@ -83,17 +83,23 @@ def test_premiums_divide_by_the_reference_and_by_the_same_requests_offline():
     assert premiums(failed, ref, {"energy_j": 100.0})["same_requests_premium"] is None
 
 
-def test_the_binning_gap_compares_the_estimate_with_the_included_requests_energy():
+def test_the_binning_gap_checks_offline_then_online_with_and_without_idle():
     records = [
         record(0, 0, 0, 0.1, 20, [0.2] * 5),
         record(1, 0, 0, 0.1, 20, [0.3] * 5),
         record(2, 0, 0, 0.1, 20, [0.4] * 600),
     ]  # fmt: skip  (the third is beyond the largest bin)
-    bins = {(32, 8): BatchEnergy(batch_size=2, energy_j=10.0, uncertainty_j=1.0)}
-    gap = binning_gap(records, np.array([30.0, 30.0, 40.0]), 200.0, bins)
-    assert (gap["included"], gap["excluded"]) == (2, 1)
-    assert gap["estimate_j"] == pytest.approx(10.0) and gap["measured_j"] == pytest.approx(200.0 * 0.6)
+    bins = {(32, 8): BatchEnergy(batch_size=2, energy_j=10.0, uncertainty_j=1.0, duration_s=0.5)}
+    same = {"energy_j": 90.0}
+    gap = binning_gap(records, np.array([30.0, 30.0, 40.0]), 200.0, 20.0, 5.0, bins, same)
+    assert (gap["included"], gap["excluded"]) == (2, 1) and gap["batch_sizes"] == [2]
+    assert gap["estimate_j"] == pytest.approx(10.0) and gap["busy_s"] == pytest.approx(0.5)
+    assert gap["ceiling_inflation"] == pytest.approx((32 + 8) / (20 + 5))  # both requests in the (32, 8) bin
+    assert gap["offline_same_requests_j"] == pytest.approx(90.0 * 50 / 670)  # their share of the set's tokens
+    assert gap["measured_j"] == pytest.approx(200.0 * 0.6)  # their share of the attributed energy
     assert gap["gap_percent"] == pytest.approx(100.0 * (10.0 - 120.0) / 120.0)
+    assert gap["estimate_with_idle_j"] == pytest.approx(10.0 + 5.0 * (20.0 - 0.5) * 0.6)
+    assert abs(gap["gap_with_idle_percent"]) < abs(gap["gap_percent"])  # idle was most of what it missed
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from paths import TRACES
 
-from server.binning import INPUT_BINS, OUTPUT_BINS, BatchEnergy, ceiling_bin, count_bins, estimate
+from server.binning import (
+    INPUT_BINS,
+    OUTPUT_BINS,
+    BatchEnergy,
+    ceiling_bin,
+    ceiling_inflation,
+    count_bins,
+    estimate,
+    largest_batch,
+)
 
 
 def test_bins_are_powers_of_two():
@@ -32,6 +41,25 @@ def test_estimate_sums_batches_and_counts_what_it_left_out():
     assert est.energy_j == pytest.approx(30 / 10 * 50 + 8 / 4 * 400)
     assert est.uncertainty_j == pytest.approx(((3 * 1.0) ** 2 + (2 * 4.0) ** 2) ** 0.5)
     assert est.included == 38 and est.excluded == 2
+
+
+def test_a_bin_is_batched_as_large_as_the_kv_cache_and_the_max_batch_hold():
+    # 10,000 blocks of 16 tokens: a (1024, 256) request needs 80 blocks, so 125 fit; the max batch caps at 64
+    assert largest_batch(1024 + 256, 256, 10_000, 16) == 125
+    assert largest_batch(1024 + 256, 64, 10_000, 16) == 64
+    assert largest_batch(8192 + 512, 256, 10_000, 16) == 18  # 544 blocks each
+    assert largest_batch(100, 256, 5, 16) == 1  # never none
+    assert largest_batch(100, 32, None, None) == 32  # the KV cache unknown: the max batch
+
+
+def test_ceiling_bins_inflate_the_work():
+    assert ceiling_inflation([(100, 10), (1000, 200)]) == pytest.approx((128 + 16 + 1024 + 256) / (110 + 1200))
+    assert ceiling_inflation([(14000, 50)]) is None  # nothing in the bins
+
+
+def test_the_estimate_says_the_engine_time_it_covers():
+    est = estimate(count_bins([(100, 10)] * 30), {(128, 16): BatchEnergy(10, 50.0, 1.0, duration_s=2.0)})
+    assert est.busy_s == pytest.approx(30 / 10 * 2.0)
 
 
 def test_a_bin_never_measured_is_an_error():
