@@ -110,6 +110,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("drop", "clip", "error"),
         help="requests longer than the context (default: %(default)s)",
     )
+    g.add_argument("--counterfactual", type=int, default=0, metavar="K",
+                   help="check the attribution: replay the first segment at the highest rate measured with and "
+                   "without every K-th request (ABBA) and compare their energy with what is attributed to them "
+                   "(default: 0, not run)")  # fmt: skip
     g.add_argument("--reference-batches", type=int, default=3, metavar="B",
                    help="the saturated reference serves B × --max-num-seqs requests of the workload's lengths "
                    "(default: %(default)s)")  # fmt: skip
@@ -161,6 +165,8 @@ def validate_compare(args: argparse.Namespace) -> None:
     validate_traffic(args)
     _seconds(args, ("window_s", "slice_s", "idle_max_s", "start_timeout_s"), ())
     _seconds(args, ("warmup_s",), ("warmup_s",))
+    if args.counterfactual and not 2 <= args.counterfactual <= 1000:
+        raise LoadgenError(f"--counterfactual {args.counterfactual}: give 0 (not run) or K in 2–1000")
     for name, low in (("segments", 1), ("bin_batch", 0), ("max_num_seqs", 1), ("reference_batches", 2),
                       ("requests", 2), ("min_requests", 1)):  # fmt: skip
         value = getattr(args, name)

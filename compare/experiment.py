@@ -188,6 +188,8 @@ def run_replay(
     ]  # fmt: skip
     if getattr(opts, "jb_first", 0):
         cmd += ["--first", str(opts.jb_first), "--overlong", opts.jb_overlong]
+    if getattr(opts, "jb_leave_out", 0):
+        cmd += ["--leave-out", str(opts.jb_leave_out)]
     replay = Child(f"the replay ({what})", cmd, out / "replay.log", stop_timeout_s=30).start()
     deadline = time.monotonic() + (opts.jb_duration if schedule_s is None else schedule_s) + args.drain_s + 30
     cut = False
@@ -378,6 +380,8 @@ class Comparison:
             stopped: Stopped | None = None
             try:
                 self._ladder(target, idle["loaded"]["power_w"])
+                if args.counterfactual:
+                    self._counterfactual(target, idle["loaded"]["power_w"])
             except Stopped as err:
                 stopped = err
             if server is not None:
@@ -567,6 +571,25 @@ class Comparison:
                 time.sleep(1.0)
         self.problems.append(f"{what}: no energy for its window ({why}); its records are kept in {out}")
         self.say(f"[yellow]{what}: no energy for its window[/yellow] ({why}); going on")
+
+    def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
+        """The attribution checked against what left-out requests really cost (``compare.counterfactual``), at
+        the highest rate the ladder measured, on the first segment."""
+        from compare.counterfactual import counterfactual
+
+        measured = sorted({float(p.name.rsplit("-", 1)[0].removesuffix("x")) for p in
+                           (self.run_dir / "online").glob("*-*") if (p / "window.json").exists()})  # fmt: skip
+        if not measured:
+            return
+        m, seg, args = measured[-1], self.segments[0], self.args
+        opts = segment_options(args, seg.start_s, m, self.config["trace"]["rate_per_s"], self.config["max_model_len"])
+        self.say(f"counterfactual at {rate_label(m)}: every {args.counterfactual}th request left out, ABBA")
+        result = counterfactual(args, opts, target, self.meter, self.run_dir / "counterfactual", args.counterfactual,
+                                loaded_idle_w, self.console, slice_s=args.slice_s)  # fmt: skip
+        ratio = result["ratio"]
+        self.say(f"counterfactual: the left-out requests cost {result['delta_j']:.1f} ± "
+                 f"{result['delta_uncertainty_j']:.1f} J; attributed {result['attributed_dynamic_j']:.1f} J"
+                 + (f" ({ratio:.2f}×)" if ratio is not None else ""))  # fmt: skip
 
     # -- offline -------------------------------------------------------------------------------------
 

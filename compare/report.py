@@ -238,6 +238,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "offline_idle_power_w": offline.get("idle_power_w") if offline else None,
         "offline_results": offline["results"] if offline else [],
         "rates": rates,
+        "counterfactual": _read_json(run_dir / "counterfactual" / "counterfactual.json"),
         "headline": _headline_figures(rates),
         "per_request": per_request,
     }
@@ -507,6 +508,17 @@ def _budget_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             if r[key].get("mean") is not None:
                 rows.append(_budget_row(f"{r['label']}: {name}", r[key]))
     return head, rows
+
+
+def _counterfactual_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    c = s.get("counterfactual")
+    head = ["order", "left out", "E(A) J", "E(B) J", "ΔE J", "attributed (dynamic) J", "attributed ÷ ΔE"]
+    if not c:
+        return head, []
+    return head, [[c["order"], f"every {c['leave_out_every']}th ({c['left_out']} of {c['requests_a']})",
+                   "/".join(_f(v, 5) for v in c["energy_a_j"]), "/".join(_f(v, 5) for v in c["energy_b_j"]),
+                   f"{_f(c['delta_j'], 4)} ± {_f(c['delta_uncertainty_j'], 2)}", _f(c["attributed_dynamic_j"], 4),
+                   "–" if c["ratio"] is None else f"{c['ratio']:.3g}×"]]  # fmt: skip
 
 
 def _floor_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -827,6 +839,10 @@ _SECTIONS = (
      "request is in service, shared by time in service; idle with none in service stays unattributed. Requests "
      "+ unattributed = the replay's measured energy. ± (model): the median request's standard error from the "
      "model's parameters (jackknife)."),
+    ("Counterfactual check of the attribution", _counterfactual_table,
+     "The same schedule with every request (A) and with every K-th left out (B), ABBA, each read over the same span: "
+     "ΔE = E(A) − E(B) is what the left-out requests cost; the attribution of run A charges them its dynamic energy "
+     "(run with --counterfactual K)."),
     ("Energy model", _model_table,
      "Fitted on every online slice of this run and the references' steady parts: E − P_idle·Δt = c·steps + "
      "α·prefill + β·decode (non-negative least squares; ± the jackknife over replays). Checked against the "

@@ -43,6 +43,10 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "replay exactly the first N requests from --start, each once, at the process's times (the same requests "
         "at every rate); 0: every request the duration holds",
     ),
+    "jb_leave_out": (
+        0,
+        "leave out every K-th request of the schedule, the others at their times (0: none): a counterfactual replay",
+    ),
     "jb_start": (0.0, "start this many seconds into the trace"),
     "jb_seed": (0, "seed of the arrival process and the prompts"),
     "jb_prompt_seed": (
@@ -97,6 +101,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "jb_start": (lambda v: _finite(v) and v >= 0, "seconds ≥ 0"),
     "jb_timeout": (lambda v: _finite(v) and 0 < v <= MAX_SECONDS, f"seconds > 0, at most {MAX_SECONDS} (30 days)"),
     "jb_first": (lambda v: _integer(v) and 0 <= v <= MAX_REQUESTS, f"0 (all the duration holds) to {MAX_REQUESTS}"),
+    "jb_leave_out": (lambda v: _integer(v) and (v == 0 or 2 <= v <= MAX_REQUESTS), "0 (none) or K ≥ 2"),
     "jb_seed": (lambda v: _integer(v) and 0 <= v < 2**63, "an integer ≥ 0"),
     "jb_prompt_seed": (lambda v: _integer(v) and -1 <= v < 2**63, "-1 (the seed) or an integer ≥ 0"),
     "jb_max_model_len": (
@@ -177,6 +182,10 @@ def build_schedule(options: Any) -> tuple[Trace, Schedule]:
         )
     if len(schedule) and not (np.isfinite(schedule.times_s[-1]) and schedule.times_s[-1] <= MAX_SECONDS):
         raise LoadgenError(f"{schedule.label}: the schedule would last more than 30 days: raise the rate")
+    every = int(getattr(options, "jb_leave_out", 0) or 0)
+    if every:
+        keep = np.arange(len(schedule)) % every != every - 1
+        schedule = Schedule(schedule.times_s[keep], schedule.index[keep], f"{schedule.label}, every {every}th left out")
     return trace, schedule
 
 

@@ -21,7 +21,7 @@ def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
         sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache", str(tmp_path / "models"),
         "--max-model-len", "1024", "--max-num-seqs", "4", "--trace", str(trace), "--rates", "0.5,1", "--requests",
         "24", "--min-requests", "8", "--warmup-s", "1", "--reference-batches", "3", "--source", "estimate",
-        "--idle-max-s", "6", "--bin-batch", "2", "--out", str(run_dir),
+        "--idle-max-s", "6", "--bin-batch", "2", "--counterfactual", "2", "--out", str(run_dir),
     ]  # fmt: skip
     before = {p.pid for p in psutil.process_iter()}
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
@@ -49,6 +49,10 @@ def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
     assert labels[:4] == ["same requests s0", "reference s0", "check prefill-heavy", "check decode-heavy"]
     assert any(label.startswith("bin ") for label in labels)
     assert (run_dir / "online" / "1x-0" / "polls.jsonl").stat().st_size > 0
+    # the counterfactual: half the requests left out cost about what the attribution charged them
+    c = summary["counterfactual"]
+    assert c["order"] == "ABBA" and c["left_out"] == 12 and c["delta_j"] > 0
+    assert 0.25 < c["ratio"] < 4, c  # a CPU estimate on a shared machine: a generous bound
     assert "ESTIMATED" in (run_dir / "report.md").read_text()
     assert (run_dir / "report.html").stat().st_size > 10_000
     config = json.loads((run_dir / "config.json").read_text())
