@@ -114,6 +114,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                    help="check the attribution: replay the first segment at the highest rate measured with and "
                    "without every K-th request (ABBA) and compare their energy with what is attributed to them "
                    "(default: 0, not run)")  # fmt: skip
+    g.add_argument("--online-reference", choices=("auto", "on", "off"), default="auto",
+                   help="also measure the saturated reference against the running server (a saturate replay of the "
+                   "same requests, --max-num-seqs in flight); auto: when there is no offline side (--target, "
+                   "--no-offline) (default: %(default)s)")  # fmt: skip
     g.add_argument("--reference-batches", type=int, default=3, metavar="B",
                    help="the saturated reference serves B × --max-num-seqs requests of the workload's lengths "
                    "(default: %(default)s)")  # fmt: skip

@@ -190,6 +190,10 @@ def run_replay(
         cmd += ["--first", str(opts.jb_first), "--overlong", opts.jb_overlong]
     if getattr(opts, "jb_leave_out", 0):
         cmd += ["--leave-out", str(opts.jb_leave_out)]
+    if getattr(opts, "jb_columns", ""):
+        cmd += ["--columns", opts.jb_columns]
+    if opts.jb_process == "saturate":
+        cmd += ["--concurrency", str(opts.jb_concurrency)]
     replay = Child(f"the replay ({what})", cmd, out / "replay.log", stop_timeout_s=30).start()
     deadline = time.monotonic() + (opts.jb_duration if schedule_s is None else schedule_s) + args.drain_s + 30
     cut = False
@@ -380,6 +384,10 @@ class Comparison:
             stopped: Stopped | None = None
             try:
                 self._ladder(target, idle["loaded"]["power_w"])
+                if args.online_reference == "on" or (
+                    args.online_reference == "auto" and (args.no_offline or args.target)
+                ):
+                    self._online_references(target)
                 if args.counterfactual:
                     self._counterfactual(target, idle["loaded"]["power_w"])
             except Stopped as err:
@@ -514,12 +522,7 @@ class Comparison:
                 except MonitorError as err:
                     self._lost_window(what, out, err)
                     continue
-                with energy_csv.open("a", newline="") as f:
-                    w = csv.writer(f)
-                    for k in range(len(series.energy_j)):
-                        w.writerow(["online", m, seg.index, repr(float(series.edges[k])),
-                                    repr(float(series.edges[k + 1])), repr(float(series.energy_j[k])),
-                                    repr(float(series.uncertainty_j[k]))])  # fmt: skip
+                _append_series(energy_csv, "online", m, seg.index, series)
                 record = {
                     "rate": m, "segment": seg.index, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
                     "series": [a, b], "energy_j": float(np.sum(series.energy_j)), "kind": series.kind,
@@ -572,6 +575,49 @@ class Comparison:
         self.problems.append(f"{what}: no energy for its window ({why}); its records are kept in {out}")
         self.say(f"[yellow]{what}: no energy for its window[/yellow] ({why}); going on")
 
+    def _online_references(self, target: str) -> None:
+        """The saturated reference against the running server, per segment: the offline reference's requests
+        replayed closed loop (``saturate``) with ``--max-num-seqs`` in flight; the steady part is read in the
+        analysis (``windows.saturated_window``)."""
+        from compare.polls import Poller
+        from monitor.errors import MonitorError
+
+        args, batch = self.args, self.args.max_num_seqs
+        energy_csv = self.run_dir / "energy.csv"
+        for seg in self.segments:
+            out = self.run_dir / "online" / f"reference-{seg.index}"
+            out.mkdir(parents=True, exist_ok=True)
+            lengths = reference_lengths(seg, batch, args.reference_batches, args.seed)
+            trace = out / "trace.jsonl"
+            trace.write_text(
+                "".join(json.dumps({"t": i, "in": a, "out": b}) + "\n" for i, (a, b) in enumerate(lengths))
+            )
+            opts = argparse.Namespace(
+                jb_trace=str(trace), jb_trace_dir="", jb_columns="timestamp=t,input=in,output=out",
+                jb_process="saturate", jb_rate=1.0, jb_cv=1.0, jb_duration=60.0, jb_start=0.0, jb_seed=args.seed,
+                jb_first=len(lengths), jb_overlong="drop", jb_max_model_len=self.config["max_model_len"] or 0,
+                jb_concurrency=batch,
+            )  # fmt: skip
+            what = f"online reference, segment {seg.index + 1}/{len(self.segments)} ({batch} in flight)"
+            self._check_monitor()
+            with Poller(target, self.meter.url, out / "polls.jsonl"):
+                _, records, cut = run_replay(args, opts, target, out, 5000 + seg.index, len(lengths), what,
+                                             self.console, self._server_gone(target) if self.server else None,
+                                             schedule_s=0.0)  # fmt: skip
+            sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
+            if not sent:
+                continue
+            a, b = min(sent), max(r.get("last_token_s") or r["sent_s"] for r in records if r.get("sent_s"))
+            try:
+                series = self.meter.series(a, b, args.slice_s)
+            except MonitorError as err:
+                self._lost_window(what, out, err)
+                continue
+            _append_series(energy_csv, "reference", -1.0, seg.index, series)
+            write_json(out / "window.json", {"rate": None, "segment": seg.index, "kind": "online reference",
+                                             "concurrency": batch, "series": [a, b], "drain_cut": cut})  # fmt: skip
+            self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok")
+
     def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
         """The attribution checked against what left-out requests really cost (``compare.counterfactual``), at
         the highest rate the ladder measured, on the first segment."""
@@ -610,11 +656,9 @@ class Comparison:
             sets.append({"label": f"same requests s{seg.index}", "kind": "same", "segment": seg.index,
                          "batch_size": len(seg.lengths), "requests": seg.lengths})  # fmt: skip
             # The saturated reference: this segment's length distribution, closed-loop at a full batch.
-            rng = np.random.default_rng((args.seed, seg.index))
-            pick = rng.integers(0, len(seg.lengths), args.reference_batches * batch)
             sets.append({"label": f"reference s{seg.index}", "kind": "reference", "segment": seg.index,
                          "batch_size": batch, "saturated": True,
-                         "requests": [seg.lengths[i] for i in pick]})  # fmt: skip
+                         "requests": reference_lengths(seg, batch, args.reference_batches, args.seed)})  # fmt: skip
         if not sets:
             raise LoadgenError("no online replay was measured: nothing to serve offline")
         lengths = [x for seg in self.segments if seg.index in measured for x in seg.lengths]
@@ -656,6 +700,13 @@ class Comparison:
         self.say(f"offline: {len(sets)} request sets served, at most {batch} running")
 
 
+def reference_lengths(seg: Segment, batch: int, batches: int, seed: int) -> list[tuple[int, int]]:
+    """The saturated reference's requests: ``batches`` × ``batch`` drawn from the segment's lengths (seeded),
+    the same online (a saturate replay) and offline."""
+    pick = np.random.default_rng((seed, seg.index)).integers(0, len(seg.lengths), batches * batch)
+    return [seg.lengths[i] for i in pick]
+
+
 #: ``--requests`` and ``--min-requests`` unless given: enough for a GPU's numbers to mean something, and
 #: few enough on vLLM's CPU build for ``make compare`` to stay short.
 WORKLOAD_DEFAULTS = {"gpu": (200, 100), "cpu": (60, 20)}
@@ -667,6 +718,15 @@ def workload_defaults(args: argparse.Namespace, cpu: bool) -> None:
         args.requests = requests
     if args.min_requests is None:
         args.min_requests = min(min_requests, args.requests)
+
+
+def _append_series(path: Path, phase: str, rate: float, segment: int, series: Any) -> None:
+    """A replay's energy slices, appended to ``energy.csv`` (``ENERGY_COLUMNS``)."""
+    with path.open("a", newline="") as f:
+        w = csv.writer(f)
+        for k in range(len(series.energy_j)):
+            w.writerow([phase, rate, segment, repr(float(series.edges[k])), repr(float(series.edges[k + 1])),
+                        repr(float(series.energy_j[k])), repr(float(series.uncertainty_j[k]))])  # fmt: skip
 
 
 def _exit_words(code: int) -> str:

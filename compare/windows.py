@@ -159,6 +159,23 @@ def choose_window(
     return Window(float(e[lo]), float(e[hi]), float(e[lo]) - first, mser_t - first, last)
 
 
+def saturated_window(records: Sequence[Mapping[str, Any]], edges: Sequence[float], concurrency: int) -> Window | None:
+    """The steady part of a closed-loop (saturate) replay: from when ``concurrency`` requests have completed
+    (the start cohort has turned over) to the last send (after it the batch can no longer be refilled), its
+    edges on ``edges``; None when there is no such part."""
+    e = np.asarray(edges, dtype=float)
+    ends = np.sort([end_of(r) for r in records])
+    sends = [r["sent_s"] for r in records if r.get("sent_s") is not None]
+    if len(ends) <= concurrency or not sends:
+        return None
+    first, opened, last = min(sends), float(ends[concurrency - 1]), max(sends)
+    lo = int(np.searchsorted(e, opened, side="left"))
+    hi = int(np.searchsorted(e, last, side="right")) - 1
+    if lo >= len(e) or hi <= lo:
+        return None
+    return Window(float(e[lo]), float(e[hi]), float(e[lo]) - first, opened - first, last)
+
+
 def slices_in(edges: Sequence[float], window: Window) -> slice:
     e = np.asarray(edges, dtype=float)
     lo = int(np.searchsorted(e, window.start_s - 1e-9, side="left"))

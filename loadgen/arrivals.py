@@ -150,6 +150,8 @@ def workload(process: str, population: Trace, rate: float, seed: int = 0, cv: fl
         raise LoadgenError(f"trace {population.name} has no requests")
     if process not in PROCESSES:
         raise LoadgenError(f"unknown arrival process {process!r}: use one of {', '.join(PROCESSES)}")
+    if process == CLOSED_LOOP:
+        return saturate(population)
     if process == "trace":
         times = compress(population, rate).times_s
     elif process == "trace-resample":
@@ -173,6 +175,18 @@ def workload(process: str, population: Trace, rate: float, seed: int = 0, cv: fl
     return Schedule(times - times[0], np.arange(n, dtype=np.int64), f"{label}, {n} requests")
 
 
+def saturate(trace: Trace) -> Schedule:
+    """Closed loop: every request of the trace, each sent as soon as one of the ``--concurrency`` in flight
+    ends (the way ML.ENERGY drives a server to its saturated throughput). No times: they are all 0 and the
+    dispatcher sends each when a slot frees."""
+    n = len(trace.requests)
+    return Schedule(np.zeros(n), np.arange(n, dtype=np.int64), f"saturate, {n} requests")
+
+
+#: The process that is a closed loop, not a schedule of times.
+CLOSED_LOOP = "saturate"
+
+
 def _check_rate(rate_per_s: float, duration_s: float) -> None:
     if not (rate_per_s > 0 and duration_s > 0):
         raise LoadgenError(f"rate and duration must be positive, got {rate_per_s}/s for {duration_s} s")
@@ -186,4 +200,5 @@ PROCESSES: dict[str, Callable[..., Schedule]] = {
     "poisson": lambda trace, rate, duration_s, seed, cv=1.0: poisson(trace, rate, duration_s, seed),
     "constant": lambda trace, rate, duration_s, seed, cv=1.0: constant(trace, rate, duration_s, seed),
     "gamma": lambda trace, rate, duration_s, seed, cv=1.0: gamma(trace, rate, duration_s, cv, seed),
+    CLOSED_LOOP: lambda trace, rate, duration_s, seed, cv=1.0: saturate(trace),
 }

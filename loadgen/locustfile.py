@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.lock
 import gevent.pool
 import numpy as np
 from gevent.event import AsyncResult
@@ -41,6 +42,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from loadgen.arrivals import CLOSED_LOOP
 from loadgen.client import ClientConfig, TextCalibrator, normalize_target, request_body, send, served_model
 from loadgen.errors import LoadgenError
 from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
@@ -192,6 +194,7 @@ class TraceReplayUser(User):
     """The dispatcher: one per process (a second user in the same process stops at once)."""
 
     writer: RecordWriter | None = None
+    slots: Any = None  # the closed loop's slots (saturate), or None
     dispatcher = False
 
     def on_start(self) -> None:
@@ -267,6 +270,11 @@ class TraceReplayUser(User):
         metrics = replay_metrics(env)
         metrics.start_schedule((start + schedule.times_s[mine]).tolist())
         times, indices = schedule.times_s.tolist(), schedule.index.tolist()
+        # Closed loop: a slot per request in flight (this worker's share); each send waits for one.
+        closed = opts.jb_process == CLOSED_LOOP
+        self.slots = gevent.lock.BoundedSemaphore(max(1, opts.jb_concurrency // plan["count"])) if closed else None
+        if closed and time.time() < start:
+            gevent.sleep(start - time.time())
         for i in mine:
             t, idx = times[i], indices[i]
             req = trace.requests[idx]
@@ -282,6 +290,9 @@ class TraceReplayUser(User):
                 else token_prompt(idx, req.input_tokens, opts.jb_vocab, prompt_seed)
             )
             body = request_body(config, prompt, req.output_tokens)
+            if self.slots is not None:
+                self.slots.acquire()
+                record.scheduled_s = time.time()  # closed loop: due as soon as a slot freed
             delay = record.scheduled_s - time.time()
             if delay > 0:
                 gevent.sleep(delay)
@@ -295,6 +306,8 @@ class TraceReplayUser(User):
     def _one(self, config: ClientConfig, record: RequestRecord, body: dict[str, Any]) -> None:
         send(config, record, body)  # never raises: a failure is the record's status
         self.in_flight.pop(record.request_id, None)
+        if self.slots is not None:
+            self.slots.release()
         try:
             if self.writer is not None:
                 self.writer.write(record)

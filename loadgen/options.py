@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.arrivals import PROCESSES, Schedule, workload
+from loadgen.arrivals import CLOSED_LOOP, PROCESSES, Schedule, workload
 from loadgen.client import normalize_target
 from loadgen.errors import LoadgenError
 from loadgen.traces import NAMED, OVERLONG_POLICIES, Trace, parse_columns, resolve_trace
@@ -43,6 +43,7 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "replay exactly the first N requests from --start, each once, at the process's times (the same requests "
         "at every rate); 0: every request the duration holds",
     ),
+    "jb_concurrency": (256, "the saturate process: requests kept in flight, split over the workers"),
     "jb_leave_out": (
         0,
         "leave out every K-th request of the schedule, the others at their times (0: none): a counterfactual replay",
@@ -102,6 +103,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "jb_timeout": (lambda v: _finite(v) and 0 < v <= MAX_SECONDS, f"seconds > 0, at most {MAX_SECONDS} (30 days)"),
     "jb_first": (lambda v: _integer(v) and 0 <= v <= MAX_REQUESTS, f"0 (all the duration holds) to {MAX_REQUESTS}"),
     "jb_leave_out": (lambda v: _integer(v) and (v == 0 or 2 <= v <= MAX_REQUESTS), "0 (none) or K ≥ 2"),
+    "jb_concurrency": (lambda v: _integer(v) and 1 <= v <= 100_000, "1 to 100000 requests in flight"),
     "jb_seed": (lambda v: _integer(v) and 0 <= v < 2**63, "an integer ≥ 0"),
     "jb_prompt_seed": (lambda v: _integer(v) and -1 <= v < 2**63, "-1 (the seed) or an integer ≥ 0"),
     "jb_max_model_len": (
@@ -191,7 +193,7 @@ def build_schedule(options: Any) -> tuple[Trace, Schedule]:
 
 def _check_draws(process: str, n: int, rate: float, duration_s: float | None) -> None:
     """Refuse a schedule whose drawing alone would exhaust memory (estimated before drawing)."""
-    if process == "trace":
+    if process in ("trace", CLOSED_LOOP):
         drawn = float(n)
     elif process == "trace-resample":  # a fixed workload tiles the trace until thinning leaves n
         copies = 1.0 if duration_s is not None else math.ceil(1.0 / min(rate, 1.0)) + 1.0

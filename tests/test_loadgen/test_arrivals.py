@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from paths import TRACES
 
-from loadgen.arrivals import PROCESSES, compress, constant, gamma, mix, poisson, resample, workload
+from loadgen.arrivals import CLOSED_LOOP, PROCESSES, compress, constant, gamma, mix, poisson, resample, workload
 from loadgen.errors import LoadgenError
 from loadgen.traces import Trace, TraceRequest, resolve_trace
 
@@ -109,7 +109,7 @@ def test_every_registered_process_runs_by_name():
     assert cv(PROCESSES["gamma"](t, 10.0, 2000.0, 0, 2.0).times_s) == pytest.approx(2.0, rel=0.08)
 
 
-@pytest.mark.parametrize("process", sorted(PROCESSES))
+@pytest.mark.parametrize("process", sorted(set(PROCESSES) - {CLOSED_LOOP}))
 def test_a_fixed_workload_sends_the_same_requests_at_every_rate(process):
     """One workload: each of the population's requests exactly once, in order, whatever the rate."""
     rng = np.random.default_rng(7)
@@ -139,3 +139,10 @@ def test_a_fixed_workload_keeps_the_trace_burstiness_when_resampled():
         assert s.rate_per_s == pytest.approx(rate * t.rate_per_s, rel=0.35)
     with pytest.raises(LoadgenError, match="unknown arrival process 'bursts'"):
         workload("bursts", t, 1.0)
+
+
+def test_saturate_is_a_closed_loop_of_every_request():
+    t = synthetic(50)
+    s = workload(CLOSED_LOOP, t, 1.0)
+    assert len(s) == 50 and list(s.index) == list(range(50)) and not s.times_s.any()  # no times: the loop sends
+    assert PROCESSES[CLOSED_LOOP](t, 1.0, 10.0, 0).label == "saturate, 50 requests"

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx2
+import numpy as np
 import pytest
 from paths import LOCUSTFILE
 from servers import joulebench, mock_server, running, self_signed_certificate
@@ -66,6 +67,27 @@ def test_replays_a_schedule_and_records_every_request(tmp_path, trace):
     assert s["requests"] == 40 and s["achieved_rate_per_s"] == pytest.approx(20.0, rel=0.05)
     assert s["schedule_lag_s"]["p99"] < 0.05
     assert "40/40 ok" in run.stdout
+
+
+def test_saturate_keeps_its_requests_in_flight_and_drops_none(tmp_path, trace):
+    """Closed loop: three in flight from the first send to the last, every request sent once, each of the
+    later ones as a slot frees."""
+    records = tmp_path / "requests.jsonl"
+    with mock_server("--ttft-ms", "20", "--itl-ms", "5") as url:
+        run = subprocess.run(replay(url, records, "--trace", trace, "--process", "saturate", "--concurrency", "3",
+                                    "--first", "30"), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    rs = read_records(records)
+    assert len(rs) == 30 and {r["status"] for r in rs} == {"ok"} and len({r["trace_index"] for r in rs}) == 30
+    events = sorted([(r["sent_s"], 1) for r in rs] + [(r["last_token_s"], -1) for r in rs])
+    in_flight = np.cumsum([d for _, d in events])
+    assert in_flight.max() == 3
+    last_send = max(r["sent_s"] for r in rs)
+    held = [n for (t, _), n in zip(events, in_flight, strict=True) if events[2][0] <= t < last_send]
+    assert min(held) >= 2  # between sends a slot is only ever empty for the moment a request ends
+    ends = sorted(r["last_token_s"] for r in rs)
+    for k, r in enumerate(sorted(rs, key=lambda r: r["sent_s"])[3:]):
+        assert r["sent_s"] >= ends[k] - 1e-3  # the k-th later send waits for the k-th end
 
 
 def test_the_trace_own_timestamps_scaled(tmp_path, trace):
