@@ -268,6 +268,9 @@ REPORT_DESCRIPTION = "Analyse a compare run directory again and rewrite summary.
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a directory written by joulebench compare")
+    parser.add_argument("--compress", action="store_true",
+                        help="first gzip its raw data in place (records, polls, energy.csv: to keep or commit it); "
+                        "the report reads the .gz files the same")  # fmt: skip
 
 
 def validate_report(args: argparse.Namespace) -> None:
@@ -276,8 +279,11 @@ def validate_report(args: argparse.Namespace) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from compare.report import write_report
+    from compare.report import compress_raw, write_report
 
+    if args.compress:
+        done = compress_raw(args.run_dir)
+        print(f"compressed {len(done)} raw files")
     paths = write_report(args.run_dir)
     print(f"wrote {paths['summary']}, {paths['md']} and {paths['html']}")
     return 0

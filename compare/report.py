@@ -938,6 +938,25 @@ def _status(config: dict[str, Any]) -> str:
     return f"**Incomplete run** ({config.get('interrupted') or counted})." + "".join(f"\n- {p}" for p in problems)
 
 
+#: The raw data a run directory keeps, by file name: what ``compress_raw`` gzips.
+RAW = ("requests.jsonl", "polls.jsonl", "energy.csv")
+
+
+def compress_raw(run_dir: Path) -> list[Path]:
+    """Gzip the run directory's raw data in place (``RAW``; the readers take the ``.gz``)."""
+    import gzip
+    import shutil
+
+    done = []
+    for path in sorted(p for name in RAW for p in run_dir.rglob(name)):
+        target = path.with_name(path.name + ".gz")
+        with path.open("rb") as src, gzip.open(target, "wb", compresslevel=9) as dst:
+            shutil.copyfileobj(src, dst)
+        path.unlink()
+        done.append(target)
+    return done
+
+
 def write_report(run_dir: Path) -> dict[str, Path]:
     """Analyse the run directory and write ``summary.json``, ``report.md``, ``report.html`` and ``plots/``."""
     from compare.experiment import write_json

@@ -198,17 +198,14 @@ def test_a_saturated_rate_is_not_a_premium(tmp_path):
 
 
 def test_a_measured_run_does_not_say_estimated_and_a_committed_run_reads_compressed(tmp_path):
-    import gzip
-
-    from compare.report import write_report
+    from compare.report import compress_raw, write_report
 
     run = write_run(tmp_path / "run", segments=1)
     first = json.loads(write_report(run)["summary"].read_text())
     p = first["rates"][0]["premium_output"]
     assert "type_a" not in p["terms"] and "no type A" in p["note"]  # one segment: type B only
-    for path in [run / "energy.csv", *run.glob("online/*/requests.jsonl"), *run.glob("online/*/polls.jsonl")]:
-        path.with_name(path.name + ".gz").write_bytes(gzip.compress(path.read_bytes()))
-        path.unlink()
+    assert len(compress_raw(run)) == 1 + 2 * len(list(run.glob("online/*")))
+    assert not list(run.rglob("*.jsonl")) and (run / "energy.csv.gz").exists()
     for stale in ("summary.json", "report.md", "report.html", "per_request.csv"):
         (run / stale).unlink()
     shutil.rmtree(run / "plots")
