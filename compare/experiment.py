@@ -298,6 +298,7 @@ class Comparison:
         self.meter: Any = None
         self.stack = contextlib.ExitStack()
         self.segments: list[Segment] = []
+        self.measured: list[tuple[float, int, bool]] = []  # (rate, segment, valid) of every window read
 
     def say(self, text: str) -> None:
         self.console.print(f"[bold]compare[/bold] {text}")
@@ -538,6 +539,7 @@ class Comparison:
                 result = online_result(records, series.edges, series.energy_j, loaded_idle_w, window, record,
                                        read_polls(out / "polls.jsonl"), args.min_requests)  # fmt: skip
                 saturated = saturated or cut or result["verdict"]["saturated"]
+                self.measured.append((m, seg.index, bool(result["verdict"]["valid"])))
                 self._say_window(what, records, result, cut)
             if saturated:
                 self.say(f"saturated at {rate_label(m)}: the ladder stops here")
@@ -619,15 +621,15 @@ class Comparison:
             self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok")
 
     def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
-        """The attribution checked against what left-out requests really cost (``compare.counterfactual``), at
-        the highest rate the ladder measured, on the first segment."""
+        """The attribution checked against what left-out requests really cost (``compare.counterfactual``), on
+        the first segment at the highest rate with a valid window there (else the highest measured)."""
         from compare.counterfactual import counterfactual
 
-        measured = sorted({float(p.name.rsplit("-", 1)[0].removesuffix("x")) for p in
-                           (self.run_dir / "online").glob("*-*") if (p / "window.json").exists()})  # fmt: skip
-        if not measured:
+        valid = [m for m, k, ok in self.measured if ok and k == self.segments[0].index]
+        rates = valid or [m for m, _, _ in self.measured]
+        if not rates:
             return
-        m, seg, args = measured[-1], self.segments[0], self.args
+        m, seg, args = max(rates), self.segments[0], self.args
         opts = segment_options(args, seg.start_s, m, self.config["trace"]["rate_per_s"], self.config["max_model_len"])
         self.say(f"counterfactual at {rate_label(m)}: every {args.counterfactual}th request left out, ABBA")
         result = counterfactual(args, opts, target, self.meter, self.run_dir / "counterfactual", args.counterfactual,
@@ -647,8 +649,7 @@ class Comparison:
         args = self.args
         batch = options.max_num_seqs
         sets: list[dict[str, Any]] = []
-        measured = {int(p.name.rsplit("-", 1)[1]) for p in (self.run_dir / "online").glob("*-*")
-                    if (p / "window.json").exists()}  # fmt: skip
+        measured = {k for _, k, _ in self.measured}
         for seg in self.segments:
             if seg.index not in measured:
                 continue
