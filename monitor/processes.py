@@ -100,8 +100,9 @@ def scan(proc_root: Path) -> dict[int, ProcSample]:
     return out
 
 
-def descendants(roots: Iterable[int], parents: Mapping[int, int]) -> set[int]:
-    """The roots and every process below them, from a PID → parent PID map (roots not in it are left out)."""
+def descendants(roots: Iterable[int], parents: Mapping[int, int], exclude: int | None = None) -> set[int]:
+    """The roots and every process below them, from a PID → parent PID map (roots not in it are left out),
+    without ``exclude`` and what is below it."""
     children: dict[int, list[int]] = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
@@ -109,7 +110,7 @@ def descendants(roots: Iterable[int], parents: Mapping[int, int]) -> set[int]:
     todo = [r for r in roots if r in parents]
     while todo:
         pid = todo.pop()
-        if pid not in found:
+        if pid not in found and pid != exclude:
             found.add(pid)
             todo.extend(children.get(pid, ()))
     return found
@@ -229,7 +230,11 @@ class PidfileRoots:
 
 
 class ProcessTree:
-    """The roots' process tree: members re-found every ``rescan_s``, read on every ``cpu_s``."""
+    """The roots' process tree: members re-found every ``rescan_s``, read on every ``cpu_s``.
+
+    ``exclude`` (the monitor's own PID) is never a member, nor what is below it, even under a root that
+    started it.
+    """
 
     def __init__(
         self,
@@ -237,9 +242,11 @@ class ProcessTree:
         proc_root: Path = Path("/proc"),
         rescan_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        exclude: int | None = None,
     ) -> None:
         self.roots = roots
         self._proc = Path(proc_root)
+        self._exclude = exclude
         self._rescan_s = rescan_s
         self._clock = clock
         self._next_scan = -math.inf
@@ -282,9 +289,9 @@ class ProcessTree:
         for p in pids:
             if p not in self._root_keys and p in every:  # a root's first sight: what its tree holds is the past
                 self._root_keys[p] = every[p].key
-                self._baseline |= {every[q].key for q in descendants([p], parents)}
+                self._baseline |= {every[q].key for q in descendants([p], parents, self._exclude)}
         alive = [p for p in pids if p in every and every[p].key == self._root_keys[p]]
-        return {every[q].key: every[q] for q in descendants(alive, parents)}
+        return {every[q].key: every[q] for q in descendants(alive, parents, self._exclude)}
 
 
 class CgroupCpu:

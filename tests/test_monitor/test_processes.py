@@ -46,6 +46,7 @@ def test_descendants_follow_the_parent_links():
     assert descendants([10], parents) == {10, 11, 12, 13}
     assert descendants([10, 20], parents) == {10, 11, 12, 13, 20}
     assert descendants([99], parents) == set()
+    assert descendants([10], parents, exclude=12) == {10, 11}  # the monitor, and what it started, never
 
 
 def sample(pid: int, ppid: int, own: int, reaped: int = 0, start: int = 1) -> ProcSample:
