@@ -34,7 +34,7 @@ _KIND_ORDER = ("gpu", "attributed", "cpu", "host")
 
 def measured_kind(devices: list[dict[str, Any]]) -> str | None:
     """The kind of device a reading sums, from the devices' JSON (``/v1/devices``, ``/v1/energy``)."""
-    kinds = {d["kind"] for d in devices}
+    kinds = {d.get("kind") for d in devices}
     return next((k for k in _KIND_ORDER if k in kinds), None)
 
 
