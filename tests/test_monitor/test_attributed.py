@@ -3,15 +3,25 @@ on files written under tmp_path, through the sampler and meter on this machine's
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from fake_proc import Clock, FakeProc
+from servers import running
 
+from joulebench.processes import free_port
+from loadgen.records import read_records
 from monitor.errors import MonitorError, SourceUnavailable
-from monitor.meter import LocalMeter
+from monitor.meter import LocalMeter, MonitorClient
 from monitor.processes import CLOCK_TICKS_PER_S, PidRoots, ProcessTree
 from monitor.sources import EstimateSource, RaplSource
 from monitor.sources.attributed import MAX_CARRY_S, AttributedSource, HostTap, attribute, share_energy
@@ -184,3 +194,145 @@ def test_the_meter_reads_the_share_beside_the_host_total_on_this_machine():
     assert by_kind["attributed"] == reading.energy_j < by_kind["host"]
     # (3.5 − 0.74) W per CPU second, give or take the window's edges and the update period
     assert reading.energy_j == pytest.approx(2.76 * cpu, rel=0.25)
+
+
+# -- the real thing: vLLM's CPU build serving a replay, with and without a CPU burner beside it ------------------
+
+BURNER = "while True: pass"
+MODEL_W_PER_CPU = 3.5 - 0.74  # the estimate's defaults: what a CPU second costs above idle
+#: How far a burner beside the server may move its attributed J/token, against the runs without it before and
+#: after: at most 30 % above the higher (the burner's energy charged to the server, as the host total charges it,
+#: would double it), at most 50 % below the lower. vLLM's own CPU time per token moves that much here: its engine
+#: busy-polls (sched_yield) for a second after every step, and the poll yields to whatever else runs. Measured on
+#: this 2-core VM, other engineers' vLLM tests keeping the host at the model's maximum, in five runs: beside was
+#: 4.5 % and 30 % below the lower of the two runs without, twice between them, once 9 % above the higher; the
+#: runs without the burner differed from each other by −0.4 %, +56 %, +33 %, −35 %, −2.7 %.
+BURNER_UP, BURNER_DOWN = 0.3, 0.5
+
+
+def tree_cpu_s(pid: int) -> float:
+    """The CPU seconds of a process and its children, from psutil: the test's own count."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def replay(url: str, trace: Path, out: Path, seed: int) -> tuple[float, float, int]:
+    """A replay of the same 30 requests (fresh prompts): its first send, last token, output tokens."""
+    records = out / f"requests-{seed}.jsonl"
+    run = subprocess.run(
+        [sys.executable, "-m", "joulebench", "replay", "--target", url, "--trace", str(trace), "--process",
+         "constant", "--rate", "2", "--duration", "15", "--prompt-seed", str(seed), "--records", str(records)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = read_records(records)
+    assert len(rows) == 30 and {r["status"] for r in rows} == {"ok"}
+    return (
+        min(r["sent_s"] for r in rows),
+        max(r["last_token_s"] for r in rows),
+        sum(r["usage_output_tokens"] for r in rows),
+    )
+
+
+def measure(url: str, trace: Path, out: Path, seed: int, followed: list[tuple[int, MonitorClient]]) -> dict:
+    """One replay: the server's attributed energy and the host total over it, then 4 s of loaded idle; for each
+    followed process tree (the server first), its attributed energy over the replay's process against psutil's
+    count of its CPU seconds at the model's price."""
+    ta, cpu_a = time.time(), [tree_cpu_s(pid) for pid, _ in followed]
+    t0, t1, tokens = replay(url, trace, out, seed)
+    tb, cpu_b = time.time(), [tree_cpu_s(pid) for pid, _ in followed]
+    meter = followed[0][1]
+    reading = meter.energy(t0, t1)
+    assert reading.kind == "attributed" and reading.method == "cpu_time_share" and reading.estimated
+    by_kind = reading.energy_by_kind_j()
+    over_cpu = [
+        m.energy(ta, tb).energy_j / (MODEL_W_PER_CPU * (b - a))
+        for (_, m), a, b in zip(followed, cpu_a, cpu_b, strict=True)
+    ]
+    idle_t0 = meter.now()
+    time.sleep(4)
+    idle = meter.energy(idle_t0, idle_t0 + 4).energy_by_kind_j()
+    run = {
+        "seconds": t1 - t0,
+        "output_tokens": tokens,
+        "attributed_j": by_kind["attributed"],
+        "host_j": by_kind["host"],
+        "attributed_j_per_token": by_kind["attributed"] / tokens,
+        "host_j_per_token": by_kind["host"] / tokens,
+        "host_w": by_kind["host"] / (t1 - t0),
+        "attributed_over_own_cpu": over_cpu[0],
+        "loaded_idle_attributed_w": idle["attributed"] / 4,
+        "loaded_idle_host_w": idle["host"] / 4,
+    }
+    if len(followed) > 1:  # the burner
+        run["burner_over_own_cpu"] = over_cpu[1]
+        run["burner_cpus"] = (cpu_b[1] - cpu_a[1]) / (tb - ta)
+        run["burner_attributed_j"] = followed[1][1].energy(t0, t1).energy_j
+    return run
+
+
+def alone_beside_again(url: str, trace: Path, out: Path, vllm_pid: int, meter: MonitorClient) -> list[dict]:
+    """The replay alone, beside a burner (followed by a monitor of its own), and alone again."""
+    replay(url, trace, out, seed=100)  # a warm-up: the first requests of a fresh engine run slow
+    alone = measure(url, trace, out, 1, [(vllm_pid, meter)])
+    burner = subprocess.Popen([sys.executable, "-c", BURNER])
+    try:
+        with running("monitor", "--source", "estimate", "--quiet", "--attribute-pid", str(burner.pid)) as (bmon, burl):
+            beside = measure(url, trace, out, 2, [(vllm_pid, meter), (burner.pid, MonitorClient(burl))])
+            bmon.terminate()
+    finally:
+        burner.kill()
+        burner.wait()
+    return [alone, beside, measure(url, trace, out, 3, [(vllm_pid, meter)])]
+
+
+@pytest.mark.integration
+def test_a_cpu_burner_beside_the_server_moves_the_host_total_not_the_servers_share(tmp_path):
+    """vLLM's CPU build (``joulebench serve --pidfile``) serves the same replay alone, beside a process burning a
+    CPU, and alone again; the monitor (started first, as ``joulebench compare`` starts it) follows the pidfile.
+    A second monitor follows the burner, to show that its share is its own CPU time's, in the host total."""
+    trace = tmp_path / "trace.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i},{64 + 8 * i},16\n" for i in range(30)))
+    pidfile = tmp_path / "vllm.pid"
+    serve = [sys.executable, "-m", "joulebench", "serve", "--model", "tiny", "--model-cache", str(tmp_path / "models"),
+             "--max-model-len", "2048", "--port", str(free_port()), "--log-dir", str(tmp_path / "runs"),
+             "--pidfile", str(pidfile)]  # fmt: skip
+    with (
+        running("monitor", "--source", "estimate", "--quiet", "--attribute-pidfile", str(pidfile)) as (mon, murl),
+        subprocess.Popen(serve, stdout=subprocess.PIPE, text=True, start_new_session=True) as vllm,
+    ):
+        try:
+            assert vllm.stdout is not None
+            line = vllm.stdout.readline()  # "vLLM ready in … s at URL …", or nothing when it failed
+            assert "vLLM ready" in line, line
+            vllm_pid = int(pidfile.read_text())
+            assert vllm_pid == psutil.Process(vllm.pid).children()[0].pid
+            url = re.search(r"at (http://\S+)", line).group(1)
+            alone, beside, again = alone_beside_again(url, trace, tmp_path, vllm_pid, MonitorClient(murl))
+        finally:
+            vllm.send_signal(signal.SIGINT)
+            vllm.wait(timeout=120)
+        assert pidfile.read_text() == ""  # emptied when vLLM stopped
+        mon.send_signal(signal.SIGINT)
+        assert mon.wait(timeout=10) == 0
+    print(json.dumps({"alone": alone, "beside": beside, "again": again}, indent=1))
+
+    for run in (alone, beside, again):
+        # the share is the server's own CPU time at the model's price, whatever else runs
+        assert 0.9 < run["attributed_over_own_cpu"] < 1.1, run
+        # its loaded-idle draw is its own (small): the dynamic figures stay positive
+        assert 0 <= run["loaded_idle_attributed_w"] * run["seconds"] < 0.5 * run["attributed_j"]
+    without = [alone["attributed_j_per_token"], again["attributed_j_per_token"]]
+    assert (1 - BURNER_DOWN) * min(without) < beside["attributed_j_per_token"] < (1 + BURNER_UP) * max(without)
+    # The burner's own share is its CPU time's, in the host total beside the server's; where the host had headroom
+    # (it was not at the model's maximum already, from other work) the total rises by it.
+    assert 0.9 < beside["burner_over_own_cpu"] < 1.1, beside
+    assert beside["host_j"] > beside["attributed_j"] + 0.9 * beside["burner_attributed_j"]
+    before_w = min(alone["host_w"], again["host_w"])
+    rise_w = min(MODEL_W_PER_CPU * beside["burner_cpus"], 2 * 3.5 - max(alone["host_w"], again["host_w"]))
+    assert beside["host_w"] - before_w >= 0.5 * rise_w - 0.1
