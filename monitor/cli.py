@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import threading
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 from joulebench.commands import Command, run_command
 from joulebench.serving import AppServer
 from monitor.errors import MonitorError
+from monitor.processes import CgroupCpu, CpuTime, PidfileRoots, PidRoots, ProcessTree
 from monitor.sampler import DeviceState, Sampler
 from monitor.sources import EstimateSource, PowerSource, open_sources
+from monitor.sources.attributed import attribute
 from monitor.sources.estimate import IDLE_W_PER_CPU, MAX_W_PER_CPU
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_W_PER_CPU,
         help="estimate source: watts per logical CPU at full load (default: %(default)s)",
     )
+    who = parser.add_argument_group(
+        "attribution",
+        "name the server's processes to report, beside the host total, the share of the host CPU's energy "
+        "their CPU time earns (device 'attributed'; see the README's attribution model)",
+    )
+    target = who.add_mutually_exclusive_group()
+    target.add_argument("--attribute-pid", type=int, metavar="PID", help="a process and its children")
+    target.add_argument(
+        "--attribute-pidfile",
+        type=Path,
+        metavar="PATH",
+        help="the processes whose PIDs this file holds (one per line) and their children, re-read as it changes; "
+        "a file that does not exist yet names none",
+    )
+    target.add_argument(
+        "--attribute-cgroup",
+        type=Path,
+        metavar="PATH",
+        help="a cgroup's processes (its directory, absolute or under /sys/fs/cgroup; v2 cpu.stat or v1 cpuacct)",
+    )
+    who.add_argument(
+        "--attribute-idle-w",
+        type=float,
+        metavar="W",
+        help="host idle power left out of the share (default: the estimate's model idle; on RAPL the lowest 1 s "
+        "power seen since the monitor started)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not print live readings")
 
 
@@ -91,7 +121,11 @@ def run(args: argparse.Namespace) -> int:
     def estimate() -> PowerSource:
         return EstimateSource(idle_w_per_cpu=args.estimate_idle_w, max_w_per_cpu=args.estimate_max_w)
 
+    cpu = attribution_target(args)
     opened, why = open_sources(args.source, factories={"estimate": estimate})
+    if cpu is not None:
+        opened, how = attribute(opened, cpu, args.attribute_idle_w)
+        why += f"; {how}"
     sampler = Sampler(
         opened,
         interval_s=args.interval_ms / 1000.0,
@@ -112,6 +146,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def attribution_target(args: argparse.Namespace) -> CpuTime | None:
+    """The processes named by ``--attribute-*``, or None. The monitor never counts itself among them."""
+    idle = args.attribute_idle_w
+    if idle is not None and not (math.isfinite(idle) and idle >= 0):
+        raise MonitorError(f"--attribute-idle-w {idle}: give the host's idle power in watts (0 or more)")
+    if args.attribute_pid is not None:
+        if args.attribute_pid <= 0:
+            raise MonitorError(f"--attribute-pid {args.attribute_pid}: a PID is a positive number")
+        return ProcessTree(PidRoots(args.attribute_pid), exclude=os.getpid())
+    if args.attribute_pidfile is not None:
+        return ProcessTree(PidfileRoots(args.attribute_pidfile), exclude=os.getpid())
+    if args.attribute_cgroup is not None:
+        return CgroupCpu(args.attribute_cgroup)
+    if idle is not None:
+        raise MonitorError("--attribute-idle-w needs --attribute-pid, --attribute-pidfile or --attribute-cgroup")
+    return None
+
+
 def _fmt(value: float | None, unit: str, scale: float = 1.0, digits: int = 1) -> str:
     if value is None or math.isnan(value):
         return "–"
@@ -128,12 +180,12 @@ def _row(s: DeviceState) -> list[str]:
         _fmt(None if latest is None else latest.energy_total_j, "J"),
         _fmt(s.status.sm_clock_hz, "MHz", 1e-6, 0),
         _fmt(s.status.temperature_c, "°C", 1.0, 0),
-        _fmt(s.status.utilization_ratio, "%", 100.0, 0),
+        _fmt(s.status.utilization_ratio if s.status.share_ratio is None else s.status.share_ratio, "%", 100.0, 0),
         "STALE" if s.stale else "ok",
     ]
 
 
-_HEADERS = ["device", "source", "power", "energy", "SM clock", "temp", "util", "state"]
+_HEADERS = ["device", "source", "power", "energy", "SM clock", "temp", "util|share", "state"]
 
 
 def _print_live(sampler: Sampler, http: AppServer) -> None:

@@ -56,6 +56,43 @@ def _energy_and_power(
     yield power
 
 
+def _attributed_metrics(states: list[DeviceState]) -> Iterator[Metric]:
+    """The share of the host's energy attributed to named processes, labelled with its method and target."""
+    labels = ["source", "method", "target"]
+    energy = CounterMetricFamily(
+        "joulebench_attributed_energy_joules",
+        "Host CPU energy attributed to the named processes (their CPU time's share of the host's busy CPU time "
+        "× host power above idle) since the monitor started; the host total is in the cpu/host metrics.",
+        labels=labels,
+    )
+    power = GaugeMetricFamily(
+        "joulebench_attributed_power_watts", "Attributed power from its counter over the last second.", labels=labels
+    )
+    share = GaugeMetricFamily(
+        "joulebench_attributed_share_ratio",
+        "The named processes' CPU time over the host's busy CPU time, over the last status interval.",
+        labels=labels,
+    )
+    processes = GaugeMetricFamily(
+        "joulebench_attributed_processes", "Processes followed now (in the tree, or the cgroup).", labels=labels
+    )
+    idle = GaugeMetricFamily(
+        "joulebench_attributed_host_idle_watts",
+        "Host idle power left out of the share (the model's, given, or the lowest 1 s power seen).",
+        labels=labels,
+    )
+    for s in states:
+        d, st = s.device, s.status
+        values = [d.source, d.method, d.name]
+        if s.latest is not None:
+            energy.add_metric(values, s.latest.energy_total_j)
+        power.add_metric(values, _opt(s.counter_power_w))
+        for family, value in ((share, st.share_ratio), (processes, st.processes), (idle, st.host_idle_power_w)):
+            if value is not None:
+                family.add_metric(values, value)
+    yield from (energy, power, share, processes, idle)
+
+
 class MonitorCollector(Collector):
     """Prometheus metrics from the sampler's newest state, named per joulebench's conventions."""
 
@@ -68,6 +105,7 @@ class MonitorCollector(Collector):
         gpus = [s for s in states if s.device.kind == "gpu"]
         cpus = [s for s in states if s.device.kind == "cpu"]
         hosts = [s for s in states if s.device.kind == "host"]
+        attributed = [s for s in states if s.device.kind == "attributed"]
 
         if gpus:
             yield from self._gpu_metrics(gpus)
@@ -83,6 +121,8 @@ class MonitorCollector(Collector):
                 "Host CPU energy integrated from the utilization model (an estimate, not a measurement).",
                 "Host CPU power from the utilization model (an estimate, not a measurement).",
             )  # fmt: skip
+        if attributed:
+            yield from _attributed_metrics(attributed)
 
         stale = GaugeMetricFamily(
             "joulebench_device_stale", "1 while the device's last read failed.", labels=["device", "source"]
@@ -285,7 +325,7 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
         return {
             "edges": edges.tolist(),
             "devices": [
-                {"device": k, "source": by_key[k].source, "kind": by_key[k].kind,
+                {"device": k, "source": by_key[k].source, "kind": by_key[k].kind, "method": by_key[k].method or None,
                  "energy_j": e.tolist(), "uncertainty_j": u.tolist()}
                 for k, (e, u) in series.items()
             ],
@@ -307,6 +347,7 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
                     "device": key,
                     "source": d.source,
                     "kind": d.kind,
+                    "method": d.method or None,
                     "energy_j": w.energy_j,
                     "uncertainty_j": w.uncertainty_j,
                     "average_power_w": w.average_power_w,

@@ -2,8 +2,10 @@
 
 Both answer the same question the same way (``/v1/energy`` calls the window function the in-process
 sampler uses): the energy of the measured devices between two Unix times, with its uncertainty.
-Devices are summed by kind in order of relevance: GPUs if there are any, else CPU zones, else the
-host estimate; every device's own figure is kept too.
+Devices are summed by kind in order of relevance: GPUs if there are any, else the share of the host
+CPU's energy attributed to the server's processes where the monitor was told which they are
+(``--attribute-*``), else CPU zones, else the host estimate; every device's own figure is kept too,
+the host total with it.
 """
 
 from __future__ import annotations
@@ -21,11 +23,27 @@ from typing import Any, Protocol
 import numpy as np
 
 from monitor.errors import MonitorError
+from monitor.processes import CpuTime
 from monitor.sampler import Sampler, state_json
 from monitor.sources import open_sources
+from monitor.sources.attributed import attribute
 from monitor.window import slice_edges
 
-_KIND_ORDER = ("gpu", "cpu", "host")
+_KIND_ORDER = ("gpu", "attributed", "cpu", "host")
+
+
+def measured_kind(devices: list[dict[str, Any]]) -> str | None:
+    """The kind of device a reading sums, from the devices' JSON (``/v1/devices``, ``/v1/energy``)."""
+    kinds = {d.get("kind") for d in devices}
+    return next((k for k in _KIND_ORDER if k in kinds), None)
+
+
+def _chosen(devices: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]], str]:
+    kind = measured_kind(devices)
+    if kind is None:
+        raise MonitorError("the monitor measures no device")
+    chosen = [d for d in devices if d["kind"] == kind]
+    return kind, chosen, ",".join(sorted({d.get("method") or "" for d in chosen} - {""}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +52,11 @@ class MeterReading:
     end_s: float
     energy_j: float  # summed over the measured kind's devices
     uncertainty_j: float
-    kind: str  # "gpu", "cpu" or "host"
+    kind: str  # "gpu", "attributed", "cpu" or "host"
     sources: list[str]
     short_window: bool
-    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # every device, the chosen kind's or not
+    method: str = ""  # how an attributed share was taken ("cpu_time_share"); "" when measured or modelled
 
     @property
     def average_power_w(self) -> float:
@@ -47,13 +66,21 @@ class MeterReading:
     def estimated(self) -> bool:
         return "estimate" in self.sources
 
+    @property
+    def attributed(self) -> bool:
+        return self.kind == "attributed"
+
+    def energy_by_kind_j(self) -> dict[str, float]:
+        """Every kind's energy, each summed over its devices: the host total beside the attributed share,
+        host CPU (RAPL) beside GPUs. Kinds are different things: never add them."""
+        out: dict[str, float] = {}
+        for d in self.devices.values():
+            out[d["kind"]] = out.get(d["kind"], 0.0) + d["energy_j"]
+        return out
+
 
 def _combine(t0: float, t1: float, devices: list[dict[str, Any]]) -> MeterReading:
-    kinds = {d["kind"] for d in devices}
-    kind = next((k for k in _KIND_ORDER if k in kinds), None)
-    if kind is None:
-        raise MonitorError("the monitor measures no device")
-    chosen = [d for d in devices if d["kind"] == kind]
+    kind, chosen, method = _chosen(devices)
     return MeterReading(
         start_s=t0,
         end_s=t1,
@@ -63,6 +90,7 @@ def _combine(t0: float, t1: float, devices: list[dict[str, Any]]) -> MeterReadin
         sources=sorted({d["source"] for d in chosen}),
         short_window=any(d["short_window"] for d in chosen),
         devices={d["device"]: d for d in devices},
+        method=method,
     )
 
 
@@ -75,6 +103,7 @@ class MeterSeries:
     uncertainty_j: np.ndarray  # per slice; adjacent slices share an edge, so do not add these in quadrature
     kind: str
     sources: list[str]
+    method: str = ""
 
     @property
     def estimated(self) -> bool:
@@ -82,16 +111,14 @@ class MeterSeries:
 
 
 def _combine_series(edges: np.ndarray, devices: list[dict[str, Any]]) -> MeterSeries:
-    kind = next((k for k in _KIND_ORDER if any(d["kind"] == k for d in devices)), None)
-    if kind is None:
-        raise MonitorError("the monitor measures no device")
-    chosen = [d for d in devices if d["kind"] == kind]
+    kind, chosen, method = _chosen(devices)
     return MeterSeries(
         edges=np.asarray(edges, dtype=float),
         energy_j=np.sum([np.asarray(d["energy_j"], dtype=float) for d in chosen], axis=0),
         uncertainty_j=np.sqrt(np.sum([np.asarray(d["uncertainty_j"], dtype=float) ** 2 for d in chosen], axis=0)),
         kind=kind,
         sources=sorted({d["source"] for d in chosen}),
+        method=method,
     )
 
 
@@ -154,10 +181,16 @@ class MonitorClient:
 
 
 class LocalMeter:
-    """An in-process sampler, for runs with no monitor running (``open_sources`` picks the source)."""
+    """An in-process sampler, for runs with no monitor running (``open_sources`` picks the source).
 
-    def __init__(self, source: str = "auto", settle_s: float = 1.5) -> None:
+    ``attribute_to`` names processes to attribute the host CPU's energy to, as ``--attribute-*`` does.
+    """
+
+    def __init__(self, source: str = "auto", settle_s: float = 1.5, attribute_to: CpuTime | None = None) -> None:
         opened, self.description = open_sources(source)
+        if attribute_to is not None:
+            opened, how = attribute(opened, attribute_to)
+            self.description += f"; {how}"
         self.sampler = Sampler(opened).start()
         self.settle_s = settle_s
 
@@ -182,6 +215,7 @@ class LocalMeter:
                     "device": d.key,
                     "kind": d.kind,
                     "source": d.source,
+                    "method": d.method or None,
                     "energy_j": w.energy_j,
                     "uncertainty_j": w.uncertainty_j,
                     "short_window": w.short_window,
@@ -194,7 +228,14 @@ class LocalMeter:
         edges = slice_edges(t0_s, t1_s, step_s)
         by_key = {d.key: d for d in self.sampler.devices}
         devices = [
-            {"device": k, "kind": by_key[k].kind, "source": by_key[k].source, "energy_j": e, "uncertainty_j": u}
+            {
+                "device": k,
+                "kind": by_key[k].kind,
+                "source": by_key[k].source,
+                "method": by_key[k].method or None,
+                "energy_j": e,
+                "uncertainty_j": u,
+            }
             for k, (e, u) in self.sampler.energy_series(edges).items()
         ]
         return _combine_series(edges, devices)

@@ -385,6 +385,7 @@ def state_json(state: DeviceState) -> dict[str, Any]:
         "index": d.index,
         "name": d.name,
         "uuid": d.uuid,
+        "method": d.method or None,
         "stale": state.stale,
         "errors_total": state.errors_total,
         "last_error": state.last_error or None,

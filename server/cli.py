@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -17,6 +18,8 @@ from typing import Any
 
 from joulebench import __version__
 from joulebench.commands import Command, command_main
+from joulebench.errors import JoulebenchError
+from joulebench.processes import write_pidfile
 from server.binning import largest_batch
 from server.errors import ServerError
 from server.launch import VllmServer, apply_vllm_env, vllm_install
@@ -43,6 +46,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-num-seqs", type=int, help="max batch size (default: vLLM's)")
     parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="vLLM's log and server.json go here")
     parser.add_argument("--start-timeout-s", type=float, default=900.0)
+    parser.add_argument(
+        "--pidfile",
+        type=Path,
+        help="write vLLM's PID here while it runs, for `joulebench monitor --attribute-pidfile` (emptied at exit)",
+    )
 
 
 def validate_serve(args: argparse.Namespace) -> None:
@@ -69,7 +77,11 @@ def run_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        if args.pidfile is not None:
+            write_pidfile(args.pidfile, None)  # refused before vLLM starts if it cannot be written
         server.start()
+        if args.pidfile is not None:
+            write_pidfile(args.pidfile, server.pid)
         with console.status(f"starting vLLM {install.version} ({install.distribution}) — log: {server.log_path}"):
             took = server.wait_ready(args.start_timeout_s)
         (run_dir / "server.json").write_text(json.dumps(server.record(), indent=2) + "\n")
@@ -79,6 +91,9 @@ def run_serve(args: argparse.Namespace) -> int:
                 raise ServerError(f"vLLM exited with code {code}; see {server.log_path}")
     finally:
         server.stop()
+        if args.pidfile is not None and server.pid is not None:
+            with contextlib.suppress(JoulebenchError):  # not to hide why it stopped
+                write_pidfile(args.pidfile, None)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0

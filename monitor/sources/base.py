@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol
 
-DeviceKind = Literal["gpu", "cpu", "host"]
+#: ``attributed``: a share of a host device's energy given to named processes (``monitor.sources.attributed``).
+DeviceKind = Literal["gpu", "cpu", "host", "attributed"]
 
 #: Names of the clock-event ("throttle") reasons NVML reports, in bit order. Exported as a fixed set of
 #: labels so the metric's cardinality does not depend on what is active.
@@ -25,14 +26,16 @@ THROTTLE_REASONS = (
 
 @dataclass(frozen=True, slots=True)
 class Device:
-    """One thing whose energy is measured: a GPU, a RAPL zone, or the whole host (estimated)."""
+    """One thing whose energy is measured: a GPU, a RAPL zone, the whole host (estimated), or the share of
+    the host's energy attributed to named processes."""
 
-    key: str  # unique across sources: "gpu0", "package-0", "dram-0", "host"
+    key: str  # unique across sources: "gpu0", "package-0", "dram-0", "host", "attributed"
     kind: DeviceKind
-    source: str  # "nvml" | "rapl" | "estimate"
+    source: str  # "nvml" | "rapl" | "estimate": for an attributed device, the source of the host energy shared
     index: int  # NVML index for GPUs (nvidia-smi's numbering), socket for RAPL zones, 0 for the host
     name: str
     uuid: str = ""
+    method: str = ""  # how an attributed device's share is taken ("cpu_time_share"); "" for a device read directly
 
 
 class EnergyReading(NamedTuple):
@@ -61,6 +64,11 @@ class DeviceStatus:
     memory_utilization_ratio: float | None = None
     memory_used_bytes: float | None = None
     throttle_reasons: frozenset[str] | None = None
+    # an attributed device: its processes' share of the host's busy CPU time over the last status interval,
+    # how many processes it follows, and the host idle power left out of the share
+    share_ratio: float | None = None
+    processes: int | None = None
+    host_idle_power_w: float | None = None
 
 
 class PowerSource(Protocol):

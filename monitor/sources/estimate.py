@@ -83,6 +83,11 @@ class EstimateSource:
         self._power_w = n * self._idle_w
         return [self._device]
 
+    @property
+    def idle_power_w(self) -> float:
+        """The model's power with every CPU idle (after ``open``): what attribution leaves out of the share."""
+        return self._n_cpus * self._idle_w
+
     def describe(self) -> str:
         return (
             f"estimate: host CPU modelled from utilization ({self._n_cpus} CPUs × "

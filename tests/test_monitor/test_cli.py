@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -42,7 +43,8 @@ def test_monitor_serves_estimated_energy_that_grows_with_the_window():
 def test_the_console_script_has_help():
     out = subprocess.run([sys.executable, "-m", "joulebench", "monitor", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for flag in ("--source", "--host", "--port", "--interval-ms", "--sample-log"):
+    for flag in ("--source", "--host", "--port", "--interval-ms", "--sample-log", "--attribute-pid",
+                 "--attribute-pidfile", "--attribute-cgroup", "--attribute-idle-w"):  # fmt: skip
         assert flag in out.stdout
 
 
@@ -77,3 +79,31 @@ def test_an_unknown_source_is_one_line():
 
 def test_a_missing_source_is_one_line():
     assert "NVML could not start" in one_line_error("--source", "nvml")
+
+
+def test_processes_that_cannot_be_named_are_one_line(tmp_path):
+    assert "--attribute-pid 4194305: no such process" in one_line_error("--source", "estimate", "--attribute-pid",
+                                                                      "4194305")  # fmt: skip
+    bad = tmp_path / "server.pid"
+    bad.write_text("vllm\n")
+    assert "not PIDs" in one_line_error("--source", "estimate", "--attribute-pidfile", str(bad))
+    assert "no readable cpu.stat" in one_line_error("--source", "estimate", "--attribute-cgroup", str(tmp_path))
+    assert "--attribute-idle-w needs" in one_line_error("--source", "estimate", "--attribute-idle-w", "5")
+
+
+def test_a_pidfile_written_after_the_monitor_started_is_followed(tmp_path):
+    pidfile = tmp_path / "server.pid"
+    with running_monitor("--source", "estimate", "--quiet", "--attribute-pidfile", str(pidfile)) as (proc, url):
+        with httpx2.Client(base_url=url, timeout=5) as client:
+            (att,) = [d for d in client.get("/v1/devices").json()["devices"] if d["kind"] == "attributed"]
+            assert att["method"] == "cpu_time_share" and att["name"] == f"the process tree of pidfile {pidfile}"
+            pidfile.write_text(f"{os.getpid()}\n")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                (att,) = [d for d in client.get("/v1/devices").json()["devices"] if d["kind"] == "attributed"]
+                if att["status"]["processes"]:
+                    break
+            assert att["status"]["processes"] == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pynvml
@@ -11,8 +12,10 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.exporter import create_app
+from monitor.processes import PidRoots, ProcessTree
 from monitor.sampler import Sampler
 from monitor.sources import EstimateSource, NvmlSource
+from monitor.sources.attributed import attribute
 
 
 @pytest.fixture
@@ -148,3 +151,27 @@ def test_bad_series_steps_get_400(gpus, step, message):
     params = {"start": now - 0.3, "end": now} | ({"step": step} if step else {})
     r = client.get("/v1/energy/series", params=params)
     assert r.status_code == 400 and message in r.json()["error"]
+
+
+def test_the_attributed_share_is_labelled_beside_the_host_total():
+    est = EstimateSource()
+    opened, _ = attribute([(est, est.open())], ProcessTree(PidRoots(os.getpid())))
+    sampler = Sampler(opened, interval_s=0.01, status_interval_s=0.1)
+    with sampler, TestClient(create_app(sampler)) as client:
+        time.sleep(0.5)
+        m = samples(client.get("/metrics").text)
+        labels = {"source": "estimate", "method": "cpu_time_share", "target": f"the process tree of pid {os.getpid()}"}
+        for name in ("joulebench_attributed_energy_joules_total", "joulebench_attributed_power_watts",
+                     "joulebench_attributed_share_ratio", "joulebench_attributed_processes",
+                     "joulebench_attributed_host_idle_watts"):  # fmt: skip
+            assert [s.labels for s in m[name]] == [labels], name
+        assert m["joulebench_attributed_processes"][0].value == 1
+        assert m["joulebench_host_energy_joules_total"][0].labels == {"source": "estimate"}  # the total stays
+        now = sampler.now()
+        body = client.get("/v1/energy", params={"start": now - 0.3, "end": now}).json()
+        by_device = {d["device"]: d for d in body["devices"]}
+        assert by_device["attributed"]["kind"] == "attributed" and by_device["attributed"]["method"] == "cpu_time_share"
+        assert by_device["host"]["method"] is None
+        assert 0 <= by_device["attributed"]["energy_j"] <= by_device["host"]["energy_j"]
+        devices = client.get("/v1/devices").json()["devices"]
+        assert devices[-1]["method"] == "cpu_time_share" and devices[-1]["status"]["processes"] == 1
