@@ -54,7 +54,7 @@ def main() -> int:
     result = counterfactual(run, opts, args.target, meter, args.work, args.every, idle.power_w, console, args.order)
     result.update(benchmark="counterfactual", date=time.strftime("%Y-%m-%d"), host=platform.node(),
                   devices=meter.devices(), loaded_idle_w=idle.power_w, trace=args.trace, rate=args.rate)  # fmt: skip
-    t = Table(title=f"counterfactual: every {args.every}th of {args.requests} requests left out, {args.order}")
+    t = Table(title=f"counterfactual: one in {args.every} of {args.requests} requests left out, {args.order}")
     for col in ("E(A) J", "E(B) J", "ΔE J", "attributed J", "attributed ÷ ΔE"):
         t.add_column(col, justify="right")
     t.add_row("/".join(f"{v:.1f}" for v in result["energy_a_j"]), "/".join(f"{v:.1f}" for v in result["energy_b_j"]),

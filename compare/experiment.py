@@ -635,7 +635,7 @@ class Comparison:
             return
         m, seg, args = max(rates), self.segments[0], self.args
         opts = segment_options(args, seg.start_s, m, self.config["trace"]["rate_per_s"], self.config["max_model_len"])
-        self.say(f"counterfactual at {rate_label(m)}: every {args.counterfactual}th request left out, ABBA")
+        self.say(f"counterfactual at {rate_label(m)}: one request in {args.counterfactual} left out, ABBA")
         result = counterfactual(args, opts, target, self.meter, self.run_dir / "counterfactual", args.counterfactual,
                                 loaded_idle_w, self.console, slice_s=args.slice_s)  # fmt: skip
         ratio = result["ratio"]

@@ -585,7 +585,7 @@ def _counterfactual_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]
     head = ["order", "left out", "E(A) J", "E(B) J", "ΔE J", "attributed (dynamic) J", "attributed ÷ ΔE"]
     if not c:
         return head, []
-    return head, [[c["order"], f"every {c['leave_out_every']}th ({c['left_out']} of {c['requests_a']})",
+    return head, [[c["order"], f"one in {c['leave_out_every']} ({c['left_out']} of {c['requests_a']})",
                    "/".join(_f(v, 5) for v in c["energy_a_j"]), "/".join(_f(v, 5) for v in c["energy_b_j"]),
                    f"{_f(c['delta_j'], 4)} ± {_f(c['delta_uncertainty_j'], 2)}", _f(c["attributed_dynamic_j"], 4),
                    "–" if c["ratio"] is None else f"{c['ratio']:.3g}×"]]  # fmt: skip

@@ -187,7 +187,7 @@ def build_schedule(options: Any) -> tuple[Trace, Schedule]:
     every = int(getattr(options, "jb_leave_out", 0) or 0)
     if every:
         keep = np.arange(len(schedule)) % every != every - 1
-        schedule = Schedule(schedule.times_s[keep], schedule.index[keep], f"{schedule.label}, every {every}th left out")
+        schedule = Schedule(schedule.times_s[keep], schedule.index[keep], f"{schedule.label}, one in {every} left out")
     return trace, schedule
 
 
