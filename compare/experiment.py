@@ -5,16 +5,18 @@ Phases, each recorded in the run directory as it finishes (so an interrupted run
 1. the monitor (started here, or ``--monitor URL``), the devices and their settings → ``config.json``;
 2. device-idle power (before vLLM starts) and loaded-idle power (vLLM up, serving nothing), each
    measured in blocks until stable → ``idle.json``;
-3. the rate ladder: for each rate (× the trace's own rate) and repeat, a headless replay in its own
-   process (``python -m loadgen replay``: Locust and gevent never enter this process), a warm-up,
-   then the steady-state window; the records, the window's energy and the dense energy series over
-   the replay → ``online/<rate>-<repeat>/``, ``energy.csv``. The ladder stops above the first
-   saturated rate;
-4. offline, after vLLM's server is stopped (one engine per GPU): each rate's token multiset given to
-   ``LLM.generate`` at once (continuous batching, at most ``--max-num-seqs`` running), ``--repeats``
-   times; two check sets (prefill-heavy, decode-heavy) for the attribution's energy model; one full
-   batch per binning bin → ``offline/``;
-5. the analysis (``summary.json``) and the report (``report.md``, ``report.html``, ``plots/``),
+3. the workload: ``--segments`` stretches of the trace, each its first ``--requests`` requests that fit;
+4. the rate ladder: for each rate (× the trace's own rate) and segment, a headless replay of exactly that
+   segment's requests in its own process (``python -m loadgen replay``: Locust and gevent never enter
+   this process), vLLM's metrics and the monitor polled beside it; its steady-state window found and
+   judged (``compare.windows``); the records, polls, the window and the dense energy series over the
+   replay → ``online/<rate>-<segment>/``, ``energy.csv``. The ladder stops above the first saturated
+   rate. Then, if asked, the saturated reference against the server (``online/reference-<segment>``)
+   and the counterfactual check (``counterfactual/``);
+5. offline, after vLLM's server is stopped (one engine per GPU), per segment: the same requests at once
+   and the saturated reference (closed loop at ``--max-num-seqs``); two check sets (prefill-heavy,
+   decode-heavy) for the attribution's energy model; one batch per binning bin → ``offline/``;
+6. the analysis (``summary.json``) and the report (``report.md``, ``report.html``, ``plots/``),
    which ``joulebench report RUN_DIR`` redoes from the files alone.
 
 Faults: SIGINT/SIGTERM (``Interrupted``), vLLM exiting or no longer answering (``ServerGone``) or a
@@ -322,9 +324,9 @@ class Comparison:
         spec = resolve_model(args.model, args.model_cache)
         install = vllm_install()
         cpu_defaults(args, spec.max_position_embeddings, install.cpu)
-        options = engine_options(args, args.max_num_seqs)
         if not args.target:
             workload_defaults(args, cpu=install.cpu)
+        options = engine_options(args, args.max_num_seqs or WORKLOAD_DEFAULTS["gpu"][2])
         self.config = {
             "joulebench": __version__, "command": ["joulebench", *sys.argv[1:]],
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": _hardware(),
@@ -345,7 +347,8 @@ class Comparison:
             self.config["devices"] = meter.devices()
             if args.target:
                 workload_defaults(args, cpu=not any(d.get("kind") == "gpu" for d in self.config["devices"]))
-            self.config["options"].update(requests=args.requests, min_requests=args.min_requests)
+            self.config["options"].update(requests=args.requests, min_requests=args.min_requests,
+                                          max_num_seqs=args.max_num_seqs)  # fmt: skip
             write_json(self.run_dir / "config.json", self.config)
             estimated = any(d.get("source") == "estimate" for d in self.config["devices"])
             self.say(f"energy from {url}" + (" — ESTIMATED from CPU utilization, not measured" if estimated else ""))
@@ -713,17 +716,19 @@ def reference_lengths(seg: Segment, batch: int, batches: int, seed: int) -> list
     return [seg.lengths[i] for i in pick]
 
 
-#: ``--requests`` and ``--min-requests`` unless given: enough for a GPU's numbers to mean something, and
-#: few enough on vLLM's CPU build for ``make compare`` to stay short.
-WORKLOAD_DEFAULTS = {"gpu": (200, 100), "cpu": (60, 20)}
+#: ``--requests``, ``--min-requests`` and ``--max-num-seqs`` unless given: enough for a GPU's numbers to mean
+#: something, and few enough on vLLM's CPU build for ``make compare`` to stay short.
+WORKLOAD_DEFAULTS = {"gpu": (200, 100, 256), "cpu": (60, 20, 16)}
 
 
 def workload_defaults(args: argparse.Namespace, cpu: bool) -> None:
-    requests, min_requests = WORKLOAD_DEFAULTS["cpu" if cpu else "gpu"]
+    requests, min_requests, max_num_seqs = WORKLOAD_DEFAULTS["cpu" if cpu else "gpu"]
     if args.requests is None:
         args.requests = requests
     if args.min_requests is None:
         args.min_requests = min(min_requests, args.requests)
+    if args.max_num_seqs is None:
+        args.max_num_seqs = max_num_seqs
 
 
 def _append_series(path: Path, phase: str, rate: float, segment: int, series: Any) -> None:
