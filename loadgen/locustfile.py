@@ -36,7 +36,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from loadgen.client import ClientConfig, TextCalibrator, request_body, send, served_model
+from loadgen.client import ClientConfig, TextCalibrator, request_body, send, served_model, server_api
 from loadgen.errors import LoadgenError
 from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
 from loadgen.options import OPTIONS, build_schedule
@@ -220,12 +220,12 @@ class TraceReplayUser(User):
         if not opts.jb_max_model_len and max_len:
             opts.jb_max_model_len = int(max_len)
         trace, schedule = build_schedule(opts)
-        config = ClientConfig(
-            base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat, timeout_s=opts.jb_timeout
-        )
-        calibrator = TextCalibrator(base_url, config.model) if config.chat else None
+        api = server_api(base_url)  # transformers serve takes text only: chat, calibrated
+        config = ClientConfig(base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat or api != "vllm",
+                              timeout_s=opts.jb_timeout, api=api)  # fmt: skip
+        calibrator = TextCalibrator(base_url, config.model, api=api) if config.chat else None
         prompt_seed = opts.jb_seed if opts.jb_prompt_seed < 0 else opts.jb_prompt_seed
-        log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
+        log.info("replaying %s: %d requests (%s), %s API", trace.name, len(schedule), schedule.label, api)
         pool = gevent.pool.Pool()
         start = plan["start_s"]
         mine = [i for i in range(len(schedule)) if i % plan["count"] == index]
@@ -239,11 +239,12 @@ class TraceReplayUser(User):
                 request_id=f"{i}", trace_index=idx, scheduled_s=start + t,
                 input_tokens=req.input_tokens, output_tokens=req.output_tokens, klass=req.klass,
             )  # fmt: skip
-            prompt = (
-                calibrator.text(req.input_tokens)
-                if calibrator is not None
-                else token_prompt(idx, req.input_tokens, opts.jb_vocab, prompt_seed)
-            )
+            if calibrator is None:
+                prompt: list[int] | str = token_prompt(idx, req.input_tokens, opts.jb_vocab, prompt_seed)
+            elif api == "transformers":  # its prefix cache cannot be turned off: text distinct per request
+                prompt = calibrator.distinct(req.input_tokens, (prompt_seed, idx))
+            else:
+                prompt = calibrator.text(req.input_tokens)
             body = request_body(config, prompt, req.output_tokens)
             delay = record.scheduled_s - time.time()
             if delay > 0:
