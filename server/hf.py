@@ -149,7 +149,7 @@ class TransformersRunner:
             "name": "transformers",
             "transformers": install.transformers,
             "torch": install.torch,
-            "device": self._device or self.options.device,
+            "device": self._device or resolve_device(self.options.device),
             "weights_initialised": "on the device (from_config)" if self.spec.weights == "dummy" else "loaded",
             "options": self.options.record(),
         }
@@ -183,12 +183,11 @@ class TransformersRunner:
         for row, p in enumerate(prompts):
             ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)  # left padding: generation continues
             mask[row, width - len(p) :] = 1
-        with torch.inference_mode():
-            out = self._model.generate(
-                input_ids=ids.to(self._device),
-                attention_mask=mask.to(self._device),
-                generation_config=self._generation_config(new_tokens),
-            )
+        out = self._model.generate(  # generate() runs under no_grad itself
+            input_ids=ids.to(self._device),
+            attention_mask=mask.to(self._device),
+            generation_config=self._generation_config(new_tokens),
+        )
         generated = out[:, width:].cpu()  # also waits for the device
         if self._eos_id is None:  # nothing can stop a row early
             return int(mask.sum()), [generated.shape[1]] * len(prompts)
