@@ -92,6 +92,7 @@ def run_config(args: argparse.Namespace, name: str, monitor_url: str, out: Path)
         "--out", str(out / f"{name}.json"),
     ]  # fmt: skip
     t0 = time.monotonic()
+    (out / f"{name}.log").unlink(missing_ok=True)  # this run's log only
     child = Child(name, cmd, out / f"{name}.log").start()
     try:
         code = child.wait(args.timeout_s)
@@ -273,6 +274,7 @@ def main() -> None:
             json.dumps(request_sets(sizes, args.batches, args.input_tokens, args.output_tokens)) + "\n"
         )
         monitor_cmd = [sys.executable, "-m", "monitor", "--port", "0", "--quiet", "--source", args.source]
+        (args.out / "monitor.log").unlink(missing_ok=True)  # its URL is read off the log: this run's only
         with Child("the monitor", monitor_cmd, args.out / "monitor.log") as monitor:
             url = monitor.wait_for_line(r"listening on (http://\S+)", 60).group(1)
             for c in configs:
