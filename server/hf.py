@@ -26,7 +26,7 @@ from typing import Any
 from monitor.meter import EnergyMeter
 from server.errors import ServerError
 from server.models import ModelSpec
-from server.offline import OfflineResult, Request, token_prompts
+from server.offline import OfflineResult, Request, measured, token_prompts
 
 log = logging.getLogger(__name__)
 
@@ -241,23 +241,7 @@ class TransformersRunner:
             done += len(chunk)
             if progress is not None:
                 progress(done, len(requests))
-        t1 = self.meter.now()
-        reading = self.meter.energy(t0, t1)
-        want_in = sum(r.input_tokens for r in requests)
-        if n_in != want_in:
-            raise ServerError(f"transformers served {n_in} prompt tokens, asked {want_in}")
-        return OfflineResult(
-            batch_size=batch_size,
-            requests=len(requests),
-            input_tokens=n_in,
-            output_tokens=n_out,
-            duration_s=t1 - t0,
-            energy_j=reading.energy_j,
-            uncertainty_j=reading.uncertainty_j,
-            idle_power_w=idle_w,
-            energy_kind=reading.kind,
-            energy_sources=reading.sources,
-        )
+        return measured("transformers", self.meter, t0, self.meter.now(), requests, batch_size, (n_in, n_out), idle_w)
 
 
 def _shape(batch: Sequence[Request]) -> tuple[int, int, int]:

@@ -21,6 +21,7 @@ import urllib.request
 from collections.abc import Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from joulebench.processes import Child, tail
 from server.errors import ServerError
@@ -99,6 +100,7 @@ class _ServerProcess:
     def __init__(
         self,
         spec: ModelSpec,
+        options: Any,
         log_path: Path,
         host: str = "127.0.0.1",
         port: int = 8000,
@@ -106,12 +108,14 @@ class _ServerProcess:
         stop_timeout_s: float = 30.0,
     ) -> None:
         self.spec = spec
+        self.options = options
         self.log_path = Path(log_path)
         self.host = host
         self.port = port
         self.python = python
         self.stop_timeout_s = stop_timeout_s
         self.command: list[str] = []
+        self.model_dir = spec.model  # what the server loads
         self._child: Child | None = None
 
     @property
@@ -189,20 +193,8 @@ class VllmServer(_ServerProcess):
     """vLLM's ``vllm.entrypoints.openai.api_server`` (GPU or CPU build)."""
 
     name = "vLLM"
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        options: EngineOptions,
-        log_path: Path,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        python: str = sys.executable,
-        stop_timeout_s: float = 30.0,
-    ) -> None:
-        super().__init__(spec, log_path, host, port, python, stop_timeout_s)
-        self.options = options
-        self.install: VllmInstall | None = None
+    options: EngineOptions
+    install: VllmInstall | None = None
 
     def start(self) -> VllmServer:
         self.install = vllm_install(self.python)
@@ -254,29 +246,15 @@ class TransformersServer(_ServerProcess):
     """
 
     name = "transformers serve"
-
-    def __init__(
-        self,
-        spec: ModelSpec,
-        options: TransformersOptions,
-        log_path: Path,
-        host: str = "127.0.0.1",
-        port: int = 8000,
-        python: str = sys.executable,
-        stop_timeout_s: float = 30.0,
-    ) -> None:
-        super().__init__(spec, log_path, host, port, python, stop_timeout_s)
-        self.options = options
-        self.model_dir = spec.model
-        self.install: TransformersInstall | None = None
+    options: TransformersOptions
+    install: TransformersInstall | None = None
 
     def start(self) -> TransformersServer:
         if self.options.compile:
             # Its --compile sets a static cache for sequential generate(); continuous batching ignores it.
             raise ServerError("transformers serve does not compile with continuous batching: leave --compile out")
         self.install = transformers_install()
-        if self.spec.weights == "dummy":
-            self.model_dir = str(random_weights_dir(self.spec))
+        self.model_dir = str(random_weights_dir(self.spec)) if self.spec.weights == "dummy" else self.spec.model
         super().start()
         return self
 

@@ -139,21 +139,34 @@ class OfflineRunner:
                 n_out += len(o.outputs[0].token_ids)
             if progress is not None:
                 progress(min(start + batch_size, len(requests)), len(requests))
-        t1 = self.meter.now()
-        reading = self.meter.energy(t0, t1)
-        want_in = sum(r.input_tokens for r in requests)
-        want_out = sum(r.output_tokens for r in requests)
-        if (n_in, n_out) != (want_in, want_out):
-            raise ServerError(f"vLLM served {n_in}/{n_out} tokens in/out, asked {want_in}/{want_out}")
-        return OfflineResult(
-            batch_size=batch_size,
-            requests=len(requests),
-            input_tokens=n_in,
-            output_tokens=n_out,
-            duration_s=t1 - t0,
-            energy_j=reading.energy_j,
-            uncertainty_j=reading.uncertainty_j,
-            idle_power_w=idle_w,
-            energy_kind=reading.kind,
-            energy_sources=reading.sources,
-        )
+        return measured("vLLM", self.meter, t0, self.meter.now(), requests, batch_size, (n_in, n_out), idle_w)
+
+
+def measured(
+    engine: str,
+    meter: EnergyMeter,
+    t0: float,
+    t1: float,
+    requests: Sequence[Request],
+    batch_size: int,
+    served: tuple[int, int],
+    idle_w: float,
+) -> OfflineResult:
+    """The result of serving ``requests`` between ``t0`` and ``t1``; refused if the tokens ``served`` (in, out)
+    are not the ones asked."""
+    reading = meter.energy(t0, t1)
+    want = (sum(r.input_tokens for r in requests), sum(r.output_tokens for r in requests))
+    if served != want:
+        raise ServerError(f"{engine} served {served[0]}/{served[1]} tokens in/out, asked {want[0]}/{want[1]}")
+    return OfflineResult(
+        batch_size=batch_size,
+        requests=len(requests),
+        input_tokens=served[0],
+        output_tokens=served[1],
+        duration_s=t1 - t0,
+        energy_j=reading.energy_j,
+        uncertainty_j=reading.uncertainty_j,
+        idle_power_w=idle_w,
+        energy_kind=reading.kind,
+        energy_sources=reading.sources,
+    )
