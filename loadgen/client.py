@@ -5,7 +5,10 @@ cooperative under Locust, and that runs as is in a thread. Token-id prompts of e
 ``/v1/completions`` (the default); ``/v1/chat/completions`` takes text. Output length is forced
 (``max_tokens``, ``min_tokens``, ``ignore_eos``). Every chunk's arrival time and token count is
 kept (``continuous_usage_stats`` gives exact counts where the server serves them; otherwise a chunk
-with text counts as one token). A failure is a status on the record, never an exception:
+with text counts as one token). ``transformers serve`` (``api="transformers"``, found by ``server_api``) takes
+text only, refuses ``min_tokens``/``ignore_eos``, and ends its streams without ``[DONE]``: its requests set
+the length through its own ``generation_config`` field with EOS disabled, so the length is still forced, and
+a stream that ended after its usage is complete. A failure is a status on the record, never an exception:
 ``http_error``, ``timeout`` (no byte for ``timeout_s``), ``disconnect`` (the stream ended before
 ``[DONE]``, or the connection failed), ``bad_stream`` (an event that is not a JSON object, or fields of
 the wrong type), ``not_streaming`` (one JSON body instead of an event stream), ``short_output``
@@ -20,6 +23,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import random
 import ssl
 import time
 import urllib.parse
@@ -32,6 +36,9 @@ from loadgen.records import RequestRecord
 from loadgen.sse import SSEParser
 
 log = logging.getLogger(__name__)
+
+#: Request dialects: the OpenAI API with vLLM's extensions, and ``transformers serve``'s.
+APIS = ("vllm", "transformers")
 
 
 def normalize_target(text: str, what: str = "--target") -> str:
@@ -70,6 +77,7 @@ class ClientConfig:
     timeout_s: float = 300.0  # the longest wait for any byte
     api_key: str | None = None
     continuous_usage: bool = True
+    api: str = "vllm"  # one of APIS
 
     @property
     def path(self) -> str:
@@ -78,15 +86,24 @@ class ClientConfig:
 
 
 def request_body(config: ClientConfig, prompt: list[int] | str, output_tokens: int) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": config.model,
-        "max_tokens": output_tokens,
-        "min_tokens": output_tokens,
-        "ignore_eos": True,
-        "temperature": 0.0,
-        "stream": True,
-        "stream_options": {"include_usage": True, "continuous_usage_stats": config.continuous_usage},
-    }
+    if config.api == "transformers":
+        # It serves the one model it is pinned to (a request naming another is refused) and always ends with
+        # usage; EOS id -1 is none, so the reply is exactly max_new_tokens long.
+        length = {"max_new_tokens": output_tokens, "eos_token_id": -1, "do_sample": False}
+        body: dict[str, Any] = {"max_tokens": output_tokens, "temperature": 0.0, "stream": True,
+                                "generation_config": json.dumps(length)}  # fmt: skip
+        if config.model:
+            body["model"] = config.model
+    else:
+        body = {
+            "model": config.model,
+            "max_tokens": output_tokens,
+            "min_tokens": output_tokens,
+            "ignore_eos": True,
+            "temperature": 0.0,
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": config.continuous_usage},
+        }
     if config.chat:
         body["messages"] = [{"role": "user", "content": prompt}]
     else:
@@ -122,7 +139,7 @@ def send(
                 f"{resp.read(200).decode(errors='replace').strip()}"
             )
             return record
-        _stream(resp, record, clock)
+        _stream(resp, record, clock, needs_done=config.api != "transformers")
     except TimeoutError:
         record.status = "timeout"
         record.error = f"no data for {config.timeout_s:g} s"
@@ -139,7 +156,9 @@ def send(
     return record
 
 
-def _stream(resp: http.client.HTTPResponse, record: RequestRecord, clock: Callable[[], float]) -> None:
+def _stream(
+    resp: http.client.HTTPResponse, record: RequestRecord, clock: Callable[[], float], needs_done: bool = True
+) -> None:
     parser = SSEParser()
     done = False
     counted = 0
@@ -170,13 +189,17 @@ def _stream(resp: http.client.HTTPResponse, record: RequestRecord, clock: Callab
             if usage:
                 record.usage_input_tokens = usage.get("prompt_tokens")
                 record.usage_output_tokens = usage.get("completion_tokens")
-            if obj.get("choices"):
+            # A chunk with neither usage nor text is no token: transformers serve's opening role chunk comes
+            # before generation starts.
+            if obj.get("choices") and (usage or _has_text(obj["choices"][0])):
                 n = (record.usage_output_tokens - counted) if usage and record.usage_output_tokens else 1
                 counted += n
                 if record.first_token_s is None:
                     record.first_token_s = now
                 record.last_token_s = now
                 record.chunks.append((now, n))
+    if not done and not needs_done and record.usage_output_tokens is not None:
+        done = True  # a server that sends no [DONE] has finished once it has sent its usage
     if not done:
         record.status = "disconnect"
         record.error = "the stream ended before [DONE]"
@@ -207,8 +230,33 @@ def _event_problem(obj: Any) -> str | None:
     return None
 
 
+def _has_text(choice: Any) -> bool:
+    if not isinstance(choice, dict):
+        return False
+    delta = choice.get("delta") or {}
+    content = delta.get("content") or delta.get("reasoning_content") if isinstance(delta, dict) else None
+    return bool(choice.get("text") or content)
+
+
+def server_api(base_url: str, timeout_s: float = 10.0) -> str:
+    """``"transformers"`` for ``transformers serve`` (its OpenAPI schema has its ``/load_model``), else ``"vllm"``."""
+    conn = connection(base_url, timeout_s)
+    try:
+        conn.request("GET", f"{urllib.parse.urlsplit(base_url).path.rstrip('/')}/openapi.json")
+        resp = conn.getresponse()
+        paths = json.loads(resp.read()).get("paths", {}) if resp.status == 200 else {}
+    except (OSError, http.client.HTTPException, ValueError, AttributeError):
+        paths = {}
+    finally:
+        conn.close()
+    return "transformers" if isinstance(paths, dict) and "/load_model" in paths else "vllm"
+
+
 def served_model(base_url: str, timeout_s: float = 10.0) -> tuple[str, int | None]:
-    """The server's first model and its ``max_model_len`` (vLLM says it), from ``/v1/models``."""
+    """The server's first model and its ``max_model_len`` (vLLM says it), from ``/v1/models``.
+
+    ``transformers serve`` lists its hub cache there (or answers 500 without one), not the model it is
+    pinned to: for it, ``("", None)`` (requests then name no model and get the pinned one)."""
     path = f"{urllib.parse.urlsplit(base_url).path}/v1/models"
     conn = connection(base_url, timeout_s)
     try:
@@ -224,14 +272,17 @@ def served_model(base_url: str, timeout_s: float = 10.0) -> tuple[str, int | Non
         raise LoadgenError(f"no OpenAI server answers at {base_url} ({err}): start one, or check --target") from err
     finally:
         conn.close()
-    if resp.status != 200:
-        hint = ": is --target the server's root URL (http://HOST:PORT)?" if resp.status == 404 else ""
-        raise LoadgenError(f"{base_url} answered HTTP {resp.status} for GET {path}{hint}")
     try:
-        data = json.loads(body)
+        data = json.loads(body) if resp.status == 200 else None
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
     models = data.get("data") if isinstance(data, dict) else None
+    pinned = isinstance(models, list) and models and isinstance(models[0], dict) and "max_model_len" in models[0]
+    if not pinned and resp.status != 404 and server_api(base_url, timeout_s) == "transformers":
+        return "", None
+    if resp.status != 200:
+        hint = ": is --target the server's root URL (http://HOST:PORT)?" if resp.status == 404 else ""
+        raise LoadgenError(f"{base_url} answered HTTP {resp.status} for GET {path}{hint}")
     if not isinstance(models, list) or not all(isinstance(m, dict) and "id" in m for m in models):
         raise LoadgenError(f"{base_url} answered GET {path} with no OpenAI model list: {body[:200]!r}")
     if not models:
@@ -251,19 +302,22 @@ class TextCalibrator:
     per count; ``texts`` calibrates every length of a replay before its schedule starts.
     Every chat prompt of a length is the same text: serve chat replays with prefix caching off
     (``--no-prefix-caching``), or the cache makes them cheaper than the trace; token-id completions
-    (the default) are distinct per request.
+    (the default) are distinct per request. Where the cache cannot be turned off (``transformers serve``),
+    ``distinct`` gives text of the same count whose words are drawn per request.
     """
 
     FILLER = "a"  # " a" is one token in byte-level BPEs, so every count is reachable
+    ALTERNATES = ("b", "c", "d", "e", "f", "g")  # used by ``distinct`` where they count as the filler does
 
-    def __init__(self, base_url: str, model: str, timeout_s: float = 60.0) -> None:
-        self.config = ClientConfig(base_url=base_url, model=model, chat=True, timeout_s=timeout_s)
+    def __init__(self, base_url: str, model: str, timeout_s: float = 60.0, api: str = "vllm") -> None:
+        self.config = ClientConfig(base_url=base_url, model=model, chat=True, timeout_s=timeout_s, api=api)
         self._cache: dict[int, str] = {}
         self._line: tuple[int, float] | None = None  # (count of one word, tokens per further word)
+        self._fillers: list[str] | None = None
 
     def count(self, text: str) -> int:
         body = {**request_body(self.config, text, 1), "stream": False}
-        body.pop("stream_options")
+        body.pop("stream_options", None)
         conn = connection(self.config.base_url, self.config.timeout_s)
         try:
             conn.request("POST", self.config.path, body=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -310,3 +364,14 @@ class TextCalibrator:
             if tick is not None:
                 tick(done, len(distinct))
         return out
+
+    def distinct(self, n_tokens: int, seed: object) -> str:
+        """``text(n_tokens)``'s count, its words drawn (seeded) from the fillers that count alone and 33 times as
+        the filler does (each a token of its own, as words are pre-tokenized apart): no two requests share a
+        prefix past their first words."""
+        if self._fillers is None:
+            one, many = (self.count(" ".join([self.FILLER] * k)) for k in (1, 33))
+            alike = [w for w in self.ALTERNATES if self.count(w) == one and self.count(" ".join([w] * 33)) == many]
+            self._fillers = [self.FILLER, *alike]
+        rng = random.Random(repr(seed))
+        return " ".join(rng.choice(self._fillers) for _ in self.text(n_tokens).split(" "))

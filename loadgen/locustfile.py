@@ -43,7 +43,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from loadgen.arrivals import CLOSED_LOOP
-from loadgen.client import ClientConfig, TextCalibrator, normalize_target, request_body, send, served_model
+from loadgen.client import (
+    ClientConfig,
+    TextCalibrator,
+    normalize_target,
+    request_body,
+    send,
+    served_model,
+    server_api,
+)
 from loadgen.errors import LoadgenError
 from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
 from loadgen.options import add_locust_options, build_schedule, check_options
@@ -249,16 +257,19 @@ class TraceReplayUser(User):
         if trace.overlong is not None:
             log.log(logging.WARNING if trace.overlong.requests and not reported else logging.INFO, "%s",
                     trace.overlong.describe())  # fmt: skip
-        config = ClientConfig(
-            base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat, timeout_s=opts.jb_timeout
-        )
+        api = server_api(base_url)  # transformers serve takes text only: chat, calibrated
+        config = ClientConfig(base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat or api != "vllm",
+                              timeout_s=opts.jb_timeout, api=api)  # fmt: skip
+        calibrator = TextCalibrator(base_url, config.model, api=api) if config.chat else None
         prompt_seed = opts.jb_seed if opts.jb_prompt_seed < 0 else opts.jb_prompt_seed
         mine = [i for i in range(len(schedule)) if i % plan["count"] == index]
         texts: dict[int, str] = {}
-        if config.chat:  # before the schedule starts: calibrating inside it would delay the sends
+        if calibrator is not None:  # before the schedule starts: calibrating inside it would delay the sends
             lengths = [trace.requests[int(schedule.index[i])].input_tokens for i in mine]
             log.info("calibrating chat prompts: %d lengths", len(set(lengths)))
-            texts = TextCalibrator(base_url, config.model).texts(lengths)
+            texts = calibrator.texts(lengths)
+            if api == "transformers" and lengths:
+                calibrator.distinct(lengths[0], 0)  # its fillers are found now, not inside the schedule
         start = plan["start_s"]
         if time.time() > start:
             if distributed:
@@ -266,7 +277,7 @@ class TraceReplayUser(User):
             else:
                 start = time.time() + 0.2
         env.jb_schedule_start_s = start
-        log.info("replaying %s: %d requests (%s)", trace.name, len(schedule), schedule.label)
+        log.info("replaying %s: %d requests (%s), %s API", trace.name, len(schedule), schedule.label, api)
         metrics = replay_metrics(env)
         metrics.start_schedule((start + schedule.times_s[mine]).tolist())
         times, indices = schedule.times_s.tolist(), schedule.index.tolist()
@@ -284,11 +295,12 @@ class TraceReplayUser(User):
             )  # fmt: skip
             if req.clipped_from is not None:
                 record.original_input_tokens, record.original_output_tokens = req.clipped_from
-            prompt = (
-                texts[req.input_tokens]
-                if config.chat
-                else token_prompt(idx, req.input_tokens, opts.jb_vocab, prompt_seed)
-            )
+            if calibrator is None:
+                prompt: list[int] | str = token_prompt(idx, req.input_tokens, opts.jb_vocab, prompt_seed)
+            elif api == "transformers":  # its prefix cache cannot be turned off: text distinct per request
+                prompt = calibrator.distinct(req.input_tokens, (prompt_seed, idx))
+            else:
+                prompt = texts[req.input_tokens]
             body = request_body(config, prompt, req.output_tokens)
             if self.slots is not None:
                 self.slots.acquire()

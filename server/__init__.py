@@ -1,8 +1,10 @@
-"""The server side: vLLM's OpenAI server (GPU or CPU build), the weight-free model kit, offline runs."""
+"""The server side: vLLM's OpenAI server (GPU or CPU build) and ``transformers serve``, the weight-free model kit,
+offline runs (vLLM or HF Transformers)."""
 
 from server.binning import count_bins, estimate
 from server.errors import ServerError
-from server.launch import VllmServer, vllm_install
+from server.hf import TransformersOptions, TransformersRunner
+from server.launch import TransformersServer, VllmServer, vllm_install
 from server.models import PRESETS, ModelSpec, prepare_model, resolve_model
 from server.offline import OfflineResult, OfflineRunner, Request
 from server.options import EngineOptions
@@ -15,6 +17,9 @@ __all__ = [
     "OfflineRunner",
     "Request",
     "ServerError",
+    "TransformersOptions",
+    "TransformersRunner",
+    "TransformersServer",
     "VllmServer",
     "count_bins",
     "estimate",

@@ -22,21 +22,36 @@ from joulebench.errors import JoulebenchError
 from joulebench.processes import write_pidfile
 from server.binning import largest_batch
 from server.errors import ServerError
-from server.launch import VllmServer, apply_vllm_env, vllm_install
-from server.models import DEFAULT_CACHE, PRESETS, TRAINED_VOCAB, resolve_model, write_model
+from server.hf import STATIC_BATCHES, TransformersOptions, transformers_install
+from server.launch import TransformersServer, VllmServer, apply_vllm_env, vllm_install
+from server.models import DEFAULT_CACHE, PRESETS, TRAINED_VOCAB, ModelSpec, resolve_model, write_model
 from server.offline import Request
 from server.options import add_engine_arguments, check_engine_arguments, cpu_defaults, engine_options
 
-SERVE_DESCRIPTION = "Start vLLM's OpenAI-compatible server (GPU or CPU build) on a preset or model, until Ctrl-C."
-OFFLINE_DESCRIPTION = (
-    "Serve a request set offline with vllm.LLM.generate at one or more batch sizes and report J/token "
-    "(attributional and dynamic)."
+SERVE_DESCRIPTION = (
+    "Start vLLM's OpenAI-compatible server (GPU or CPU build), or transformers serve (--engine transformers), on a "
+    "preset or model, until Ctrl-C."
 )
+OFFLINE_DESCRIPTION = (
+    "Serve a request set offline with vllm.LLM.generate (or HF transformers' generate(), --engine transformers) at "
+    "one or more batch sizes and report J/token (attributional and dynamic); --engines vllm,transformers runs "
+    "each in its own process and gives the reduction per batch size."
+)
+ENGINES = ("vllm", "transformers")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     add_engine_arguments(parser)
     parser.add_argument("--model-cache", type=Path, default=DEFAULT_CACHE, help="where presets are written")
+    parser.add_argument("--engine", choices=ENGINES, default="vllm", help="(default: %(default)s)")
+    parser.add_argument(
+        "--compile", action="store_true", help="transformers: torch.compile through a static cache (default: eager)"
+    )
+    parser.add_argument("--device", default="auto", help="transformers: cuda, cpu, … (default: %(default)s)")
+
+
+def transformers_options(args: argparse.Namespace) -> TransformersOptions:
+    return TransformersOptions(compile=args.compile, dtype=args.dtype, device=args.device, seed=args.seed)
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +59,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-num-seqs", type=int, help="max batch size (default: vLLM's)")
-    parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="vLLM's log and server.json go here")
+    parser.add_argument("--log-dir", type=Path, default=Path("runs"), help="the server's log and server.json go here")
     parser.add_argument("--start-timeout-s", type=float, default=900.0)
     parser.add_argument(
         "--pidfile",
@@ -70,10 +85,18 @@ def run_serve(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     spec = resolve_model(args.model, args.model_cache)
-    install = vllm_install()
-    cpu_defaults(args, spec.max_position_embeddings, install.cpu)
     run_dir = args.log_dir / time.strftime("serve-%Y%m%d-%H%M%S")
-    server = VllmServer(spec, engine_options(args, args.max_num_seqs), run_dir / "vllm.log", args.host, args.port)
+    server: VllmServer | TransformersServer
+    if args.engine == "transformers":
+        log_path = run_dir / "transformers.log"
+        server = TransformersServer(spec, transformers_options(args), log_path, args.host, args.port)
+        what = f"transformers serve {transformers_install().transformers}"
+    else:
+        install = vllm_install()
+        cpu_defaults(args, spec.max_position_embeddings, install.cpu)
+        options = engine_options(args, args.max_num_seqs)
+        server = VllmServer(spec, options, run_dir / "vllm.log", args.host, args.port)
+        what = f"vLLM {install.version} ({install.distribution})"
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -82,13 +105,14 @@ def run_serve(args: argparse.Namespace) -> int:
         server.start()
         if args.pidfile is not None:
             write_pidfile(args.pidfile, server.pid)
-        with console.status(f"starting vLLM {install.version} ({install.distribution}) — log: {server.log_path}"):
+        with console.status(f"starting {what} — log: {server.log_path}"):
             took = server.wait_ready(args.start_timeout_s)
         (run_dir / "server.json").write_text(json.dumps(server.record(), indent=2) + "\n")
-        print(f"vLLM ready in {took:.0f} s at {server.url} (model {spec.name}, weights {spec.weights})", flush=True)
+        print(f"{server.name} ready in {took:.0f} s at {server.url} (model {spec.name}, weights {spec.weights})",
+              flush=True)  # fmt: skip
         while not stop.wait(0.5):
             if (code := server.poll()) is not None:
-                raise ServerError(f"vLLM exited with code {code}; see {server.log_path}")
+                raise ServerError(f"{server.name} exited with code {code}; see {server.log_path}")
     finally:
         server.stop()
         if args.pidfile is not None and server.pid is not None:
@@ -132,38 +156,41 @@ def add_offline_arguments(parser: argparse.ArgumentParser) -> None:
         help="loaded-idle power is measured in 2 s blocks until three agree, at most this long (default: %(default)s)",
     )
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--engines",
+        help="run each of these engines (e.g. vllm,transformers) in its own process, print every table and the "
+        "reduction of the first against the others per set",
+    )
 
 
 def run_offline(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
 
     from monitor.meter import EnergyMeter, LocalMeter, MonitorClient, stable_power
-    from server.offline import OfflineRunner
 
+    if args.engines:
+        return run_engines(args)
     console = Console(stderr=True)
     plan, max_num_seqs = offline_plan(args)
     spec = resolve_model(args.model, args.model_cache)
-    install = vllm_install()
-    cpu_defaults(args, spec.max_position_embeddings, install.cpu)
-    options = engine_options(args, max_num_seqs or max(b for _, _, b, _, _ in plan))
-    apply_vllm_env(install, os.environ)  # vLLM runs in this process
     meter: EnergyMeter = MonitorClient(args.monitor) if args.monitor else LocalMeter(args.source)
-    runner = OfflineRunner(options.llm_kwargs(spec), meter, vocab=min(spec.vocab_size or TRAINED_VOCAB, TRAINED_VOCAB))
+    vocab = min(spec.vocab_size or TRAINED_VOCAB, TRAINED_VOCAB)
+    runner, engine = offline_runner(args, spec, meter, vocab, max_num_seqs or max(b for _, _, b, _, _ in plan))
     results: list[dict[str, Any]] = []
     try:
-        with console.status(f"loading {spec.name} in vLLM {install.version} ({install.distribution})"):
+        with console.status(f"loading {spec.name} in {engine['label']}"):
             runner.load()
         with console.status("warming the engine up (one batch, unmeasured)"):
             _, _, b0, first, _ = plan[0]
             runner.warm_up(first[:b0])
         with console.status("measuring loaded-idle power until it is stable"):
             idle = stable_power(meter, max_s=args.idle_max_s)
-        kv = runner.kv_capacity()
+        kv = runner.kv_capacity() if hasattr(runner, "kv_capacity") else None
+        most = max_num_seqs or max(b for _, _, b, _, _ in plan)
         for label, bin_, b, requests, saturated in plan:
             if bin_ and b == 0:  # a bin at the largest batch that fits, as Fernandez et al. batch
-                b = largest_batch(sum(bin_), options.max_num_seqs or 1, *(kv or (None, None)))
+                b = largest_batch(sum(bin_), most, *(kv or (None, None)))
                 requests = [Request(*bin_)] * b
             with Progress(console=console, transient=True) as progress:
                 task = progress.add_task(f"{label}: {len(requests)} requests", total=len(requests))
@@ -185,23 +212,73 @@ def run_offline(args: argparse.Namespace) -> int:
         "command": sys.argv,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": platform.node(),
-        "vllm": {"distribution": install.distribution, "version": install.version},
+        **engine["record"],
         "model": spec.model, "preset": spec.preset, "weights": spec.weights,
-        "engine": options.record(),
-        "offline_batches": "static: requests are served batch-size at a time, every batch full",
         "energy": {"kind": idle.kind, "sources": idle.sources, "estimated": "estimate" in idle.sources},
         "devices": meter.devices(),
         "idle_power_w": idle.power_w,
         "idle": asdict(idle),
         "results": results,
     }  # fmt: skip
-    estimated = " (ESTIMATED)" if "estimate" in idle.sources else ""
-    table = Table(title=f"offline — {spec.name} ({spec.weights} weights), vLLM {install.version}, energy: "
-                  f"{idle.kind} from {', '.join(idle.sources)}{estimated}")  # fmt: skip
+    print_offline(record)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def offline_runner(
+    args: argparse.Namespace, spec: ModelSpec, meter: Any, vocab: int, max_num_seqs: int
+) -> tuple[Any, dict[str, Any]]:
+    """The runner for ``--engine`` (same ``load``/``warm_up``/``run``/``close``, same records) and what the
+    record says about it: ``{"label": …, "record": {…}}``."""
+    from server.hf import TransformersRunner
+    from server.offline import OfflineRunner
+
+    if args.engine == "transformers":
+        hf = TransformersRunner(spec, transformers_options(args), meter, vocab=vocab, seed=args.seed)
+        about = hf.about()
+        label = f"transformers {about['transformers']} (torch {about['torch']})"
+        record = {"engine_name": "transformers", "transformers": about, "engine": about["options"],
+                  "offline_batches": STATIC_BATCHES}  # fmt: skip
+        return hf, {"label": label, "record": record}
+    install = vllm_install()
+    cpu_defaults(args, spec.max_position_embeddings, install.cpu)
+    options = engine_options(args, max_num_seqs)
+    apply_vllm_env(install, os.environ)  # vLLM runs in this process
+    runner = OfflineRunner(options.llm_kwargs(spec), meter, vocab=vocab)
+    record = {"engine_name": "vllm", "vllm": {"distribution": install.distribution, "version": install.version},
+              "engine": options.record(),
+              "offline_batches": "vLLM's engine driven step by step: static batches of the batch size (all at "
+              "once when it holds them: continuous batching up to max_num_seqs), or closed loop (saturated "
+              "sets)"}  # fmt: skip
+    return runner, {"label": f"vLLM {install.version} ({install.distribution})", "record": record}
+
+
+def engine_label(record: dict[str, Any]) -> str:
+    """``vLLM 0.24.0 compiled`` / ``transformers 5.17.0 eager``: which engine, version and mode made a record."""
+    if record.get("engine_name") == "transformers":
+        mode = "compiled" if record["engine"].get("compile") else "eager"
+        return f"transformers {record['transformers']['transformers']} {mode}"
+    mode = "eager" if record["engine"].get("enforce_eager") else "compiled"
+    return f"vLLM {record['vllm']['version']} {mode}"
+
+
+def print_offline(record: dict[str, Any]) -> None:
+    """An offline record's table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    sources = record["energy"]["sources"]
+    estimated = " (ESTIMATED)" if "estimate" in sources else ""
+    name = record["preset"] or record["model"]
+    table = Table(title=f"offline — {name} ({record['weights']} weights), {engine_label(record)}, energy: "
+                  f"{record['energy']['kind']} from {', '.join(sources)}{estimated}")  # fmt: skip
     for col in ("set", "requests", "in/out tokens", "time", "avg power", "J/out-token", "dynamic", "± J/out-token",
                 "out tok/s"):  # fmt: skip
         table.add_column(col, justify="right")
-    for r in results:
+    for r in record["results"]:
         table.add_row(
             r["label"],
             str(r["requests"]), f"{r['input_tokens']}/{r['output_tokens']}",
@@ -218,10 +295,54 @@ def run_offline(args: argparse.Namespace) -> int:
                 f"{st['output_tokens_per_s']:.0f}",
             )  # fmt: skip
     Console().print(table)
-    print(f"loaded-idle power: {idle.power_w:.1f} W" + ("" if idle.stable else " (did not settle)"))
+    settled = "" if record["idle"]["stable"] else " (did not settle)"
+    print(f"loaded-idle power: {record['idle_power_w']:.1f} W{settled}")
+
+
+def run_engines(args: argparse.Namespace) -> int:
+    """``--engines vllm,transformers``: each engine's offline run in its own process (each frees its device memory
+    when it exits), both tables, and per set the reduction of J/output-token of the first engine against each
+    other: 1 − first ÷ other."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from joulebench.processes import Child
+
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if len(engines) < 2 or any(e not in ENGINES for e in engines) or len(set(engines)) != len(engines):
+        raise ServerError(f"--engines {args.engines!r}: give each of {', '.join(ENGINES)} once, e.g. vllm,transformers")
+    offline_plan(args)  # a bad plan fails here, once, not in every child
+    out_dir = (args.out.parent if args.out else Path("runs")) / time.strftime("offline-%Y%m%d-%H%M%S")
+    records = []
+    for engine in engines:
+        out = out_dir / f"{engine}.json"
+        cmd = [sys.executable, "-m", "server", "offline", *offline_arguments(args), "--engine", engine,
+               "--out", str(out)]  # fmt: skip
+        child = Child(f"the {engine} offline run", cmd, out_dir / f"{engine}.log").start()
+        with Console(stderr=True).status(f"{engine}: offline run (log: {child.log_path})"):
+            code = child.wait()
+        if code != 0 or not out.exists():
+            raise child.failed(f"exited with code {code}")
+        records.append(json.loads(out.read_text()))
+        print_offline(records[-1])
+    table = Table(title=f"J/output-token, {engine_label(records[0])} against the others")
+    table.add_column("set", justify="right")
+    for r in records:
+        table.add_column(engine_label(r), justify="right")
+    for r in records[1:]:
+        table.add_column(f"reduction vs {engine_label(r)}", justify="right")
+    reductions = []
+    for i, first in enumerate(records[0]["results"]):
+        per = [r["results"][i]["j_per_output_token"] for r in records]
+        cut = [1 - per[0] / p for p in per[1:]]
+        reductions.append({"label": first["label"], "j_per_output_token": dict(zip(engines, per, strict=True)),
+                           "reduction": dict(zip(engines[1:], cut, strict=True))})  # fmt: skip
+        table.add_row(first["label"], *(f"{p:.4f}" for p in per), *(f"{100 * c:.1f} %" for c in cut))
+    Console().print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        body = {"engines": engines, "records": [str(out_dir / f"{e}.json") for e in engines], "reduction": reductions}
+        args.out.write_text(json.dumps(body, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
 
@@ -276,6 +397,20 @@ def validate_offline(args: argparse.Namespace) -> None:
             scheme = host = port = None
         if scheme not in ("http", "https") or not host or port == 0:
             raise ServerError(f"--monitor {args.monitor!r}: give the monitor's URL, e.g. http://127.0.0.1:9400")
+
+
+def offline_arguments(args: argparse.Namespace) -> list[str]:
+    """The flags that give ``args``' offline run back, for a child of another engine (all but ``--engine[s]`` and
+    ``--out``)."""
+    argv = ["--model", args.model, "--model-cache", str(args.model_cache), *engine_options(args).engine_arguments(),
+            "--device", args.device, "--batch-sizes", args.batch_sizes, "--input-tokens", str(args.input_tokens),
+            "--output-tokens", str(args.output_tokens), "--bin-batch", str(args.bin_batch),
+            "--source", args.source, "--idle-max-s", repr(args.idle_max_s)]  # fmt: skip
+    for flag, value in (("--num-requests", args.num_requests), ("--bins", args.bins), ("--requests", args.requests),
+                        ("--monitor", args.monitor)):  # fmt: skip
+        if value is not None:
+            argv += [flag, str(value)]
+    return [*argv, "--compile"] if args.compile else argv
 
 
 def read_request_sets(path: Path) -> tuple[list[PlanItem], int | None]:

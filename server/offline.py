@@ -133,7 +133,7 @@ class OfflineRunner:
         """Serve ``requests`` through vLLM's engine step by step: ``concurrency`` added at once, then either
         one more as each ends (``refill``: closed loop) or the next ``concurrency`` when all have ended
         (static batches). Returns each step's (time, prefill tokens done, output tokens, requests in the
-        engine, requests completed so far); the token counts are checked against what was asked."""
+        engine, requests completed so far)."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -183,21 +183,12 @@ class OfflineRunner:
             steps.append((t, step_in, step_out, running, done))
             if progress is not None:
                 progress(done, len(requests))
-        n_in, n_out = sum(x[1] for x in steps), sum(x[2] for x in steps)
-        want_in, want_out = sum(r.input_tokens for r in requests), sum(r.output_tokens for r in requests)
-        if (n_in, n_out) != (want_in, want_out):
-            raise ServerError(f"vLLM served {n_in}/{n_out} tokens in/out, asked {want_in}/{want_out}")
         return steps
 
     def _result(self, requests: Sequence[Request], batch_size: int, idle_w: float, t0: float, t1: float,
                 steps: list[tuple[float, int, int, int, int]]) -> OfflineResult:  # fmt: skip
-        reading = self.meter.energy(t0, t1)
-        return OfflineResult(
-            batch_size=batch_size, requests=len(requests), input_tokens=sum(x[1] for x in steps),
-            output_tokens=sum(x[2] for x in steps), duration_s=t1 - t0, energy_j=reading.energy_j,
-            uncertainty_j=reading.uncertainty_j, idle_power_w=idle_w, energy_kind=reading.kind,
-            energy_sources=reading.sources, short_window=reading.short_window, steps=len(steps),
-        )  # fmt: skip
+        served = (sum(x[1] for x in steps), sum(x[2] for x in steps))
+        return measured("vLLM", self.meter, t0, t1, requests, batch_size, served, idle_w, len(steps))
 
     def run(
         self,
@@ -251,3 +242,36 @@ class OfflineRunner:
             "output_tokens_per_s": w_out / (b - a), "idle_share": min(1.0, idle_w * (b - a) / reading.energy_j),
         }  # fmt: skip
         return result
+
+
+def measured(
+    engine: str,
+    meter: EnergyMeter,
+    t0: float,
+    t1: float,
+    requests: Sequence[Request],
+    batch_size: int,
+    served: tuple[int, int],
+    idle_w: float,
+    steps: int = 0,
+) -> OfflineResult:
+    """The result of serving ``requests`` between ``t0`` and ``t1``; refused if the tokens ``served`` (in, out)
+    are not the ones asked."""
+    reading = meter.energy(t0, t1)
+    want = (sum(r.input_tokens for r in requests), sum(r.output_tokens for r in requests))
+    if served != want:
+        raise ServerError(f"{engine} served {served[0]}/{served[1]} tokens in/out, asked {want[0]}/{want[1]}")
+    return OfflineResult(
+        batch_size=batch_size,
+        requests=len(requests),
+        input_tokens=served[0],
+        output_tokens=served[1],
+        duration_s=t1 - t0,
+        energy_j=reading.energy_j,
+        uncertainty_j=reading.uncertainty_j,
+        idle_power_w=idle_w,
+        energy_kind=reading.kind,
+        energy_sources=reading.sources,
+        short_window=reading.short_window,
+        steps=steps,
+    )
