@@ -239,22 +239,26 @@ def binning_gap(
     """The binning estimate (Fernandez et al. §4.1) of a replay's requests, checked first against the offline
     energy of the same requests (all at once), then against the measured online energy.
 
-    The requests the bins include (within the largest bins) are compared: offline, the same-requests set's
-    energy × their share of its tokens; online, the replay's energy (first send to last token) × their
-    share of the attributed energy. Online the estimate is also given with an idle term, loaded-idle power ×
-    the replay's time the batches do not cover (wall clock less Σ N/B · t_batch), on the same share.
+    The requests the bins include (within the largest bins, in a bin the context holds) are compared:
+    offline, the same-requests set's energy × their share of its tokens; online, the replay's energy (first
+    send to last token) × their share of the attributed energy. Online the estimate is also given with an
+    idle term, loaded-idle power × the replay's time the batches do not cover (wall clock less Σ N/B ·
+    t_batch), on the same share.
     """
     ok = [(i, r) for i, r in enumerate(records) if r["status"] == "ok"]
     pairs = [(r["usage_input_tokens"], r["usage_output_tokens"]) for _, r in ok]
-    counts = count_bins(pairs)
+    # A request is estimated when its ceiling bin was measured: not beyond the largest bins, and not a bin
+    # the context cannot hold (a 1900-token prompt fits 2048, its 2048 × 8 bin does not).
+    in_bins = [ceiling_bin(i, o) in bins for i, o in pairs]
+    counts = count_bins(p for p, m in zip(pairs, in_bins, strict=True) if m)
     est = estimate(counts, bins)
-    included = [i for i, r in ok if ceiling_bin(r["usage_input_tokens"], r["usage_output_tokens"]) is not None]
+    included = [i for (i, _), m in zip(ok, in_bins, strict=True) if m]
     attributed = float(np.sum(per_request_j))
     share = float(np.sum(per_request_j[included])) / attributed if attributed > 0 else 0.0
     measured = replay_energy_j * share
     idle_j = loaded_idle_w * max(0.0, replay_duration_s - est.busy_s) * share
     tokens_all = sum(i + o for i, o in pairs)
-    tokens_in = sum(i + o for (i, o) in pairs if ceiling_bin(i, o) is not None)
+    tokens_in = sum(i + o for (i, o), m in zip(pairs, in_bins, strict=True) if m)
     offline = None
     if same_requests and same_requests.get("energy_j") and tokens_all:
         offline = same_requests["energy_j"] * tokens_in / tokens_all
@@ -266,7 +270,7 @@ def binning_gap(
         "estimate_j": est.energy_j,
         "estimate_uncertainty_j": est.uncertainty_j,
         "busy_s": est.busy_s,
-        "ceiling_inflation": ceiling_inflation(pairs),
+        "ceiling_inflation": ceiling_inflation(p for p, m in zip(pairs, in_bins, strict=True) if m),
         "offline_same_requests_j": offline,
         "gap_offline_percent": gap(est.energy_j, offline),
         "measured_j": measured,
@@ -274,7 +278,7 @@ def binning_gap(
         "estimate_with_idle_j": est.energy_j + idle_j,
         "gap_with_idle_percent": gap(est.energy_j + idle_j, measured),
         "included": est.included,
-        "excluded": est.excluded,
+        "excluded": len(pairs) - est.included,
         "bins": len(counts.counts),
         "batch_sizes": sorted({bins[b].batch_size for b in counts.counts}),
         "rule": "each bin at the largest batch that fits (KV cache, max batch); a partial batch as N/B of a batch",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import psutil
 
 
 @contextlib.contextmanager
@@ -59,3 +63,74 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
+
+
+class CompareRun:
+    """``joulebench compare`` on the tiny preset in its own session (as from a terminal), on a small trace in
+    the Azure format (2 requests/s); remembers every descendant it saw, to check that none is left."""
+
+    def __init__(self, tmp_path: Path, *extra: str, rates: str = "1", requests: int = 16, warmup_s: float = 1):
+        from synthetic import azure_trace
+
+        self.run_dir = tmp_path / "run"
+        trace = azure_trace(tmp_path / "trace.csv")
+        cmd = [
+            sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache",
+            str(tmp_path / "models"), "--max-model-len", "1024", "--max-num-seqs", "8", "--trace", str(trace),
+            "--rates", rates, "--warmup-s", str(warmup_s), "--requests", str(requests), "--min-requests", "4",
+            "--reference-batches", "2", "--source", "estimate", "--idle-max-s", "8", "--bin-batch", "2", "--out",
+            str(self.run_dir), *extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)  # fmt: skip
+        self.seen: dict[int, psutil.Process] = {}
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            found = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return []
+        self.seen.update({p.pid: p for p in found})
+        return found
+
+    def wait_until(self, what: str, ready: Callable[[], bool], timeout_s: float = 300) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            self.descendants()
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise AssertionError(f"compare exited ({self.proc.returncode}) before {what}: {err}")
+            assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
+            time.sleep(0.1)
+        self.descendants()
+
+    def find(self, pattern: str) -> psutil.Process | None:
+        for p in self.descendants():
+            try:
+                if re.search(pattern, " ".join(p.cmdline())):
+                    return p
+            except psutil.Error:  # gone meanwhile
+                continue
+        return None
+
+    def child(self, pattern: str) -> psutil.Process:
+        found = self.find(pattern)
+        assert found is not None, f"no child process matches {pattern!r}"
+        return found
+
+    def config(self) -> dict:
+        try:
+            return json.loads((self.run_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def finish(self, timeout_s: float = 300) -> tuple[int, str]:
+        _, err = self.proc.communicate(timeout=timeout_s)
+        return self.proc.returncode, err
+
+    def assert_no_process_left(self) -> None:
+        _, alive = psutil.wait_procs(list(self.seen.values()), timeout=15)
+        assert not alive, [p.cmdline() for p in alive]
+        left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                if any(str(self.run_dir) in c for c in p.info["cmdline"] or [])]  # fmt: skip
+        assert not left, left

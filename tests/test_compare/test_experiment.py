@@ -7,25 +7,19 @@ import json
 import subprocess
 import sys
 
-import psutil
 import pytest
-from synthetic import azure_trace
+from servers import CompareRun
 
 pytestmark = pytest.mark.integration
 
 
 def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
-    trace = azure_trace(tmp_path / "trace.csv")
-    run_dir = tmp_path / "run"
-    cmd = [
-        sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache", str(tmp_path / "models"),
-        "--max-model-len", "1024", "--max-num-seqs", "4", "--trace", str(trace), "--rates", "0.5,1", "--requests",
-        "24", "--min-requests", "8", "--warmup-s", "1", "--reference-batches", "3", "--source", "estimate",
-        "--idle-max-s", "6", "--bin-batch", "2", "--counterfactual", "2", "--out", str(run_dir),
-    ]  # fmt: skip
-    before = {p.pid for p in psutil.process_iter()}
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-4000:]
+    run = CompareRun(tmp_path, "--max-num-seqs", "4", "--reference-batches", "3", "--counterfactual", "2",
+                     rates="0.5,1", requests=24)  # fmt: skip
+    run.wait_until("the end", lambda: run.proc.poll() is not None, timeout_s=900)
+    code, err = run.finish()
+    assert code == 0, err[-4000:]
+    run_dir = run.run_dir
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["estimated"] and summary["config"]["weights"] == "dummy" and summary["config"]["complete"]
@@ -53,18 +47,15 @@ def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
     c = summary["counterfactual"]
     assert c["order"] == "ABBA" and c["left_out"] == 12 and c["delta_j"] > 0
     assert 0.25 < c["ratio"] < 4, c  # a CPU estimate on a shared machine: a generous bound
-    assert "ESTIMATED" in (run_dir / "report.md").read_text()
+    assert (
+        "ESTIMATED" in (run_dir / "report.md").read_text()
+        and "attributed to vLLM's processes" in (run_dir / "report.md").read_text()
+    )
     assert (run_dir / "report.html").stat().st_size > 10_000
     config = json.loads((run_dir / "config.json").read_text())
     assert config["command"][:2] == ["joulebench", "compare"] and config["devices"][0]["source"] == "estimate"
 
-    psutil.wait_procs([p for p in psutil.process_iter() if p.pid not in before], timeout=10)
-    left = [
-        p.info["cmdline"]
-        for p in psutil.process_iter(["cmdline"])
-        if p.pid not in before and any(str(run_dir) in c or "vllm" in c for c in p.info["cmdline"] or [])
-    ]
-    assert not left, left
+    run.assert_no_process_left()
 
 
 def test_a_bad_rate_list_is_one_line():

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from servers import mock_server, running
-from synthetic import azure_trace
+from servers import CompareRun, mock_server, running
 
 from compare.experiment import replay_dir
 from loadgen.records import read_records
@@ -26,74 +25,6 @@ from monitor.sources.estimate import IDLE_W_PER_CPU, MAX_W_PER_CPU
 pytestmark = pytest.mark.integration
 
 VLLM_SERVER = r"vllm\.entrypoints|vllm serve|api_server"  # the server's command line, not vLLM's import probe
-
-
-class CompareRun:
-    """``joulebench compare`` in its own session (as from a terminal); remembers every descendant it saw."""
-
-    def __init__(self, tmp_path: Path, *extra: str, rates: str = "1", requests: int = 16, warmup_s: float = 1):
-        self.run_dir = tmp_path / "run"
-        trace = azure_trace(tmp_path / "trace.csv")  # 2 requests/s
-        cmd = [
-            sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache",
-            str(tmp_path / "models"), "--max-model-len", "1024", "--max-num-seqs", "8", "--trace", str(trace),
-            "--rates", rates, "--warmup-s", str(warmup_s), "--requests", str(requests), "--min-requests", "4",
-            "--reference-batches", "2", "--source", "estimate", "--idle-max-s", "8", "--bin-batch", "2", "--out",
-            str(self.run_dir), *extra,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)  # fmt: skip
-        self.seen: dict[int, psutil.Process] = {}
-
-    def descendants(self) -> list[psutil.Process]:
-        try:
-            found = psutil.Process(self.proc.pid).children(recursive=True)
-        except psutil.NoSuchProcess:
-            return []
-        self.seen.update({p.pid: p for p in found})
-        return found
-
-    def wait_until(self, what: str, ready: Callable[[], bool], timeout_s: float = 300) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not ready():
-            self.descendants()
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
-                raise AssertionError(f"compare exited ({self.proc.returncode}) before {what}: {err}")
-            assert time.monotonic() < deadline, f"no {what} within {timeout_s} s"
-            time.sleep(0.1)
-        self.descendants()
-
-    def find(self, pattern: str) -> psutil.Process | None:
-        for p in self.descendants():
-            try:
-                if re.search(pattern, " ".join(p.cmdline())):
-                    return p
-            except psutil.Error:  # gone meanwhile
-                continue
-        return None
-
-    def child(self, pattern: str) -> psutil.Process:
-        found = self.find(pattern)
-        assert found is not None, f"no child process matches {pattern!r}"
-        return found
-
-    def config(self) -> dict:
-        try:
-            return json.loads((self.run_dir / "config.json").read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def finish(self, timeout_s: float = 300) -> tuple[int, str]:
-        _, err = self.proc.communicate(timeout=timeout_s)
-        return self.proc.returncode, err
-
-    def assert_no_process_left(self) -> None:
-        _, alive = psutil.wait_procs(list(self.seen.values()), timeout=15)
-        assert not alive, [p.cmdline() for p in alive]
-        left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
-                if any(str(self.run_dir) in c for c in p.info["cmdline"] or [])]  # fmt: skip
-        assert not left, left
 
 
 def records_in(run_dir: Path, rate: float, segment: int = 0) -> list[dict]:
