@@ -183,16 +183,20 @@ def markdown(body: dict[str, Any]) -> str:
         "loaded-idle power × time):",
         "",
     ]
+
+    def cell(c: dict[str, Any], n: str, text: str) -> str:
+        return text.format(**c[n]) if n in c else "– (not run)"
+
     energy_rows = []
     for row in body["rows"]:
         c = row["configs"]
         energy_rows.append(
             [str(row["batch_size"])]
-            + [f"{c[n]['j_per_output_token']:.4f} ± {c[n]['uncertainty_j_per_output_token']:.4f}" for n in names]
-            + [f"{c[n]['dynamic_j_per_output_token']:.4f}" for n in names]
+            + [cell(c, n, "{j_per_output_token:.4f} ± {uncertainty_j_per_output_token:.4f}") for n in names]
+            + [cell(c, n, "{dynamic_j_per_output_token:.4f}") for n in names]
         )
     lines += _table(["batch", *names, *(f"dynamic {n}" for n in names)], energy_rows)
-    labels = [(k, x["label"]) for k, x in body["rows"][0]["reductions"].items()] if body["rows"] else []
+    labels = list(dict.fromkeys((k, x["label"]) for row in body["rows"] for k, x in row["reductions"].items()))
     if labels:
         lines += ["", f"Reduction in J/output-token, 1 − first ÷ second (dynamic in brackets). Paper: {PAPER}.", ""]
         lines += _table(
@@ -200,7 +204,7 @@ def markdown(body: dict[str, Any]) -> str:
             [
                 [str(row["batch_size"])]
                 + [f"{100 * row['reductions'][k]['reduction']:.1f} % ({100 * row['reductions'][k]['dynamic']:.1f} %)"
-                   for k, _ in labels]
+                   if k in row["reductions"] else "–" for k, _ in labels]
                 for row in body["rows"]
             ],
         )  # fmt: skip
@@ -208,7 +212,7 @@ def markdown(body: dict[str, Any]) -> str:
     lines += _table(
         ["batch", *names],
         [
-            [str(r["batch_size"]), *(f"{r['configs'][n]['output_tokens_per_s']:.0f}" for n in names)]
+            [str(r["batch_size"]), *(cell(r["configs"], n, "{output_tokens_per_s:.0f}") for n in names)]
             for r in body["rows"]
         ],
     )

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from compare.attribution import EnergyModel, Slices, attribute, tokens_in_window
-from compare.polls import prefill_rate, server_in_system, throttle_reasons
+from compare.polls import prefill_rate, server_in_system, throttle_reasons, throttle_shares
 from compare.windows import Window, slices_in, steadiness, verdict
 from loadgen.summary import percentiles
 from server.binning import BatchEnergy, Bin, ceiling_bin, ceiling_inflation, count_bins, estimate
@@ -134,6 +134,7 @@ def online_result(
         "prefill": prefill,
         "clock": window_record.get("clock"),
         "throttle_reasons": throttle_reasons(polls, t0, t1),
+        "throttle_shares": throttle_shares(polls, t0, t1),
         "tokens": {"input": n_in, "output": n_out, "total": n_in + n_out, "input_uncertainty": u_in},
         "tokens_per_s": {"input": n_in / dur, "output": n_out / dur},
         "mix": {"input_tokens_mean": _mean([r["usage_input_tokens"] for r in done]),

@@ -5,7 +5,10 @@ same times (B), in the order ``ABBA`` (a drift in the server's power cancels). E
 read over the same span from its schedule's start, long enough for every run to drain, so loaded-idle
 power cancels in the difference: ΔE = E(A) − E(B) is what the left-out requests cost. The attribution
 (``compare.attribution``, its model fitted on all the runs' slices) of run A charges them some dynamic
-energy; the check is the ratio attributed ÷ ΔE, with the monitor's and the repeats' uncertainty.
+energy; the check is the ratio attributed ÷ ΔE, with the monitor's and the repeats' uncertainty. Beside
+it, the model's token terms alone (α·input + β·output of the left-out requests): what a request costs at
+the margin when the engine's steps go on without it, which an average-cost attribution does not claim
+to be.
 """
 
 from __future__ import annotations
@@ -56,6 +59,10 @@ def counterfactual(
         a = run["start_s"]
         run["reading"] = meter.energy(a, a + span)
         series = meter.series(a, a + span, slice_s)
+        write_json(run["dir"] / "energy.json", {"edges": series.edges, "energy_j": series.energy_j,
+                                                "uncertainty_j": series.uncertainty_j,
+                                                "span_energy_j": run["reading"].energy_j,
+                                                "span_uncertainty_j": run["reading"].uncertainty_j})  # fmt: skip
         rate = prefill_rate(read_polls(run["dir"] / "polls.jsonl"))
         run["slices"] = slices(run["records"], series.edges, rate["tokens_per_s"] if rate else None)
         run["energy_j"] = series.energy_j
@@ -77,6 +84,8 @@ def counterfactual(
     u_repeat = math.hypot(*(float(np.std(e[k], ddof=1)) / math.sqrt(len(e[k])) if len(e[k]) > 1 else 0.0
                             for k in "AB"))  # fmt: skip
     attributed = float(np.mean(charged_dyn))
+    first_a = next(r for r in runs if r["kind"] == "A")
+    token_terms = token_terms_j(first_a["records"], every, model.prefill_j_per_token, model.decode_j_per_token)
     result = {
         "order": order, "leave_out_every": every, "span_s": span, "requests_a": len(runs[0]["records"]),
         "left_out": int(sum(1 for r in runs[0]["records"] if int(r["request_id"]) % every == every - 1)),
@@ -84,7 +93,14 @@ def counterfactual(
         "delta_uncertainty_j": math.hypot(u_monitor, u_repeat),
         "attributed_dynamic_j": attributed, "attributed_attributional_j": float(np.mean(charged_attr)),
         "ratio": attributed / delta if delta > 0 else None, "model": model.record(),
+        "token_terms_j": token_terms, "token_terms_ratio": token_terms / delta if delta > 0 else None,
         "definition": "attributed dynamic energy of the left-out requests in run A ÷ (E(A) − E(B)) over the same span",
     }  # fmt: skip
     write_json(out / "counterfactual.json", result)
     return result
+
+
+def token_terms_j(records: list[dict[str, Any]], every: int, alpha: float, beta: float) -> float:
+    """α·input + β·output of the requests left out of run B (every ``every``-th of run A)."""
+    return float(sum(alpha * (r.get("usage_input_tokens") or 0) + beta * (r.get("usage_output_tokens") or 0)
+                     for r in records if int(r["request_id"]) % every == every - 1))  # fmt: skip

@@ -138,12 +138,17 @@ def server_in_system(polls: Sequence[Mapping[str, Any]]) -> tuple[list[float], l
 
 def throttle_reasons(polls: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float) -> list[str]:
     """Every clock-event reason any device reported between t0 and t1."""
-    seen: set[str] = set()
-    for p in polls:
-        if t0_s <= p["t"] <= t1_s:
-            for d in (p.get("devices") or {}).values():
-                seen.update(d.get("throttle_reasons") or ())
-    return sorted(seen)
+    return sorted(throttle_shares(polls, t0_s, t1_s))
+
+
+def throttle_shares(polls: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float) -> dict[str, float]:
+    """Each clock-event reason seen between t0 and t1: the share of the polls (of any device) that had it."""
+    inside = [p for p in polls if t0_s <= p["t"] <= t1_s and p.get("devices")]
+    counts: dict[str, int] = {}
+    for p in inside:
+        for reason in {r for d in p["devices"].values() for r in d.get("throttle_reasons") or ()}:
+            counts[reason] = counts.get(reason, 0) + 1
+    return {r: n / len(inside) for r, n in sorted(counts.items())}
 
 
 def clock_offset(now: Any, tries: int = 5) -> dict[str, float]:

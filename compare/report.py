@@ -145,6 +145,24 @@ def _online_reference(
     }  # fmt: skip
 
 
+def _reference_replay(
+    run_dir: Path,
+    k: int,
+    series: dict[tuple[float, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    fallback: dict[str, Any] | None,
+) -> tuple[list[dict[str, Any]], Any, np.ndarray, dict[str, Any]] | None:
+    """A saturate replay's records, slices and energy, for the energy model's fit."""
+    from compare.polls import prefill_rate, read_polls
+
+    d = run_dir / "online" / f"reference-{k}"
+    if (-1.0, k) not in series or not (d / "window.json").exists():
+        return None
+    records = read_records(d / "requests.jsonl")
+    edges, e, _ = series[(-1.0, k)]
+    rate = (prefill_rate(read_polls(d / "polls.jsonl")) or fallback or {}).get("tokens_per_s")
+    return records, slices(records, edges, rate), e, {}
+
+
 def _online_vs_offline(online: dict[int, Any], offline: dict[int, Any]) -> dict[str, Any] | None:
     """The saturate replay's J/output-token ÷ the offline reference's, per segment and over them."""
     ratios = [online[k]["j_per_output_token"] / offline[k]["j_per_output_token"] for k in online
@@ -194,12 +212,17 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     series = _energy_series(run_dir / "energy.csv")
     options = config["options"]
     segments = config.get("workload") or []
-    offline_refs = {k: (sets.get(f"reference s{k}") or {}).get("steady") for k in range(len(segments))}
-    online_refs = {k: _online_reference(run_dir, k, series, loaded_w, fallback) for k in range(len(segments))}
-    # The premium's reference: the offline one (the floor of this stack) where it was measured, else the
-    # saturated reference measured against the running server.
-    source = "offline" if any(offline_refs.values()) else "online" if any(online_refs.values()) else None
-    references = offline_refs if source == "offline" else online_refs
+    offline_measured = {k: (sets.get(f"reference s{k}") or {}).get("steady") for k in range(len(segments))}
+    online_measured = {k: _online_reference(run_dir, k, series, loaded_w, fallback) for k in range(len(segments))}
+    # A reference shorter than two counter updates has no honest energy: it is shown, never divided by.
+    offline_refs = {k: r if r and not r["short_window"] else None for k, r in offline_measured.items()}
+    online_refs = {k: r if r and not r["short_window"] else None for k, r in online_measured.items()}
+    # Each segment's premium divides by its offline reference (the floor of this stack) where that is valid,
+    # else by the one measured against the running server.
+    references = {k: offline_refs[k] or online_refs[k] for k in offline_refs}
+    used = {k: "offline" if offline_refs[k] else "online" if online_refs[k] else None for k in offline_refs}
+    kinds = {v for v in used.values() if v}
+    source = next(iter(kinds)) if len(kinds) == 1 else "mixed" if kinds else None
     rates: list[dict[str, Any]] = []
     per_request: list[dict[str, Any]] = []
     multisets: dict[int, list[list[tuple[int, int]]]] = defaultdict(list)
@@ -222,7 +245,10 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             result.update(premiums(result, references.get(k), sets.get(f"same requests s{k}")))
             rate = (result.get("prefill") or {}).get("tokens_per_s")
             replays.append((m, k, records, slices(records, edges, rate), e, result))
-    model, fit = _energy_model(replays, loaded_w, references, sets, offline, options.get("slice_s", 0.25))
+    # The saturate replays against the server cover the full batch, which the ladder's windows do not reach.
+    fit_replays = replays + [(-1.0, k, *_reference_replay(run_dir, k, series, fallback)) for k in range(len(segments))
+                             if _reference_replay(run_dir, k, series, fallback) is not None]  # fmt: skip
+    model, fit = _energy_model(fit_replays, loaded_w, offline_refs, sets, offline, options.get("slice_s", 0.25))
     for m in options["rates"]:
         windows = []
         for _, k, records, sl, e, result in (x for x in replays if x[0] == m):
@@ -265,7 +291,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         entry.update(_budgets(valid, references, sets, u_idle, u_idle_offline, sensor))
         rates.append(entry)
 
-    reference = [{"segment": k, **ref} for k, ref in references.items() if ref]
+    reference = [{"segment": k, "source": used[k], **ref} for k, ref in references.items() if ref]
     floor = physical_floor(config.get("model_parameters"), devices)
     return {
         "config": {k: config.get(k) for k in CONFIG_KEYS},
@@ -283,13 +309,19 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             "definition": {
                 "offline": "LLM engine driven offline, closed loop at --max-num-seqs, steady part",
                 "online": "a saturate replay against the running server, --max-num-seqs in flight, steady part",
+                "mixed": "per segment, offline where valid, else the saturate replay against the running server",
                 None: "none measured",
             }[source],
             "segments": reference,
-            "online_segments": [{"segment": k, **r} for k, r in online_refs.items() if r],
+            "offline_segments": [
+                {"segment": k, "valid": bool(offline_refs[k]), **r} for k, r in offline_measured.items() if r
+            ],
+            "online_segments": [
+                {"segment": k, "valid": bool(online_refs[k]), **r} for k, r in online_measured.items() if r
+            ],
             "online_vs_offline": _online_vs_offline(online_refs, offline_refs),
             "batch_size": (sets.get("reference s0") or {}).get("batch_size")
-            or next((r["running_max"] for r in online_refs.values() if r), None),
+            or next((r["running_max"] for r in online_measured.values() if r), None),
             **{
                 key: budget([r.get(key) for r in reference], _reference_terms(reference, key, u_idle_offline, sensor))
                 for key in REFERENCE_KEYS
@@ -300,7 +332,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "offline_idle_power_w": offline.get("idle_power_w") if offline else None,
         "offline_results": offline["results"] if offline else [],
         "rates": rates,
-        "counterfactual": _read_json(run_dir / "counterfactual" / "counterfactual.json"),
+        "counterfactual": _counterfactual(run_dir),
         "headline": _headline_figures(rates),
         "per_request": per_request,
     }
@@ -438,6 +470,23 @@ def _floor_ratios(
     return {**floor, "ratios": ratios}
 
 
+def _counterfactual(run_dir: Path) -> dict[str, Any] | None:
+    """The counterfactual check as its run wrote it, with the token terms re-derived from its records and its
+    model where it lacks them."""
+    from compare.counterfactual import token_terms_j
+
+    c = _read_json(run_dir / "counterfactual" / "counterfactual.json")
+    if c is None or "token_terms_j" in c:
+        return c
+    first_a = next(iter(sorted((run_dir / "counterfactual").glob("*-A"))), None)
+    if first_a is None:
+        return c
+    m = c["model"]
+    t = token_terms_j(read_records(first_a / "requests.jsonl"), c["leave_out_every"], m["prefill_j_per_token"],
+                      m["decode_j_per_token"])  # fmt: skip
+    return {**c, "token_terms_j": t, "token_terms_ratio": t / c["delta_j"] if c["delta_j"] > 0 else None}
+
+
 def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
     return float(np.mean([r[key] for r in rows])) if rows else None
 
@@ -531,19 +580,20 @@ def _reference_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["reference", "batch (running)", "steady part s", "tokens in/out", "avg power W", "J/out-token",
             "J/token", "dynamic J/out-token", "output tokens/s", "idle share"]  # fmt: skip
     ref = s["reference"]
-    offline = ref["segments"] if ref["source"] == "offline" else []
     rows = []
-    for where, items in (("offline", offline), ("online", ref.get("online_segments") or [])):
-        for r in items:
-            rows.append([f"{where} s{r['segment']}", f"{ref['batch_size']} ({r['running_min']}–{r['running_max']})",
+    for where in ("offline", "online"):
+        for r in ref.get(f"{where}_segments") or []:
+            used = any(x["segment"] == r["segment"] and x["source"] == where for x in ref["segments"])
+            rows.append([f"{where} s{r['segment']}" + (" (used)" if used else ""),
+                         f"{ref['batch_size']} ({r['running_min']}–{r['running_max']})",
                          _f(r["duration_s"]), f"{r['input_tokens']:,.0f}/{r['output_tokens']:,.0f}",
                          _f(r["average_power_w"]),
                          f"{_f(r['j_per_output_token'], 4)} ± {_f(r['uncertainty_j_per_output_token'], 2)}"
-                         + (" (short)" if r["short_window"] else ""), _f(r["j_per_token"], 4),
+                         + (" (short: not used)" if r["short_window"] else ""), _f(r["j_per_token"], 4),
                          _f(r["dynamic_j_per_output_token"], 4), _f(r["output_tokens_per_s"]),
                          _f(r["idle_share"], 2)])  # fmt: skip
     if len(ref["segments"]) > 1:
-        rows.append([f"mean ({ref['source']})", "", "", "", "", _ci(ref["j_per_output_token"], 4),
+        rows.append([f"mean of those used ({ref['source']})", "", "", "", "", _ci(ref["j_per_output_token"], 4),
                      _ci(ref["j_per_token"], 4), _ci(ref["dynamic_j_per_output_token"], 4), "", ""])  # fmt: skip
     if ref.get("online_vs_offline"):
         rows.append(["online ÷ offline (J/out-token)", "", "", "", "", _ci(ref["online_vs_offline"], 3, "×"),
@@ -582,13 +632,18 @@ def _budget_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _counterfactual_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     c = s.get("counterfactual")
-    head = ["order", "left out", "E(A) J", "E(B) J", "ΔE J", "attributed (dynamic) J", "attributed ÷ ΔE"]
+    head = ["order", "left out", "E(A) J", "E(B) J", "ΔE J", "attributed (dynamic) J", "attributed ÷ ΔE",
+            "token terms α·in + β·out J", "token terms ÷ ΔE"]  # fmt: skip
     if not c:
         return head, []
+
+    def ratio(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3g}×"
+
     return head, [[c["order"], f"one in {c['leave_out_every']} ({c['left_out']} of {c['requests_a']})",
                    "/".join(_f(v, 5) for v in c["energy_a_j"]), "/".join(_f(v, 5) for v in c["energy_b_j"]),
                    f"{_f(c['delta_j'], 4)} ± {_f(c['delta_uncertainty_j'], 2)}", _f(c["attributed_dynamic_j"], 4),
-                   "–" if c["ratio"] is None else f"{c['ratio']:.3g}×"]]  # fmt: skip
+                   ratio(c["ratio"]), _f(c.get("token_terms_j"), 4), ratio(c.get("token_terms_ratio"))]]  # fmt: skip
 
 
 def _floor_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -904,10 +959,11 @@ _SECTIONS = (
      "The compute-bound floor: board power limit ÷ peak dense BF16 rate × 2 × parameters (datasheet figures in "
      "summary.json); measured ÷ floor says how far each estimand is from it (Fernandez et al. 2025, Table 4)."),
     ("The saturated reference", _reference_table,
-     "The segment's lengths (sampled) served closed loop with --max-num-seqs running, measured from when one "
-     "batch's worth has completed to when the pool runs dry: offline (vLLM's engine driven directly) and, with "
-     "--online-reference, online (a saturate replay against the running server). The premium divides by the "
-     "offline one where it was measured, else by the online one."),
+     "The segment's lengths (sampled) served closed loop with --max-num-seqs running, measured from when the start "
+     "cohort has all had its first token (the start's prefill burst is over) to when the pool runs dry: offline "
+     "(vLLM's engine driven directly) and, with "
+     "--online-reference, online (a saturate replay against the running server). Each segment's premium divides "
+     "by its offline reference where that is valid (at least two counter updates long), else by the online one."),
     ("Workload", _workload_table, "The same requests at every rate: only their arrival times change."),
     ("Energy attributed to requests", _attribution_table,
      "Each slice's dynamic energy (less loaded-idle power) is shared among the requests working in it by their "
@@ -918,7 +974,9 @@ _SECTIONS = (
     ("Counterfactual check of the attribution", _counterfactual_table,
      "The same schedule with every request (A) and with every K-th left out (B), ABBA, each read over the same span: "
      "ΔE = E(A) − E(B) is what the left-out requests cost; the attribution of run A charges them its dynamic energy "
-     "(run with --counterfactual K)."),
+     "(run with --counterfactual K). The attribution shares average costs (each slice's step cost among the "
+     "requests in it); ΔE is the marginal cost, which the step cost largely is not: the token terms alone show "
+     "how much of the gap that is."),
     ("Energy model", _model_table,
      "Fitted on every online slice of this run and the references' steady parts: E − P_idle·Δt = c·steps + "
      "α·prefill + β·decode (non-negative least squares; ± the jackknife over replays). Checked against the "

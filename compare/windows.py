@@ -44,8 +44,12 @@ AGREE_MIN = 2.0
 #: The load generator's clock against the monitor's: beyond this the window's edges are not where the
 #: energy was read.
 CLOCK_OFFSET_MAX_S = 0.05
-#: Clock-event reasons that mean the GPU ran slower than asked (NVML's names, ``monitor.sources``).
-THROTTLED = ("sw_power_cap", "hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
+#: Clock-event reasons that mean the GPU ran slower than its configuration allows (NVML's names,
+#: ``monitor.sources``): thermal and hardware slowdowns. ``sw_power_cap`` is not one: at the board's power
+#: limit it is how the GPU regulates itself under load (an H200 reports it during vLLM's prefill bursts
+#: at 0.5× the conversation trace's rate); it is reported per window, and a lowered limit is a sweep's
+#: setting, recorded as such.
+THROTTLED = ("hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
 
 #: Student's t, two-sided 95 %, by degrees of freedom (1–30); 1.96 beyond.
 T95 = (
@@ -160,15 +164,17 @@ def choose_window(
 
 
 def saturated_window(records: Sequence[Mapping[str, Any]], edges: Sequence[float], concurrency: int) -> Window | None:
-    """The steady part of a closed-loop (saturate) replay: from when ``concurrency`` requests have completed
-    (the start cohort has turned over) to the last send (after it the batch can no longer be refilled), its
-    edges on ``edges``; None when there is no such part."""
+    """The steady part of a closed-loop (saturate) replay: from when the start cohort (the first
+    ``concurrency`` sends) has all had its first token — the synchronised prefill burst of the start is
+    over, the batch is full and refilled as requests end — to the last send (after it the batch can no
+    longer be refilled); its edges on ``edges``. None when there is no such part."""
     e = np.asarray(edges, dtype=float)
-    ends = np.sort([end_of(r) for r in records])
-    sends = [r["sent_s"] for r in records if r.get("sent_s") is not None]
-    if len(ends) <= concurrency or not sends:
+    sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
+    if len(sent) <= concurrency:
         return None
-    first, opened, last = min(sends), float(ends[concurrency - 1]), max(sends)
+    cohort = sent[:concurrency]
+    first, last = sent[0]["sent_s"], sent[-1]["sent_s"]
+    opened = max(r.get("first_token_s") or end_of(r) for r in cohort)
     lo = int(np.searchsorted(e, opened, side="left"))
     hi = int(np.searchsorted(e, last, side="right")) - 1
     if lo >= len(e) or hi <= lo:

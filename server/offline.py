@@ -9,8 +9,9 @@ measured just before, so J/token is given both attributional (all energy in the 
 
 ``run_saturated`` measures the *saturated reference*: the engine kept full (closed loop: a request
 added as each one ends, ``concurrency`` running) by driving vLLM's engine step by step, and the energy
-and tokens of its steady part only — from when one batch's worth of requests has completed (the start
-cohort has turned over) to when the pool runs out (the first step the batch can no longer be refilled).
+and tokens of its steady part only — from when the start cohort (the first ``concurrency`` requests) has
+all had its first token (the synchronised prefill burst of the start is over) to when the pool runs out
+(the first step the batch can no longer be refilled). Each step's log is kept with the result.
 """
 
 from __future__ import annotations
@@ -129,11 +130,11 @@ class OfflineRunner:
         concurrency: int,
         refill: bool,
         progress: Callable[[int, int], None] | None = None,
-    ) -> list[tuple[float, int, int, int, int]]:
+    ) -> list[tuple[float, int, int, int, int, int]]:
         """Serve ``requests`` through vLLM's engine step by step: ``concurrency`` added at once, then either
         one more as each ends (``refill``: closed loop) or the next ``concurrency`` when all have ended
         (static batches). Returns each step's (time, prefill tokens done, output tokens, requests in the
-        engine, requests completed so far)."""
+        engine, requests completed so far, requests of the start cohort with a first token)."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -148,8 +149,9 @@ class OfflineRunner:
         self._runs += 1
         queue = list(range(len(requests)))[::-1]
         started: set[int] = set()
-        steps: list[tuple[float, int, int, int, int]] = []
-        running = done = 0
+        steps: list[tuple[float, int, int, int, int, int]] = []
+        running = done = cohort = 0
+        first_cohort = min(concurrency, len(requests))
 
         def add() -> None:
             nonlocal running
@@ -175,18 +177,19 @@ class OfflineRunner:
                 if i not in started:
                     started.add(i)
                     step_in += requests[i].input_tokens
+                    cohort += i < first_cohort
                 step_out += len(o.outputs[0].token_ids)
                 if o.finished:
                     running -= 1
                     done += 1
             fill()  # before the step is recorded: its count is what the engine holds for the next step
-            steps.append((t, step_in, step_out, running, done))
+            steps.append((t, step_in, step_out, running, done, cohort))
             if progress is not None:
                 progress(done, len(requests))
         return steps
 
     def _result(self, requests: Sequence[Request], batch_size: int, idle_w: float, t0: float, t1: float,
-                steps: list[tuple[float, int, int, int, int]]) -> OfflineResult:  # fmt: skip
+                steps: list[tuple[float, int, int, int, int, int]]) -> OfflineResult:  # fmt: skip
         served = (sum(x[1] for x in steps), sum(x[2] for x in steps))
         return measured("vLLM", self.meter, t0, t1, requests, batch_size, served, idle_w, len(steps))
 
@@ -218,11 +221,12 @@ class OfflineRunner:
         t0 = self.meter.now()
         steps = self._drive(requests, concurrency, refill=True, progress=progress)
         result = self._result(requests, concurrency, idle_w, t0, self.meter.now(), steps).summary()
-        # Steady: from the step by which one batch's worth has completed to the first step after which the
-        # batch can no longer be refilled (every request added, fewer in the engine than the concurrency).
+        # Steady: from the step by which the start cohort has all had its first token to the first step after
+        # which the batch can no longer be refilled (every request added, fewer in the engine than the
+        # concurrency).
         n = len(requests)
-        a = next((t for t, *_, done in steps if done >= concurrency), None)
-        b = next((t for t, _, _, left, done in steps if a is not None and t > a and left + done == n
+        a = next((x[0] for x in steps if x[5] >= concurrency), None)
+        b = next((t for t, _, _, left, done, _ in steps if a is not None and t > a and left + done == n
                   and left < concurrency), None)  # fmt: skip
         if a is None or b is None:
             raise ServerError("the saturated run had no steady part: give it more requests")
@@ -241,6 +245,8 @@ class OfflineRunner:
             "uncertainty_j_per_output_token": reading.uncertainty_j / w_out,
             "output_tokens_per_s": w_out / (b - a), "idle_share": min(1.0, idle_w * (b - a) / reading.energy_j),
         }  # fmt: skip
+        result["steps_log"] = {"columns": ["t_s", "prefill_tokens", "output_tokens", "in_engine", "completed",
+                                           "cohort_started"], "rows": [list(x) for x in steps]}  # fmt: skip
         return result
 
 
