@@ -31,6 +31,7 @@ from compare.attribution import EnergyModel, Slices, attribute, tokens_in_window
 from compare.polls import prefill_rate, server_in_system, throttle_reasons, throttle_shares
 from compare.windows import Window, slices_in, steadiness, verdict
 from loadgen.summary import percentiles
+from monitor.meter import measured_kind
 from server.binning import BatchEnergy, Bin, ceiling_bin, ceiling_inflation, count_bins, estimate
 
 DEFINITIONS = {
@@ -75,6 +76,44 @@ def window_energy(
     return e, float(math.hypot(u[0], u[-1])) if len(u) else 0.0, False
 
 
+def device_breakdown(window_record: Mapping[str, Any], window: Window | None) -> dict[str, Any] | None:
+    """The summed devices' own energies: of the window when the monitor read exactly it, else of the
+    whole replay (its series span); each device's share, coverage and stale flag, and the devices whose
+    counter did not reach across it (``MeterReading.uncovered_s``). None for runs recorded before."""
+    reading = window_record.get("reading")
+    over = "window"
+    if not (
+        reading is not None
+        and window is not None
+        and math.isclose(reading["start_s"], window.start_s, abs_tol=1e-6)
+        and math.isclose(reading["end_s"], window.end_s, abs_tol=1e-6)
+    ):
+        reading, over = window_record.get("span_reading"), "replay"
+    if not reading or not reading.get("devices"):
+        return None
+    kind = reading.get("kind") or measured_kind(list(reading["devices"].values()))  # runs before it was kept
+    summed = [d for d in reading["devices"].values() if d.get("kind") == kind]
+    total = sum(d["energy_j"] for d in summed)
+    span = reading["end_s"] - reading["start_s"]
+
+    def one(d: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "device": d["device"], "source": d.get("source"), "energy_j": d["energy_j"],
+            "uncertainty_j": d["uncertainty_j"], "average_power_w": d["energy_j"] / span if span > 0 else None,
+            "share": d["energy_j"] / total if total > 0 else None, "covered_s": d.get("covered_s"),
+            "gap_s": d.get("gap_s"), "stale": d.get("stale"),
+        }  # fmt: skip
+
+    return {
+        "over": over,
+        "start_s": reading["start_s"],
+        "end_s": reading["end_s"],
+        "energy_j": total,
+        "devices": [one(d) for d in sorted(summed, key=lambda d: d["device"])],
+        "uncovered_s": dict(reading.get("uncovered_s") or {}),
+    }
+
+
 def online_result(
     records: Sequence[Mapping[str, Any]],
     edges: Sequence[float],
@@ -102,7 +141,9 @@ def online_result(
             "uncertainty_j": float(np.hypot(u_all[0], u_all[-1])) if len(u_all) else 0.0,  # its two edges
             "online_dynamic_energy_j": series_j - loaded_idle_w * span,
             "duration_s": span,
-            "ok": all(r["status"] == "ok" for r in records),
+            # every request served, and every summed device read across the replay
+            "ok": all(r["status"] == "ok" for r in records)
+            and not ((window_record.get("span_reading") or {}).get("uncovered_s")),
         },
         "loaded_idle_power_w": loaded_idle_w,
     }
@@ -122,7 +163,9 @@ def online_result(
     u_in = abs(tokens_in_window(records, t0, t1, hi_rate)[0] - tokens_in_window(records, t0, t1, lo_rate)[0]) / 2
     steady = steadiness(records, edges, e_all, window, server_in_system(polls))
     clock = (window_record.get("clock") or {}).get("offset_s")
-    v = verdict(steady, min_requests, short, throttle_reasons(polls, t0, t1), clock)
+    devices = device_breakdown(window_record, window)
+    v = verdict(steady, min_requests, short, throttle_reasons(polls, t0, t1), clock,
+                (devices or {}).get("uncovered_s") or {})  # fmt: skip
     e_dyn = e - loaded_idle_w * dur
     done = [r for r in records if r["status"] == "ok" and t0 <= (r.get("last_token_s") or -math.inf) < t1]
     in_window = [r for r in records if t0 <= r["scheduled_s"] < t1]
@@ -130,6 +173,7 @@ def online_result(
     out.update({
         "window": window.record(),
         "verdict": v,
+        "devices": devices,
         "steady": steady,
         "prefill": prefill,
         "clock": window_record.get("clock"),

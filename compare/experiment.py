@@ -524,6 +524,7 @@ class Comparison:
                 a, b = min(sent), max(max(ends), min(sent) + 2 * args.slice_s)
                 try:
                     series = self.meter.series(a, b, args.slice_s)
+                    span = self.meter.energy(a, b)
                     window = choose_window(records, series.edges, args.warmup_s, args.window_s)
                     reading = None if window is None else self.meter.energy(window.start_s, window.end_s)
                 except MonitorError as err:
@@ -536,11 +537,8 @@ class Comparison:
                     "sources": series.sources, "method": series.method, "drain_cut": cut, "clock": clock,
                     "overlong": summary.get("overlong"),
                     "window": None if window is None else window.record(),
-                    "reading": None if reading is None else {
-                        "start_s": reading.start_s, "end_s": reading.end_s, "energy_j": reading.energy_j,
-                        "uncertainty_j": reading.uncertainty_j, "short_window": reading.short_window,
-                        "method": reading.method, "energy_by_kind_j": reading.energy_by_kind_j(),
-                        "devices": reading.devices},
+                    "reading": None if reading is None else _reading_json(reading),
+                    "span_reading": _reading_json(span),
                 }  # fmt: skip
                 write_json(out / "window.json", record)
                 result = online_result(records, series.edges, series.energy_j, loaded_idle_w, window, record,
@@ -619,12 +617,14 @@ class Comparison:
             a, b = min(sent), max(r.get("last_token_s") or r["sent_s"] for r in records if r.get("sent_s"))
             try:
                 series = self.meter.series(a, b, args.slice_s)
+                span = self.meter.energy(a, b)
             except MonitorError as err:
                 self._lost_window(what, out, err)
                 continue
             _append_series(energy_csv, "reference", -1.0, seg.index, series)
             write_json(out / "window.json", {"rate": None, "segment": seg.index, "kind": "online reference",
-                                             "concurrency": batch, "series": [a, b], "drain_cut": cut})  # fmt: skip
+                                             "concurrency": batch, "series": [a, b], "drain_cut": cut,
+                                             "span_reading": _reading_json(span)})  # fmt: skip
             self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok")
 
     def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
@@ -729,6 +729,16 @@ def workload_defaults(args: argparse.Namespace, cpu: bool) -> None:
         args.min_requests = min(min_requests, args.requests)
     if args.max_num_seqs is None:
         args.max_num_seqs = max_num_seqs
+
+
+def _reading_json(reading: Any) -> dict[str, Any]:
+    """A ``MeterReading`` as ``window.json`` keeps it: the sum, and each device's share of it."""
+    return {
+        "start_s": reading.start_s, "end_s": reading.end_s, "energy_j": reading.energy_j,
+        "uncertainty_j": reading.uncertainty_j, "short_window": reading.short_window, "kind": reading.kind,
+        "method": reading.method, "energy_by_kind_j": reading.energy_by_kind_j(), "devices": reading.devices,
+        "uncovered_s": reading.uncovered_s,
+    }  # fmt: skip
 
 
 def _append_series(path: Path, phase: str, rate: float, segment: int, series: Any) -> None:

@@ -576,6 +576,37 @@ def _windows_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _idle_of(idle: dict[str, Any] | None, device: str, devices: int) -> float | None:
+    """A device's idle power: its own (``devices_w``), or the total where it was the only one summed."""
+    if not idle:
+        return None
+    return (idle.get("devices_w") or {}).get(device) or (idle.get("power_w") if devices == 1 else None)
+
+
+def _devices_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Shown where more than one device is summed (one device has all of the energy: nothing to break down)."""
+    idle = s["idle"]
+    head = ["rate", "segment", "over", "device", "energy J", "share", "mean W", "loaded idle W", "device idle W",
+            "not read s", "gap filled s"]  # fmt: skip
+    rows = []
+    for r in s["rates"]:
+        for w in r["segments"]:
+            b = w.get("devices")
+            if not b or len(b["devices"]) < 2:
+                continue
+            for d in b["devices"]:
+                missed = b["uncovered_s"].get(d["device"])
+                rows.append([
+                    r["label"], str(w["segment"]), b["over"], d["device"] + (" (stale)" if d.get("stale") else ""),
+                    _f(d["energy_j"], 4), f"{100 * d['share']:.1f} %" if d.get("share") is not None else "–",
+                    _f(d.get("average_power_w")),
+                    _f(_idle_of(idle.get("loaded"), d["device"], len(b["devices"]))),
+                    _f(_idle_of(idle.get("device"), d["device"], len(b["devices"]))),
+                    _f(missed) if missed else "0", _f(d.get("gap_s")) if d.get("gap_s") else "0",
+                ])  # fmt: skip
+    return head, rows
+
+
 def _reference_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["reference", "batch (running)", "steady part s", "tokens in/out", "avg power W", "J/out-token",
             "J/token", "dynamic J/out-token", "output tokens/s", "idle share"]  # fmt: skip
@@ -950,6 +981,12 @@ _SECTIONS = (
      "Each replay's steady-state window: from the end of the warm-up (the later of --warmup-s and MSER-5 on the "
      "requests in system) to the last arrival. Trend t: Student's t of the slope of five block means (|t| > 3.18 "
      "and a material change make a window not steady). ± monitor: the energy monitor's interpolation only."),
+    ("Energy per device", _devices_table,
+     "Each summed device's energy over the window (or, where the monitor did not read the window itself, over the "
+     "whole replay), its share and mean power, beside its idle power. Not read: seconds of the window the device's "
+     "counter did not reach (stale at the end): the sum is then too small and the window is left out. Gap filled: "
+     "seconds between counter segments (a driver reload, a stale spell it came back from), estimated from power "
+     "with their whole energy as uncertainty."),
     ("Uncertainty budget", _budget_table,
      "Each figure's standard uncertainties relative to its mean (GUM): type A, the spread over trace segments "
      "(s/√n); type B, the monitor's counter interpolation, where prefill tokens fall at a window's edges, the "
@@ -1044,7 +1081,9 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     md += [f"- {line}" for line in _provenance(s)] + [""]
     md += ["## What each figure estimates", ""] + [f"- {line}" for line in _definitions(s)] + [""]
     for name, table, note in _SECTIONS:
-        md += [f"## {name}", "", note, "", _md_table(*table(s))]
+        head, rows = table(s)
+        if rows or table is not _devices_table:
+            md += [f"## {name}", "", note, "", _md_table(head, rows)]
     md += ["## Plots", ""] + [f"![{k}](plots/{p.name})" for k, p in plots.items()] + [""]
     (run_dir / "report.md").write_text("\n".join(md))
 
@@ -1056,7 +1095,9 @@ def write_report(run_dir: Path) -> dict[str, Path]:
     h += ["<h2>What each figure estimates</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in _definitions(s)]
     h += ["</ul>"]
     for name, table, note in _SECTIONS:
-        h += [f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(note)}</p>", _html_table(*table(s))]
+        head, rows = table(s)
+        if rows or table is not _devices_table:
+            h += [f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(note)}</p>", _html_table(head, rows)]
     h += ["<h2>Plots</h2>"]
     for k, p in plots.items():
         data = base64.b64encode(p.read_bytes()).decode()

@@ -263,9 +263,11 @@ def verdict(
     short_window: bool = False,
     throttled: Sequence[str] = (),
     clock_offset_s: float | None = None,
+    uncovered_s: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Valid, or every reason it is not: saturated, not steady, too few requests, too short for the
-    energy counter, clocks throttled, the load generator's clock too far from the monitor's."""
+    energy counter, clocks throttled, the load generator's clock too far from the monitor's, a summed
+    device not read across the window (``uncovered_s``: device → seconds missed; its sum is too small)."""
     reasons = [f"saturated: {r}" for r in steady["saturated"]]
     reasons += [f"not steady: {r}" for r in steady["not_steady"] if f"saturated: {r}" not in reasons]
     if steady["completed"] < min_requests:
@@ -280,4 +282,6 @@ def verdict(
             f"the load generator's clock is {1000 * clock_offset_s:+.0f} ms off the monitor's "
             f"(bound {1000 * CLOCK_OFFSET_MAX_S:.0f} ms)"
         )
+    for device, missed in sorted((uncovered_s or {}).items()):
+        reasons.append(f"energy incomplete: {device} was not read for {missed:.1f} s of it (stale)")
     return {"valid": not reasons, "saturated": bool(steady["saturated"]), "reasons": reasons}

@@ -335,12 +335,13 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
     def energy(start: str | None = None, end: str | None = None, device: str | None = None) -> dict[str, Any]:
         t0, t1, keys = window(start, end, device)
         states = {s.device.key: s for s in sampler.states()}
+        try:
+            windows = sampler.energy(t0, t1, keys)
+        except MonitorError as err:
+            raise BadQuery(str(err)) from err
         out = []
         for key in keys:
-            try:
-                w = sampler.energy(t0, t1, [key])[key]
-            except MonitorError as err:
-                raise BadQuery(str(err)) from err
+            w = windows[key]
             d = states[key].device
             out.append(
                 {

@@ -57,6 +57,9 @@ class MeterReading:
     short_window: bool
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)  # every device, the chosen kind's or not
     method: str = ""  # how an attributed share was taken ("cpu_time_share"); "" when measured or modelled
+    # The summed devices whose counter does not reach across the window (stale at its end, or started
+    # after its start): device → seconds of the window with no reading. Their sum is then too small.
+    uncovered_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def average_power_w(self) -> float:
@@ -79,6 +82,21 @@ class MeterReading:
         return out
 
 
+#: Seconds of a window a device may miss before its energy counts as incomplete (the settle wait covers
+#: the window's end on a healthy device; this is slack for the clocks' rounding).
+UNCOVERED_TOLERANCE_S = 0.05
+
+
+def uncovered(t0: float, t1: float, devices: list[dict[str, Any]]) -> dict[str, float]:
+    """The devices (of those given) that were not read across [t0, t1]: device → seconds missed."""
+    out = {}
+    for d in devices:
+        missed = (t1 - t0) - float(d.get("covered_s", t1 - t0))
+        if missed > UNCOVERED_TOLERANCE_S:
+            out[d["device"]] = missed
+    return out
+
+
 def _combine(t0: float, t1: float, devices: list[dict[str, Any]]) -> MeterReading:
     kind, chosen, method = _chosen(devices)
     return MeterReading(
@@ -91,6 +109,7 @@ def _combine(t0: float, t1: float, devices: list[dict[str, Any]]) -> MeterReadin
         short_window=any(d["short_window"] for d in chosen),
         devices={d["device"]: d for d in devices},
         method=method,
+        uncovered_s=uncovered(t0, t1, chosen),
     )
 
 
@@ -207,6 +226,7 @@ class LocalMeter:
     def energy(self, t0_s: float, t1_s: float) -> MeterReading:
         self._settle(t1_s)
         windows = self.sampler.energy(t0_s, t1_s)
+        stale = {s.device.key: s.stale for s in self.sampler.states()}
         devices = []
         for d in self.sampler.devices:
             w = windows[d.key]
@@ -219,6 +239,9 @@ class LocalMeter:
                     "energy_j": w.energy_j,
                     "uncertainty_j": w.uncertainty_j,
                     "short_window": w.short_window,
+                    "covered_s": w.covered_s,
+                    "gap_s": w.gap_s,
+                    "stale": stale[d.key],
                 }
             )
         return _combine(t0_s, t1_s, devices)
@@ -256,6 +279,7 @@ class StablePower:
     end_s: float
     kind: str
     sources: list[str]
+    devices_w: dict[str, float] = field(default_factory=dict)  # each summed device's mean over those blocks
 
 
 def settled(blocks_w: list[float], need: int, rel_tol: float, abs_tol_w: float) -> bool:
@@ -283,6 +307,7 @@ def stable_power(
     """
     blocks: list[float] = []
     starts: list[float] = []
+    per_device: list[dict[str, float]] = []
     t0 = start = meter.now()
     kind, sources = "", []
     while True:
@@ -292,6 +317,9 @@ def stable_power(
         kind, sources = reading.kind, reading.sources
         blocks.append(reading.average_power_w)
         starts.append(t0)
+        per_device.append(
+            {k: d["energy_j"] / (t1 - t0) for k, d in reading.devices.items() if d.get("kind") == reading.kind}
+        )
         if tick is not None:
             tick(blocks)
         ok = settled(blocks, need, rel_tol, abs_tol_w)
@@ -306,5 +334,6 @@ def stable_power(
                 end_s=t1,
                 kind=kind,
                 sources=sources,
+                devices_w={k: sum(b.get(k, 0.0) for b in per_device[-need:]) / len(last) for k in per_device[-1]},
             )
         t0 = t1

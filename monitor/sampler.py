@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from monitor.errors import DeviceReadError, MonitorError
+from monitor.errors import DeviceReadError, MonitorError, WindowError
 from monitor.series import DeviceSeries, Latest, SeriesView
 from monitor.sources import Device, DeviceStatus, OpenedSource, PowerSource
 from monitor.ticks import CounterReads
@@ -308,8 +308,25 @@ class Sampler:
         return replace(track.series.view(t0_s, t1_s), power_lag_s=track.power_lag_s)
 
     def energy(self, t0_s: float, t1_s: float, keys: Sequence[str] | None = None) -> dict[str, WindowEnergy]:
-        """Window energy of each device (or of ``keys``) over [t0, t1] Unix seconds."""
-        return {k: window_energy(self.view(k, t0_s, t1_s), t0_s, t1_s) for k in (keys or self._by_key)}
+        """Window energy of each device (or of ``keys``) over [t0, t1] Unix seconds.
+
+        A device with no reading in the window (stale across it, while another was read) is
+        ``WindowEnergy.unread``: its ``covered_s`` says so and the sum's reader decides. When no device
+        has one, the ``WindowError`` is raised.
+        """
+        out: dict[str, WindowEnergy] = {}
+        errors: list[WindowError] = []
+        for k in keys or self._by_key:
+            try:
+                out[k] = window_energy(self.view(k, t0_s, t1_s), t0_s, t1_s)
+            except WindowError as err:
+                if not (math.isfinite(t0_s) and math.isfinite(t1_s)) or t1_s <= t0_s:
+                    raise
+                errors.append(err)
+                out[k] = WindowEnergy.unread(t0_s, t1_s)
+        if errors and len(errors) == len(out):
+            raise errors[0]
+        return out
 
     def energy_series(
         self, edges: np.ndarray, keys: Sequence[str] | None = None

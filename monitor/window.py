@@ -65,6 +65,11 @@ class WindowEnergy:
     def average_power_w(self) -> float:
         return self.energy_j / self.covered_s if self.covered_s > 0 else math.nan
 
+    @classmethod
+    def unread(cls, t0_s: float, t1_s: float) -> WindowEnergy:
+        """A device with no reading in the window (stale across it): nothing covered, nothing counted."""
+        return cls(t0_s, t1_s, 0.0, 0.0, 0, 0, math.nan, True, 0.0, 0.0, 0.0, 0)
+
 
 class PowerIntegral:
     """∫P dt over instantaneous power samples, trapezoidal, held constant beyond the first and last.
@@ -281,5 +286,16 @@ def window_series(view: SeriesView, edges: np.ndarray) -> tuple[np.ndarray, np.n
 
     Adjacent slices share their edge's cumulative energy, so the slices sum to the window's energy.
     """
-    out = [window_energy(view, float(a), float(b)) for a, b in itertools.pairwise(edges)]
+    if len(view.update_t_s) == 0:
+        raise WindowError("no energy has been recorded for this device yet")
+    if len(edges) < 2 or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) <= 0):
+        raise WindowError("the slice edges must be finite and increasing")
+
+    def one(a: float, b: float) -> WindowEnergy:
+        try:
+            return window_energy(view, a, b)
+        except WindowError:  # a slice the device was not read in (stale): nothing counted
+            return WindowEnergy.unread(a, b)
+
+    out = [one(float(a), float(b)) for a, b in itertools.pairwise(edges)]
     return np.array([w.energy_j for w in out]), np.array([w.uncertainty_j for w in out])

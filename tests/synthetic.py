@@ -128,9 +128,14 @@ def write_run(
     idle_w: float = 100.0,
     estimated: bool = False,
     options: dict | None = None,
+    gpus: int = 1,
+    stale: tuple[float, int] | None = None,
 ) -> Path:
     """A compare run directory as the experiment writes it, from simulated replays of one workload per
-    segment at each rate, and simulated offline runs (the same requests at once, the saturated reference)."""
+    segment at each rate, and simulated offline runs (the same requests at once, the saturated reference).
+
+    ``gpus`` > 1: the monitor's reading of each replay splits its energy over that many GPUs (GPU i's share
+    ∝ i + 1); ``stale`` = (rate, segment): there the last GPU was not read for the last 5 s."""
     import csv
     import json
 
@@ -167,11 +172,22 @@ def write_run(
                                                                 "running": 0, "waiting": 0}}]  # fmt: skip
             (d / "polls.jsonl").write_text("".join(json.dumps(p) + "\n" for p in polls))
             w = choose_window(served.records, served.edges, opts["warmup_s"], opts["window_s"])
+            total, weights = float(served.energy_j.sum()), np.arange(1, gpus + 1) / sum(range(1, gpus + 1))
+            span = float(served.edges[-1] - served.edges[0])
+            missed = {f"gpu{gpus - 1}": 5.0} if stale == (m, k) else {}
+            devices = {f"gpu{i}": {"device": f"gpu{i}", "kind": "gpu", "source": source, "energy_j": total * x,
+                                   "uncertainty_j": 0.05, "short_window": False, "gap_s": 0.0,
+                                   "covered_s": span - missed.get(f"gpu{i}", 0.0), "stale": f"gpu{i}" in missed}
+                       for i, x in enumerate(weights)}  # fmt: skip
+            span_reading = {"start_s": float(served.edges[0]), "end_s": float(served.edges[-1]), "energy_j": total,
+                            "uncertainty_j": 0.05 * gpus**0.5, "short_window": False, "kind": "gpu", "method": "",
+                            "devices": devices, "uncovered_s": missed}  # fmt: skip
             (d / "window.json").write_text(json.dumps({
                 "rate": m, "segment": k, "offered_rate_per_s": m * trace_rate, "series": [float(served.edges[0]),
                 float(served.edges[-1])], "energy_j": float(served.energy_j.sum()), "kind": "gpu",
                 "sources": [source], "drain_cut": False, "clock": {"offset_s": 0.001, "round_trip_s": 0.002},
                 "overlong": None, "window": None if w is None else w.record(), "reading": None,
+                "span_reading": span_reading,
             }))  # fmt: skip
             energy_rows += [["online", m, k, a, b, e, 0.05] for a, b, e in
                             zip(served.edges[:-1], served.edges[1:], served.energy_j, strict=True)]  # fmt: skip
@@ -183,11 +199,15 @@ def write_run(
                         "steady": _steady_part(ref, slots, idle_w)})  # fmt: skip
     (run_dir / "offline").mkdir(parents=True)
     config = {"joulebench": "0", "command": ["joulebench", "compare"], "model": "m", "preset": "tiny",
-              "weights": "dummy", "engine": {"max_num_seqs": slots}, "devices": [{"device": "gpu0", "source": source}],
+              "weights": "dummy", "engine": {"max_num_seqs": slots},
+              "devices": [{"device": f"gpu{i}", "kind": "gpu", "source": source} for i in range(gpus)],
               "trace": {"name": "azure-conv", "requests": 9999, "rate_per_s": trace_rate, "duration_s": 3000.0},
               "options": opts, "workload": workload, "complete": True}  # fmt: skip
     (run_dir / "config.json").write_text(json.dumps(config))
-    (run_dir / "idle.json").write_text(json.dumps({"loaded": {"power_w": idle_w, "stable": True}}))
+    per_gpu = {f"gpu{i}": idle_w / gpus for i in range(gpus)}
+    (run_dir / "idle.json").write_text(
+        json.dumps({"loaded": {"power_w": idle_w, "stable": True, "devices_w": per_gpu}})
+    )
     with (run_dir / "energy.csv").open("w", newline="") as f:
         csv.writer(f).writerows(energy_rows)
     (run_dir / "offline" / "offline.json").write_text(json.dumps({"idle_power_w": idle_w, "results": offline}))

@@ -120,6 +120,7 @@ class AttributedSource:
         self._energy_j = 0.0
         self._power_w = 0.0
         self._interval = (0.0, 0.0)  # server s taken and busy s since the last status
+        self._share: float | None = None  # the newest share_ratio (an interval with no update keeps it)
         self._device = Device(
             key="attributed", kind="attributed", source=tap.name, index=0, name=cpu.describe(), method=METHOD
         )
@@ -199,9 +200,11 @@ class AttributedSource:
 
     def status(self, device: Device) -> DeviceStatus:
         taken, busy = self._interval
-        self._interval = (0.0, 0.0)
+        if busy > 0:  # an update since the last status: a new share; else the last one holds (no flicker)
+            self._interval = (0.0, 0.0)
+            self._share = taken / busy
         return DeviceStatus(
-            share_ratio=taken / busy if busy > 0 else None,
+            share_ratio=self._share,
             processes=self._cpu.processes(),
             host_idle_power_w=self._idle_w,
         )

@@ -166,6 +166,28 @@ def test_the_report_of_a_run_directory(tmp_path):
         assert (run / "plots" / f"{name}.png").stat().st_size > 1000
 
 
+def test_two_gpus_are_broken_down_and_a_stale_one_leaves_its_window_out(tmp_path):
+    from compare.report import write_report
+
+    paths = write_report(write_run(tmp_path / "run", gpus=2, stale=(2.0, 1)))
+    summary = json.loads(paths["summary"].read_text())
+    for r in summary["rates"]:
+        for w in r["segments"]:
+            b = w["devices"]
+            assert [d["device"] for d in b["devices"]] == ["gpu0", "gpu1"] and b["over"] == "replay"
+            assert sum(d["energy_j"] for d in b["devices"]) == pytest.approx(b["energy_j"])
+            assert [d["share"] for d in b["devices"]] == pytest.approx([1 / 3, 2 / 3])
+            stale = (r["rate"], w["segment"]) == (2.0, 1)
+            assert b["uncovered_s"] == ({"gpu1": 5.0} if stale else {})
+            reason = "energy incomplete: gpu1 was not read for 5.0 s of it (stale)"
+            assert (reason in w["verdict"]["reasons"]) is stale and w["same_requests"]["ok"] is not stale
+    assert [r["valid_segments"] for r in summary["rates"]] == [[0, 1], [0]]
+    md = paths["md"].read_text()
+    table = md[md.index("## Energy per device") : md.index("## Uncertainty budget")]
+    assert "| 2x | 1 | replay | gpu1 (stale) |" in table and table.count("| gpu0 |") == 4
+    assert "| 50 | – |" in table  # each GPU's loaded-idle power beside it
+
+
 def test_the_reference_does_not_move_with_the_window_or_the_warmup(tmp_path):
     from compare.report import analyze
 

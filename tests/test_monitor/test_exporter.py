@@ -77,6 +77,20 @@ def test_stale_device_shows_in_metrics_and_health(gpus):
     assert health["stale_devices"] == ["gpu0"] and health["status"] == "ok"
 
 
+def test_a_window_a_stale_device_was_not_read_in_is_answered_for_the_others(gpus):
+    client, sampler, lib = gpus
+    lib.gpus[1].fail(pynvml.NVML_ERROR_GPU_IS_LOST)
+    deadline = time.monotonic() + 3
+    while not sampler.states()[1].stale and time.monotonic() < deadline:
+        time.sleep(0.01)
+    start = sampler.now()
+    time.sleep(0.3)
+    body = client.get("/v1/energy", params={"start": start, "end": sampler.now() - 0.06}).json()
+    by = {d["device"]: d for d in body["devices"]}
+    assert by["gpu1"]["stale"] and by["gpu1"]["covered_s"] == 0.0 and by["gpu1"]["energy_j"] == 0.0
+    assert not by["gpu0"]["stale"] and by["gpu0"]["covered_s"] > 0.2 and by["gpu0"]["energy_j"] > 0
+
+
 def test_energy_grows_with_the_window(gpus):
     client, sampler, _ = gpus
     end = sampler.now() - 0.06
@@ -158,8 +172,10 @@ def test_the_attributed_share_is_labelled_beside_the_host_total():
     opened, _ = attribute([(est, est.open())], ProcessTree(PidRoots(os.getpid())))
     sampler = Sampler(opened, interval_s=0.01, status_interval_s=0.1)
     with sampler, TestClient(create_app(sampler)) as client:
-        time.sleep(0.5)
-        m = samples(client.get("/metrics").text)
+        deadline = time.monotonic() + 5.0  # the share needs two host updates and a busy CPU between them
+        while "joulebench_attributed_share_ratio" not in (m := samples(client.get("/metrics").text)):
+            assert time.monotonic() < deadline, "no share after 5 s"
+            time.sleep(0.05)
         labels = {"source": "estimate", "method": "cpu_time_share", "target": f"the process tree of pid {os.getpid()}"}
         for name in ("joulebench_attributed_energy_joules_total", "joulebench_attributed_power_watts",
                      "joulebench_attributed_share_ratio", "joulebench_attributed_processes",
