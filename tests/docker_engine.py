@@ -16,8 +16,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx2
-
 from joulebench.processes import Child
 
 #: What the images need of the base, as the official Python image has it: ``python`` (3.11), venv, headers
@@ -46,19 +44,13 @@ class DockerEngine:
         self.root.mkdir(parents=True, exist_ok=True)
         self.child.start()
         deadline = time.monotonic() + timeout_s
-        transport = httpx2.HTTPTransport(uds=str(self.socket))
-        with httpx2.Client(transport=transport, base_url="http://docker") as client:
-            while True:
-                try:
-                    if client.get("/_ping", timeout=5).text == "OK":
-                        return self
-                except httpx2.TransportError:
-                    pass
-                if self.child.poll() is not None:
-                    raise self.child.failed("exited while starting")
-                if time.monotonic() > deadline:
-                    raise self.child.failed(f"did not answer within {timeout_s:.0f} s")
-                time.sleep(0.5)
+        while self.docker("version", timeout_s=30, check=False).returncode != 0:
+            if self.child.poll() is not None:
+                raise self.child.failed("exited while starting")
+            if time.monotonic() > deadline:
+                raise self.child.failed(f"did not answer within {timeout_s:.0f} s")
+            time.sleep(0.5)
+        return self
 
     def docker(self, *args: str, timeout_s: float = 600, check: bool = True, **kw) -> subprocess.CompletedProcess:
         run = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout_s, **kw)

@@ -121,9 +121,9 @@ def engine(tmp_path: Path) -> Iterator[DockerEngine]:
     if missing := missing_tools():
         pytest.fail(f"the compose test needs {', '.join(missing)}: run `make test` as root")
     root = Path(f"/tmp/jb-docker-{os.getpid()}")  # short: containerd's sockets live under it
-    engine = DockerEngine(root).start()
+    engine = DockerEngine(root)
     try:
-        yield engine
+        yield engine.start()
     finally:
         engine.stop()
         shutil.rmtree(root)
