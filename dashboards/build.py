@@ -109,7 +109,7 @@ RUN = [
 def variable(name: str, label: str, query: str) -> dict[str, Any]:
     return {
         "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
-        "query": {"query": query, "refId": f"{name}-values"}, "definition": query,
+        "query": {"query": query, "refId": f"{name}-values"},
         "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "sort": 1,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
     }  # fmt: skip
@@ -121,6 +121,20 @@ VARIABLES = {
 }
 
 
+#: Each panel type's options in full, as Grafana's own types have them (tests/grafana checks them).
+OPTIONS: dict[str, dict[str, Any]] = {
+    "timeseries": {
+        "legend": {"calcs": [], "displayMode": "list", "placement": "bottom", "showLegend": True},
+        "tooltip": {"mode": "multi", "sort": "none"},
+    },
+    "stat": {
+        "colorMode": "value", "graphMode": "none", "justifyMode": "auto", "orientation": "auto",
+        "percentChangeColorMode": "standard", "showPercentChange": False, "textMode": "auto", "wideLayout": True,
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+    },
+}  # fmt: skip
+
+
 def dashboard(uid: str, title: str, description: str, panels: list[dict], variables: list[str]) -> dict[str, Any]:
     out = []
     for i, p in enumerate(panels):
@@ -130,7 +144,7 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict], variab
             "datasource": DATASOURCE,
             "gridPos": {"h": 8, "w": width, "x": (i % 2) * 12, "y": (i // 2) * 8},
             "fieldConfig": {"defaults": {"unit": p["unit"]}, "overrides": []},
-            "options": {"legend": {"displayMode": "list", "placement": "bottom"}} if p["type"] == "timeseries" else {},
+            "options": OPTIONS[p["type"]],
             "targets": [{"refId": chr(65 + k), "datasource": DATASOURCE, **t} for k, t in enumerate(p["targets"])],
         })  # fmt: skip
     return {

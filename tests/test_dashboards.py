@@ -1,6 +1,6 @@
 """The compose stack's files: the compose file validates, the Prometheus config and J/token rules (promtool
-unit tests on known series), and the Grafana dashboards (in sync with their builder, units, datasource).
-The live check of every panel query is tests/test_stack.py."""
+unit tests on known series), and the Grafana dashboards (Grafana's own types, in sync with their builder,
+units, datasource). The live check of every panel query is tests/test_stack.py and tests/test_compose.py."""
 
 from __future__ import annotations
 
@@ -9,15 +9,23 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 from paths import ROOT
 
 DASHBOARDS = ROOT / "dashboards"
+GRAFANA_TYPES = ROOT / "tests" / "grafana"
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="needs Debian's prometheus package (make test-tools, as root)"
+)
+
+
+needs_grafana_types = pytest.mark.skipif(
+    shutil.which("node") is None or not (GRAFANA_TYPES / "node_modules" / "@grafana" / "schema").is_dir(),
+    reason="needs Node.js and npm's @grafana/schema with its checker (make test installs them in tests/grafana)",
 )
 
 
@@ -128,3 +136,37 @@ def test_every_panel_has_a_unit_a_query_and_the_provisioned_datasource():
     assert titles == {"joulebench — Energy", "joulebench — Serving", "joulebench — Run"}
     dashboards = [json.loads(path.read_text()) for path in DASHBOARDS.glob("*.json")]
     assert {v["name"] for d in dashboards for v in d["templating"]["list"]} == {"gpu", "model"}
+
+
+def grafana_errors(paths: list[Path]) -> dict[str, list[str]]:
+    """Each dashboard file's errors against Grafana's own types (tests/grafana/validate.mjs)."""
+    run = subprocess.run(["node", str(GRAFANA_TYPES / "validate.mjs"), *map(str, paths)],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode in (0, 1) and run.stdout, run.stderr
+    return json.loads(run.stdout)
+
+
+#: A typo in each part Grafana types: (what, the misspelt key, how to make the typo in a dashboard).
+TYPOS = [
+    ("dashboard", "schemaversion", lambda d: d.__setitem__("schemaversion", d.pop("schemaVersion"))),
+    ("panel", "gridPoss", lambda d: d["panels"][0].__setitem__("gridPoss", d["panels"][0].pop("gridPos"))),
+    ("field config", "units", lambda d: d["panels"][0]["fieldConfig"]["defaults"].__setitem__("units", "watt")),
+    ("timeseries options", "legnd", lambda d: d["panels"][0]["options"].__setitem__("legnd", {})),
+    ("stat options", "colourMode", lambda d: d["panels"][4]["options"].__setitem__("colourMode", "value")),
+    ("variable", "multiple", lambda d: d["templating"]["list"][0].__setitem__("multiple", True)),
+]
+
+
+@needs_grafana_types
+def test_dashboards_are_grafanas_types_and_a_typo_is_not(tmp_path):
+    real = sorted(DASHBOARDS.glob("*.json"))
+    typod = []
+    for what, _, typo in TYPOS:
+        d = json.loads((DASHBOARDS / "energy.json").read_text())
+        typo(d)
+        typod.append(tmp_path / f"{what.replace(' ', '-')}.json")
+        typod[-1].write_text(json.dumps(d))
+    errors = grafana_errors(real + typod)
+    assert {p.name: errors[str(p)] for p in real} == {p.name: [] for p in real}
+    for (what, key, _), path in zip(TYPOS, typod, strict=True):
+        assert any(key in e for e in errors[str(path)]), (what, errors[str(path)])

@@ -6,23 +6,19 @@ figure for the same window."""
 
 from __future__ import annotations
 
-import json
-import math
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import httpx2
 import pytest
 import yaml
 from paths import FAKE_GPU, ROOT
+from stack_checks import RULE_WINDOW_S, SCRAPE_S, check_every_panel, loadgen_counts, rule_against_report, wait_http
 from synthetic import azure_trace
 
-from compare.attribution import tokens_in_window
 from joulebench.processes import Child, free_port
 from loadgen.records import read_records
-from monitor.meter import MonitorClient
 from server.launch import VllmServer
 from server.models import resolve_model
 from server.options import EngineOptions
@@ -34,8 +30,6 @@ pytestmark = [
 ]
 
 REQUESTS, SECONDS = 150, 75.0  # 2 requests a second
-RULE_WINDOW_S = 60.0  # the [1m] of joulebench:joules_per_token:rate1m
-SCRAPE_S = 1.0
 
 
 def prometheus_config(tmp: Path, targets: dict[str, str]) -> Path:
@@ -48,44 +42,12 @@ def prometheus_config(tmp: Path, targets: dict[str, str]) -> Path:
     return tmp / "prometheus.yml"
 
 
-def wait_http(url: str, timeout_s: float, child: Child) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if httpx2.get(url, timeout=2).status_code == 200:
-                return
-        except httpx2.TransportError:
-            pass
+def alive(child: Child):
+    def check() -> None:
         if child.poll() is not None:
             raise child.failed("exited")
-        assert time.monotonic() < deadline, f"{url} did not answer within {timeout_s:.0f} s"
-        time.sleep(0.3)
 
-
-def loadgen_counts(url: str) -> dict[str, float]:
-    text = httpx2.get(f"{url}/metrics", timeout=5).text
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("joulebench_loadgen_requests_"):
-            name, value = line.split()
-            key = name.removeprefix("joulebench_loadgen_requests_").split("{")[0]
-            out[key] = out.get(key, 0.0) + float(value)  # finished: summed over its statuses
-    return out
-
-
-def instant(prom: str, expr: str, at_s: float) -> list[dict]:
-    r = httpx2.get(f"{prom}/api/v1/query", params={"query": expr, "time": at_s}, timeout=10).json()
-    assert r["status"] == "success", (expr, r)
-    return r["data"]["result"]
-
-
-def panel_queries() -> list[tuple[str, str, str]]:
-    out = []
-    for path in sorted((ROOT / "dashboards").glob("*.json")):
-        d = json.loads(path.read_text())
-        for p in d["panels"]:
-            out += [(d["title"], f"{p['title']} [{t['refId']}]", t["expr"]) for t in p["targets"]]
-    return out
+    return check
 
 
 def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
@@ -111,7 +73,7 @@ def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
             PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
             f"--web.listen-address=127.0.0.1:{prom_port}",
         ], tmp_path / "prometheus.log").start())  # fmt: skip
-        wait_http(f"{prom}/-/ready", 60, children[-1])
+        wait_http(f"{prom}/-/ready", 60, alive(children[-1]))
         locust = [sys.executable, "-m", "joulebench", "locust", "--jb-records", str(tmp_path / "requests.jsonl")]
         children.append(Child("locust master", [
             *locust, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(bus),
@@ -124,7 +86,7 @@ def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
                 *locust, "--worker", "--master-host", "127.0.0.1", "--master-port", str(bus),
             ], tmp_path / f"locust-worker{i}.log").start())  # fmt: skip
         ui = f"http://127.0.0.1:{web}"
-        wait_http(ui, 60, children[1])
+        wait_http(ui, 60, alive(children[1]))
 
         deadline = time.monotonic() + SECONDS + 180
         while (c := loadgen_counts(ui)).get("finished_total", 0) < REQUESTS:
@@ -138,38 +100,10 @@ def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
         while time.time() < at + 3 * SCRAPE_S:
             time.sleep(0.5)
 
-        # Every panel query of every dashboard: no PromQL error, and data.
-        for dashboard, panel, expr in panel_queries():
-            q = expr.replace("$gpu", ".*").replace("$model", ".*").replace("$__range", "60s")
-            result = instant(prom, q, at)
-            values = [float(s["value"][1]) for s in result]
-            assert any(math.isfinite(v) for v in values), f"{dashboard} / {panel}: no data for {q}"
-        # The dashboard variables' label_values queries.
-        for label, metric, want in (("gpu", "joulebench_gpu_power_watts", ["0"]),
-                                    ("model_name", "vllm:num_requests_running", ["tiny"])):  # fmt: skip
-            r = httpx2.get(f"{prom}/api/v1/label/{label}/values", params={"match[]": metric}, timeout=10).json()
-            assert r["data"] == want
-
-        # The J/token rule against the report's figure: the monitor's window energy over the tokens the
-        # records put in the window (prefill and decode), for the window the rule evaluated.
-        (sample,) = instant(prom, "timestamp(joulebench:joules_per_token:rate1m)", at)
-        t1 = float(sample["value"][1])
-        (rule,) = instant(prom, "joulebench:joules_per_token:rate1m", t1)
-        rule_j = float(rule["value"][1])
-        meter = MonitorClient(monitor_url)
-
-        t0 = t1 - RULE_WINDOW_S
-        reading = meter.energy(t0, t1)
-        figure = reading.energy_j / sum(tokens_in_window(records, t0, t1))
-        # Within the scrape resolution: Prometheus sees each counter only at scrapes, so either edge of its
-        # window may be off by up to one scrape interval, for the joules and for the tokens. The band is
-        # the fewest joules over the most tokens to the most joules over the fewest, plus the monitor's
-        # own uncertainty.
-        inner, outer = (t0 + SCRAPE_S, t1 - SCRAPE_S), (t0 - SCRAPE_S, t1 + SCRAPE_S)
-        low = (meter.energy(*inner).energy_j - reading.uncertainty_j) / sum(tokens_in_window(records, *outer))
-        high = (meter.energy(*outer).energy_j + reading.uncertainty_j) / sum(tokens_in_window(records, *inner))
-        print(f"J/token: rule {rule_j:.5f}, report {figure:.5f}, scrape band [{low:.5f}, {high:.5f}]")
-        assert low <= rule_j <= high
+        check_every_panel(prom, at)
+        rule = rule_against_report(prom, monitor_url, records, at)
+        print(rule)
+        assert rule.low_j <= rule.rule_j <= rule.high_j
     finally:
         for child in reversed(children):
             child.stop()
