@@ -162,9 +162,9 @@ class Cockpit:
     # -- the run's life -------------------------------------------------------------------------------
 
     def start(self, plan: dict[str, Any], meter: Any) -> Run:
-        """A new run (Locust's test start): its directory made, its idle baseline and energy polled."""
-        if self.run is not None and self.run.greenlet is not None:
-            self.run.greenlet.kill(block=False)
+        """A new run (Locust's test start): its directory made, its idle baseline and energy polled. A run
+        still finishing goes on finishing on its own (its late reports are no longer taken)."""
+        self.stopping()  # a run not yet stopped closes its window at its last report
         opts = self.environment.parsed_options
         folder = (Path(opts.jb_runs_dir) / plan["run_id"]).resolve()
         config = {
@@ -205,7 +205,7 @@ class Cockpit:
             run.early.extend(payload.get("ends", []))
         if payload.get("error") and run.error is None:
             run.error = payload["error"]
-            self._stop_runner()
+            self._stop_runner(run, final=False)  # the other dispatchers stop sending too
         if payload.get("done"):
             run.done[source] = {"drained": payload.get("drained", False), "last_end_s": payload.get("last_end_s")}
             if len(run.done) >= run.expected:
@@ -246,12 +246,15 @@ class Cockpit:
         if self.run is not None and self.run.stopping_s is None:
             self.run.stopping_s = time.time()
 
-    def _stop_runner(self) -> None:
+    def _stop_runner(self, run: Run, final: bool) -> None:
+        """Stop Locust's run (``final``: the result is stored; headless, Locust then exits)."""
         runner = self.environment.runner
-        opts = self.environment.parsed_options
-        if runner is None or runner.state in ("stopping", "stopped", "cleanup"):
+        if runner is None or self.run is not run:
             return
-        gevent.spawn(runner.quit if getattr(opts, "headless", False) else runner.stop)
+        if final and getattr(self.environment.parsed_options, "headless", False):
+            gevent.spawn(runner.quit)
+        elif runner.state not in ("stopping", "stopped", "cleanup"):
+            gevent.spawn(runner.stop)
 
     def _life(self, run: Run) -> None:
         try:
@@ -278,7 +281,7 @@ class Cockpit:
             log.exception("the Energy tab's run loop failed")
             run.error = run.error or f"the Energy tab failed: {type(err).__name__}: {err}"
             run.result = {"error": run.error}
-        self._stop_runner()
+        self._stop_runner(run, final=True)
 
     def _read_local(self, run: Run) -> None:
         outbox = getattr(self.environment, "jb_outbox", None)

@@ -184,7 +184,7 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
     from selenium.webdriver.support.ui import Select
 
     shots = os.environ.get("JB_SCREENSHOTS")  # a folder: screenshots for the README (taken by hand, not in CI)
-    trace = write_trace(tmp_path / "trace.csv", 48, 0.5)  # ×4 from the form: 48 requests in 6 s
+    trace = write_trace(tmp_path / "trace.csv", 48, 0.5)  # ×2 from the form: 48 requests in 12 s
     runs = tmp_path / "runs"
     web, bus = free_port(), free_port()
     options = webdriver.ChromeOptions()
@@ -220,13 +220,13 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
             def field(name: str):
                 return driver.find_element(By.XPATH, f"//form//*[@name='{name}']")
 
-            def start(users: str = "1") -> str:
+            def start(users: str = "1", rate: str = "2") -> str:
                 before = live().get("run_id")
                 users_field = field("userCount")
                 users_field.clear()
                 users_field.send_keys(users)
                 field("jbRate").clear()
-                field("jbRate").send_keys("4")
+                field("jbRate").send_keys(rate)
                 driver.find_element(By.XPATH, "//form//button[@type='submit']").click()
                 return wait_for("the run", lambda: (d := live()).get("run_id") != before and d["run_id"])
 
@@ -250,14 +250,14 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
                 }
                 assert field("userCount").get_attribute("value") == "2"  # one dispatcher per worker
 
-                # Run 1: the form's user count set to 1, as the issue found it; every request is still sent.
+                # Run 1 (12 s): the form's user count set to 1, as the issue found it; every request is sent.
                 run1 = start(users="1")
                 energy_tab()
                 first = wait_for("the charts", lambda: int(driver.find_element(By.ID, "jb-cockpit").get_attribute(
                     "data-points") or 0))  # fmt: skip
                 wait_for("the charts to grow", lambda: int(driver.find_element(By.ID, "jb-cockpit").get_attribute(
                     "data-points")) > first, timeout_s=10)  # fmt: skip
-                assert "J / output token" in body() and "running" in body()
+                wait_for("the live figures", lambda: "J / output token" in body() and "running" in body())
                 if shots:
                     driver.save_screenshot(str(Path(shots) / "energy-tab-running.png"))
                 done = final(run1)
@@ -278,9 +278,9 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
                 wait_for("the final figures after a reload", lambda: f"J / output token\n{shown}" in body()
                          or re.search(rf"J / output token\s+{re.escape(shown)}", body()))  # fmt: skip
 
-                # Run 2: RESET mid-run; the final figures are from the RESET on, energy and tokens alike.
+                # Run 2 (12 s): RESET mid-run; the final figures are from the RESET on, energy and tokens alike.
                 open_form()
-                assert field("jbRate").get_attribute("value") in ("4", "4.0")  # kept across the reload
+                assert field("jbRate").get_attribute("value") in ("2", "2.0")  # kept across the reload
                 run2 = start()
                 wait_for("requests to finish", lambda: (live().get("figures") or {}).get("output_tokens", 0) > 40)
                 driver.find_element(By.XPATH, "//button[normalize-space()='Reset']").click()
