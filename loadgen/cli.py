@@ -283,7 +283,9 @@ def run_replay(args: argparse.Namespace) -> int:
     summary["overlong"] = replay.trace.overlong.record() if replay.trace.overlong is not None else None
     summary["stopped_by"] = signal.Signals(stopped[0]).name if stopped else None
     if replay.meter is not None:
-        summary["energy"] = run_energy(replay.meter, summary["schedule_start_s"], records, summary["output_tokens"])
+        summary["energy"] = run_energy(
+            replay.meter, summary["schedule_start_s"], records, summary["input_tokens"], summary["output_tokens"]
+        )
     _print_summary(summary, schedule.label, options.jb_records, _overlong_line(replay.trace))
     if args.summary:
         try:
@@ -302,10 +304,12 @@ def _overlong_line(trace: Trace) -> str:
 
 
 def run_energy(
-    meter: MonitorClient, start_s: float | None, records: list[dict[str, Any]], output_tokens: int
+    meter: MonitorClient, start_s: float | None, records: list[dict[str, Any]], input_tokens: int, output_tokens: int
 ) -> dict[str, Any]:
     """The monitor's energy from the schedule's start to the last byte of the run (attributional: all the
-    energy of the measured devices), per output token of the requests that finished ok."""
+    energy of the measured devices), per output token and per token of the requests that finished ok
+    (``loadgen.ledger``'s definitions, as the web UI's)."""
+    from loadgen.ledger import energy_figures
     from monitor.errors import MonitorError
 
     ends = [r.get("last_token_s") or r.get("sent_s") for r in records if r.get("sent_s") is not None]
@@ -316,14 +320,9 @@ def run_energy(
         reading = meter.energy(start_s, end_s)
     except MonitorError as err:  # the records are kept; the summary says why it has no energy
         return {"monitor": meter.url, "error": str(err)}
-    per_token = (lambda j: j / output_tokens) if output_tokens else (lambda j: None)
-    return {
-        "monitor": meter.url, "start_s": start_s, "end_s": end_s, "energy_j": reading.energy_j,
-        "uncertainty_j": reading.uncertainty_j, "average_power_w": reading.average_power_w,
-        "output_tokens": output_tokens, "j_per_output_token": per_token(reading.energy_j),
-        "uncertainty_j_per_output_token": per_token(reading.uncertainty_j), "kind": reading.kind,
-        "sources": reading.sources, "estimated": reading.estimated, "short_window": reading.short_window,
-    }  # fmt: skip
+    figures = energy_figures(reading.energy_j, reading.uncertainty_j, start_s, end_s, input_tokens, output_tokens,
+                             kind=reading.kind, sources=reading.sources, short_window=reading.short_window)  # fmt: skip
+    return {"monitor": meter.url, **figures}
 
 
 def _print_summary(s: dict, label: str, records: str, overlong: str) -> None:
@@ -352,8 +351,10 @@ def _print_summary(s: dict, label: str, records: str, overlong: str) -> None:
                 else f"{e['j_per_output_token']:.4g} ± {e['uncertainty_j_per_output_token']:.2g}"
             )
             estimated = " (ESTIMATED)" if e["estimated"] else ""
+            per_token = "–" if e["j_per_token"] is None else f"{e['j_per_token']:.4g}"
             print(f"energy: {e['energy_j']:.1f} ± {e['uncertainty_j']:.1f} J, {e['average_power_w']:.1f} W average, "
-                  f"{per} J/output token; {e['kind']} from {', '.join(e['sources'])}{estimated}")  # fmt: skip
+                  f"{per_token} J/token, {per} J/output token; {e['kind']} from {', '.join(e['sources'])}"
+                  f"{estimated}")  # fmt: skip
 
 
 def loopback_by_default(extra: list[str]) -> list[str]:
@@ -387,12 +388,34 @@ def validate_locust(extra: list[str]) -> None:
     check_options(known, locust=True)
 
 
+LOCUST_DESCRIPTION = (
+    "Locust's web UI (or --headless) with joulebench's trace replay loaded. joulebench's options below are also "
+    "fields of the start form; every other argument is Locust's own (listed after them). Each run stops by itself "
+    "when its schedule is done and its requests have drained, and writes RUNS_DIR/RUN_ID/."
+)
+
+
+def locust_help() -> str:
+    """joulebench's part of ``joulebench locust --help`` (Locust's own help follows it)."""
+    parser = argparse.ArgumentParser(
+        prog="joulebench locust", usage="%(prog)s [joulebench's options] [Locust's options]", add_help=False,
+        description=LOCUST_DESCRIPTION,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )  # fmt: skip
+    group = parser.add_argument_group("joulebench's options")
+    add_locust_options(group.add_argument)
+    return parser.format_help()
+
+
 def run_locust(extra: list[str]) -> int:
     import os
 
     from loadgen import locustfile
 
-    validate_locust(extra)
+    if "-h" in extra or "--help" in extra:
+        print(locust_help() + "\nLocust's own options:\n", flush=True)
+    else:
+        validate_locust(extra)
     args = [sys.executable, "-m", "locust", "-f", locustfile.__file__, *loopback_by_default(extra)]
     os.execv(sys.executable, args)
     return 0  # not reached

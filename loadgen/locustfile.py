@@ -1,30 +1,33 @@
 """joulebench's Locust plugin: replay a trace at a controlled arrival rate, open loop.
 
-Run it with ``joulebench locust`` (Locust's web UI: trace, process, rate, duration and target are
-fields of its start form) or headless with ``joulebench replay``. One ``TraceReplayUser`` per process
-is the dispatcher: it builds the schedule, sleeps until each request's time and spawns a greenlet to
-send it, never waiting for a response before sending the next.
+Run it with ``joulebench locust`` (Locust's web UI: trace, process, rate, duration and monitor are fields
+of its start form) or headless with ``joulebench replay``. One ``TraceReplayUser`` per process is the
+dispatcher: it builds the schedule, sleeps until each request's time and spawns a greenlet to send it,
+never waiting for a response before sending the next.
 
-Distributed (``--master`` and ``--worker``s, one user per worker): at test start the master sends
-every worker the plan, a common start time and the number of workers; each worker builds the same
-seeded schedule and sends the requests whose position modulo the number of workers is its index, so
-none is sent twice or lost, and writes its own records file (``requests.workerN.jsonl``).
+Distributed (``--master`` and ``--worker``s): the user count is the workers' (set at the start whatever
+the form says), so each worker runs one dispatcher. At test start the master sends every worker the
+plan, a common start time and the number of workers; each worker builds the same seeded schedule and
+sends the requests whose position modulo the number of workers is its index, so none is sent twice or
+lost.
 
 Each request fires Locust's own ``request`` event (so its UI and CSV stay right) and its full
-``RequestRecord`` is appended to the records file as it ends; requests still in flight when the user
-stops are recorded as interrupted. A request whose handling raises is a ``client_error`` record
-(``send`` never raises); only a records file that can no longer be written stops the replay. Every
-record carries the run's id (one per test start, the master's on workers). Chat prompts are
-calibrated, every length this process sends, before the schedule starts: in one process the start
-waits for the calibration; a worker that finishes after the master's common start says so.
+``RequestRecord`` is appended to the run's records file as it ends (``RUNS_DIR/RUN_ID/requests.jsonl``,
+``requests.workerN.jsonl`` per worker; ``--records`` in ``joulebench replay``); requests still in flight
+when the user stops are recorded as interrupted. A request whose handling raises is a ``client_error``
+record (``send`` never raises); only a records file that can no longer be written stops the replay. Every
+record carries the run's id (one per test start, the master's on workers). Chat prompts are calibrated,
+every length this process sends, before the schedule starts.
 
-The web UI serves ``/metrics`` (``loadgen.metrics``): the schedule's target, requests sent, finished
-and in flight, schedule lag and TTFT, summed over the workers on a master, for Prometheus and Grafana.
+The web UI (``loadgen.webui``, ``loadgen.cockpit``) shows the run's energy and latency over its window
+(first scheduled send → last request's end), stops the run by itself when the schedule is done and the
+requests have drained (or at a dispatcher's error, shown in the UI), and writes the run directory. It
+serves ``/metrics`` (``loadgen.metrics``): the schedule's target, requests sent, finished and in flight,
+schedule lag and TTFT, summed over the workers on a master, for Prometheus and Grafana.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -42,6 +45,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from loadgen import webui
 from loadgen.arrivals import CLOSED_LOOP
 from loadgen.client import (
     ClientConfig,
@@ -52,20 +56,14 @@ from loadgen.client import (
     served_model,
     server_api,
 )
+from loadgen.cockpit import SETTLE_S, Cockpit, Outbox
 from loadgen.errors import LoadgenError
 from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
 from loadgen.options import add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, RequestRecord
+from loadgen.rundir import records_name
 
 log = logging.getLogger(__name__)
-
-ENERGY_TAB = "joulebench-energy"
-ENERGY_COLUMNS = [
-    ("device", "Device"), ("source", "Source"), ("average_power_w", "Avg power (W)"), ("energy_j", "Energy (J)"),
-    ("output_tokens", "Output tokens"), ("j_per_output_token", "J / output token"),
-]  # fmt: skip
-#: The monitor's window ends this far behind now, so it ends on counter updates, not extrapolation.
-ENERGY_SETTLE_S = 1.5
 
 
 @events.init_command_line_parser.add_listener
@@ -74,61 +72,16 @@ def _add_arguments(parser: Any) -> None:
     add_locust_options(parser.add_argument, include_in_web_ui=True)
 
 
-def energy_rows(environment: Any) -> list[dict[str, Any]]:
-    """Energy since the test started per device, and J per output token Locust has counted."""
-    from monitor.errors import MonitorError
-    from monitor.meter import MonitorClient
-
-    url = environment.parsed_options.jb_monitor
-    start = getattr(environment, "jb_test_start_s", None)
-    end = time.time() - ENERGY_SETTLE_S
-    if not url or start is None or end <= start:
-        return []
-    tokens = environment.runner.stats.total.total_content_length  # response_length is output tokens
-    try:
-        reading = MonitorClient(url, settle_s=0).energy(start, end)
-    except MonitorError as err:  # the tab says what is wrong rather than breaking the UI
-        return [{"device": f"monitor error: {err}", "source": "", "average_power_w": "", "energy_j": "",
-                 "output_tokens": tokens, "j_per_output_token": ""}]  # fmt: skip
-    rows = []
-    for key, d in reading.devices.items():
-        rows.append({"device": key, "source": d["source"], "average_power_w": round(d["energy_j"] / (end - start), 1),
-                     "energy_j": round(d["energy_j"], 1), "output_tokens": tokens,
-                     "j_per_output_token": round(d["energy_j"] / tokens, 4) if tokens else ""})  # fmt: skip
-    rows.append({"device": f"total ({reading.kind})", "source": ",".join(reading.sources),
-                 "average_power_w": round(reading.average_power_w, 1), "energy_j": round(reading.energy_j, 1),
-                 "output_tokens": tokens,
-                 "j_per_output_token": round(reading.energy_j / tokens, 4) if tokens else ""})  # fmt: skip
-    return rows
-
-
 def _extend_web_ui(environment: Any) -> None:
-    """The Energy tab, through Locust's documented extension points."""
-    web_ui = environment.web_ui
-    web_ui.template_args["extended_tabs"] = [{"title": "Energy", "key": ENERGY_TAB}]
-    web_ui.template_args["extended_tables"] = [
-        {"key": ENERGY_TAB, "structure": [{"key": k, "title": t} for k, t in ENERGY_COLUMNS]}
-    ]
-
+    webui.extend(environment, environment.jb_cockpit)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ReplayCollector(lambda: metrics_snapshot(environment)))
 
-    @web_ui.app.route("/metrics")
+    @environment.web_ui.app.route("/metrics")
     def metrics() -> Any:
         from flask import Response
 
         return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-    @web_ui.app.after_request
-    def add_energy(response: Any) -> Any:
-        from flask import request
-
-        if request.path != "/stats/requests" or response.status_code != 200:
-            return response
-        body = json.loads(response.get_data())
-        body["extended_stats"] = [{"key": ENERGY_TAB, "data": energy_rows(environment)}]
-        response.set_data(json.dumps(body))
-        return response
 
 
 def metrics_snapshot(environment: Any) -> dict[str, Any]:
@@ -146,28 +99,75 @@ def replay_metrics(environment: Any) -> ReplayMetrics:
 
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
+    runner = environment.runner
+    if not isinstance(runner, WorkerRunner):
+        environment.jb_cockpit = Cockpit(environment)
+        _ENVIRONMENTS.append(environment)
+        _one_dispatcher_each(environment)
     if getattr(environment, "web_ui", None) is not None:
         _extend_web_ui(environment)
-    if isinstance(environment.runner, MasterRunner):
+    if isinstance(runner, MasterRunner):
         environment.jb_worker_metrics = {}
 
         @environment.events.worker_report.add_listener
         def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
             if "jb_metrics" in data:
                 environment.jb_worker_metrics[client_id] = data["jb_metrics"]
+            if "jb" in data:
+                environment.jb_cockpit.ingest(client_id, data["jb"])
 
-    if isinstance(environment.runner, WorkerRunner):
+    if isinstance(runner, WorkerRunner):
 
         @environment.events.report_to_master.add_listener
         def on_report(client_id: str, data: dict[str, Any]) -> None:
             data["jb_metrics"] = replay_metrics(environment).snapshot()
+            if (outbox := getattr(environment, "jb_outbox", None)) is not None:
+                data["jb"] = outbox.drain()
 
         def on_plan(msg: Any, **__: Any) -> None:
             plan = AsyncResult()
             plan.set(msg.data)
             environment.jb_plan = plan
 
-        environment.runner.register_message("jb_plan", on_plan)
+        runner.register_message("jb_plan", on_plan)
+
+
+def _one_dispatcher_each(environment: Any) -> None:
+    """Headless and --autostart runs start with the command line's user count: the workers' instead
+    (the web UI's start sets it per start, ``loadgen.webui``)."""
+    opts = environment.parsed_options
+    if opts is None:
+        return
+    n = max(1, int(getattr(opts, "expect_workers", 1) or 1)) if isinstance(environment.runner, MasterRunner) else 1
+    if getattr(opts, "num_users", None) not in (None, n):
+        log.info("%d users: one dispatcher per %s", n, "worker" if n > 1 else "process")
+    opts.num_users, opts.spawn_rate = n, float(n)
+
+
+@events.reset_stats.add_listener
+def _on_reset(**_: Any) -> None:
+    for environment in _environments():
+        environment.jb_cockpit.reset(time.time())
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Any, **_: Any) -> None:
+    if (cockpit := getattr(environment, "jb_cockpit", None)) is not None:
+        cockpit.stopping()
+
+
+@events.quit.add_listener
+def _on_quit(**_: Any) -> None:
+    for environment in _environments():
+        webui.add_to_html_file(getattr(environment.parsed_options, "html_file", None), environment.jb_cockpit)
+
+
+_ENVIRONMENTS: list[Any] = []
+
+
+def _environments() -> list[Any]:
+    """The environments with a cockpit (Locust's events ``reset_stats`` and ``quit`` name none)."""
+    return [e for e in _ENVIRONMENTS if getattr(e, "jb_cockpit", None) is not None]
 
 
 def new_run_id() -> str:
@@ -179,13 +179,21 @@ def new_run_id() -> str:
 def _on_test_start(environment: Any, **_: Any) -> None:
     environment.jb_test_start_s = time.time()
     runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        return
     if isinstance(runner, MasterRunner):
         plan = {"start_s": time.time() + 1.0, "count": runner.worker_count, "run_id": new_run_id()}
         runner.send_message("jb_plan", plan)
-    elif not isinstance(runner, WorkerRunner):
+    else:
+        plan = {"start_s": time.time() + 0.2, "count": 1, "run_id": new_run_id()}
         result = AsyncResult()
-        result.set({"start_s": time.time() + 0.2, "count": 1, "run_id": new_run_id()})
+        result.set(plan)
         environment.jb_plan = result
+    if (cockpit := getattr(environment, "jb_cockpit", None)) is not None:
+        from monitor.meter import MonitorClient
+
+        url = environment.parsed_options.jb_monitor
+        cockpit.start(plan, MonitorClient(url, settle_s=SETTLE_S) if url else None)
 
 
 def records_path(path: str, index: int, count: int) -> Path:
@@ -203,11 +211,13 @@ class TraceReplayUser(User):
 
     writer: RecordWriter | None = None
     slots: Any = None  # the closed loop's slots (saturate), or None
+    outbox: Outbox | None = None  # what the web UI's master is told (none under `joulebench replay`)
     dispatcher = False
 
     def on_start(self) -> None:
         self.in_flight: dict[str, RequestRecord] = {}
         self.pool = gevent.pool.Pool()
+        self.sent = 0
 
     def on_stop(self) -> None:
         if not self.dispatcher:
@@ -217,6 +227,10 @@ class TraceReplayUser(User):
             self.writer.close(in_flight=list(self.in_flight.values()))
             for record in self.in_flight.values():
                 replay_metrics(self.environment).on_finished(record)
+        if self.outbox is not None:
+            for _ in self.in_flight.values():
+                self.outbox.end(time.time(), False, 0, 0, None, None)
+            self.outbox.done = True
         self.environment.jb_dispatching = False
         self.environment.jb_ended = True  # every record is written: `joulebench replay` may read them
 
@@ -233,21 +247,34 @@ class TraceReplayUser(User):
             if not getattr(env, "jb_caller_reports", False):  # `joulebench replay` prints it as its error line
                 log.error("the replay stopped: %s", err)
             env.jb_error = err
+            self._tell_error(str(err))
         except Exception as err:  # Locust would log it and run the task again: say so once, and stop
             log.exception("the replay stopped")
             env.jb_error = err
+            self._tell_error(f"{type(err).__name__}: {err} (the traceback is in Locust's log)")
         raise StopUser()
+
+    def _tell_error(self, message: str) -> None:
+        if self.outbox is not None and self.outbox.error is None:
+            what = "stopped" if self.sent else "could not start"
+            self.outbox.error = f"the replay {what}: {message}"
 
     def _dispatch(self, env: Any) -> None:
         opts = env.parsed_options
-        check_options(opts, locust=True)
         try:
             plan = env.jb_plan.get(timeout=60)
         except gevent.Timeout:
             raise LoadgenError("no plan from Locust's master within 60 s") from None
         distributed = isinstance(env.runner, WorkerRunner)
+        if distributed or getattr(env, "jb_cockpit", None) is not None:
+            self.outbox = env.jb_outbox = Outbox(plan["run_id"])
+        check_options(opts, locust=True)
         index = getattr(env.runner, "worker_index", 0) if distributed else 0
-        self.writer = RecordWriter(records_path(opts.jb_records, index, plan["count"])).open()
+        if runs_dir := getattr(opts, "jb_runs_dir", None):  # Locust: the run's own directory
+            path = Path(runs_dir) / plan["run_id"] / records_name(index, plan["count"])
+        else:  # `joulebench replay`
+            path = records_path(opts.jb_records, index, plan["count"])
+        self.writer = RecordWriter(path).open()
         base_url = normalize_target(self.host or "http://127.0.0.1:8000", "--host")
         model, max_len = served_model(base_url)
         if not opts.jb_max_model_len and max_len:
@@ -277,12 +304,16 @@ class TraceReplayUser(User):
             else:
                 start = time.time() + 0.2
         env.jb_schedule_start_s = start
+        closed = opts.jb_process == CLOSED_LOOP
+        if self.outbox is not None:
+            first = 0.0 if closed or not len(schedule) else float(schedule.times_s[0])
+            self.outbox.first_s, self.outbox.schedule = start + first, {"label": schedule.label,
+                                                                         "requests": len(schedule)}  # fmt: skip
         log.info("replaying %s: %d requests (%s), %s API", trace.name, len(schedule), schedule.label, api)
         metrics = replay_metrics(env)
         metrics.start_schedule((start + schedule.times_s[mine]).tolist())
         times, indices = schedule.times_s.tolist(), schedule.index.tolist()
         # Closed loop: a slot per request in flight (this worker's share); each send waits for one.
-        closed = opts.jb_process == CLOSED_LOOP
         self.slots = gevent.lock.BoundedSemaphore(max(1, opts.jb_concurrency // plan["count"])) if closed else None
         if closed and time.time() < start:
             gevent.sleep(start - time.time())
@@ -312,8 +343,13 @@ class TraceReplayUser(User):
                 raise env.jb_error  # the records file failed: sending more would lose their records
             self.in_flight[record.request_id] = record
             metrics.on_sent()
+            self.sent += 1
+            if self.outbox is not None:
+                self.outbox.sends.append((record.scheduled_s, time.time()))
             self.pool.spawn(self._one, config, record, body)
         self.pool.join()
+        if self.outbox is not None:
+            self.outbox.drained = True
 
     def _one(self, config: ClientConfig, record: RequestRecord, body: dict[str, Any]) -> None:
         send(config, record, body)  # never raises: a failure is the record's status
@@ -329,6 +365,9 @@ class TraceReplayUser(User):
             return
         replay_metrics(self.environment).on_finished(record)
         failed = record.status != "ok"
+        if self.outbox is not None:
+            n_in, n_out = (record.usage_input_tokens or 0, record.usage_output_tokens or 0) if not failed else (0, 0)
+            self.outbox.end(record.last_token_s or time.time(), not failed, n_in, n_out, record.ttft_s, record.tpot_s)
         self.environment.events.request.fire(
             request_type="POST",
             name=config.path,

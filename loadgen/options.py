@@ -25,18 +25,12 @@ MAX_DRAWN = 10_000_000
 #: The longest a duration, a timeout or a schedule may be: 30 days.
 MAX_SECONDS = 30 * 86400
 
-#: The options joulebench adds to Locust (``--jb-*``): name → (default, help).
+#: The replay's options, in the order a person fills them (Locust's start form and ``--help`` keep it):
+#: name → (default, help). ``--jb-*`` in Locust, plain in ``joulebench replay``.
 OPTIONS: dict[str, tuple[Any, str]] = {
     "jb_trace": ("azure-conv", f"trace: {', '.join(NAMED)}, or a CSV/JSONL path"),
-    "jb_columns": (
-        "",
-        "the trace file's columns: timestamp=NAME,input=NAME,output=NAME (a key not given: the Azure name, "
-        "TIMESTAMP, ContextTokens, GeneratedTokens)",
-    ),
-    "jb_trace_dir": ("", "folder holding the Azure trace files (else the cache, else downloaded)"),
     "jb_process": ("trace", f"arrival process: {', '.join(PROCESSES)}"),
     "jb_rate": (1.0, "time factor for trace/trace-resample (2: twice as fast), requests/s for the others"),
-    "jb_cv": (1.0, "gamma process: coefficient of variation of the gaps (1: Poisson)"),
     "jb_duration": (60.0, "seconds of schedule to replay (with --first: not used)"),
     "jb_first": (
         0,
@@ -44,11 +38,17 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "at every rate); 0: every request the duration holds",
     ),
     "jb_concurrency": (256, "the saturate process: requests kept in flight, split over the workers"),
+    "jb_cv": (1.0, "gamma process: coefficient of variation of the gaps (1: Poisson)"),
+    "jb_monitor": (
+        "",
+        "URL of a joulebench monitor: the replay's summary gets the run's energy (J, W, J/output token, with "
+        "the monitor's uncertainty); the web UI's Energy tab shows it live",
+    ),
+    "jb_start": (0.0, "start this many seconds into the trace"),
     "jb_leave_out": (
         0,
         "leave out every K-th request of the schedule, the others at their times (0: none): a counterfactual replay",
     ),
-    "jb_start": (0.0, "start this many seconds into the trace"),
     "jb_seed": (0, "seed of the arrival process and the prompts"),
     "jb_prompt_seed": (
         -1,
@@ -63,22 +63,40 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     ),
     "jb_max_model_len": (0, "the context requests must fit (0: the server's max_model_len if it says)"),
     "jb_overlong": ("drop", f"requests longer than the context: {', '.join(OVERLONG_POLICIES)}"),
+    "jb_columns": (
+        "",
+        "the trace file's columns: timestamp=NAME,input=NAME,output=NAME (a key not given: the Azure name, "
+        "TIMESTAMP, ContextTokens, GeneratedTokens)",
+    ),
+    "jb_trace_dir": ("", "folder holding the Azure trace files (else the cache, else downloaded)"),
     "jb_vocab": (2000, "token ids of prompts are drawn from [2, vocab)"),
     "jb_timeout": (300.0, "seconds without a byte before a request times out"),
     "jb_records": ("requests.jsonl", "append every request's record to this file"),
     "jb_append": (False, "add to a --records file that already holds records (each record carries its run_id)"),
-    "jb_monitor": (
-        "",
-        "URL of a joulebench monitor: the replay's summary gets the run's energy (J, W, J/output token, with "
-        "the monitor's uncertainty); the web UI's Energy tab shows it live",
+}
+
+#: Locust keeps every run in a run directory of its own, so its records need no file option.
+LOCUST_OPTIONS: dict[str, tuple[Any, str]] = {
+    **{k: v for k, v in OPTIONS.items() if k not in ("jb_records", "jb_append")},
+    "jb_runs_dir": (
+        "runs",
+        "every run writes RUNS_DIR/RUN_ID/: its records (requests.jsonl, one per worker), summary.json with its "
+        "energy, window.json and energy.csv",
     ),
+}
+
+#: The options whose values are a choice (Locust's start form shows them as one); a trace may also be a path.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "jb_trace": tuple(NAMED),
+    "jb_process": tuple(PROCESSES),
+    "jb_overlong": tuple(OVERLONG_POLICIES),
 }
 
 
 def add_locust_options(add_argument: Callable[..., Any], **extra: Any) -> None:
     """The options as Locust takes them (``--jb-rate``): Locust's own ``add_argument`` passes ``extra``
     (``include_in_web_ui``); ``joulebench locust`` parses them the same way to check them first."""
-    for name, (default, help_text) in OPTIONS.items():
+    for name, (default, help_text) in LOCUST_OPTIONS.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
             add_argument(flag, action="store_true", default=default, help=help_text, **extra)
@@ -118,6 +136,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "jb_overlong": (lambda v: v in OVERLONG_POLICIES, f"one of {', '.join(OVERLONG_POLICIES)}"),
     "jb_trace": (lambda v: isinstance(v, str) and v.strip() != "", "a named trace or a path"),
     "jb_records": (lambda v: isinstance(v, str) and v.strip() != "", "a path"),
+    "jb_runs_dir": (lambda v: isinstance(v, str) and v.strip() != "", "a folder"),
 }
 
 
@@ -129,7 +148,7 @@ def check_options(options: Any, locust: bool = False) -> None:
         return "--" + (name if locust else name.removeprefix("jb_")).replace("_", "-")
 
     def get(name: str) -> Any:
-        return getattr(options, name, OPTIONS[name][0])
+        return getattr(options, name, LOCUST_OPTIONS.get(name, OPTIONS.get(name, (None,)))[0])
 
     for name, (test, valid) in _RULES.items():
         if not test(get(name)):

@@ -114,3 +114,13 @@ def test_replay_help_gives_its_exit_statuses():
         "2 an error (before any traffic, or the records file failing: one line); 130/143 stopped by SIGINT/SIGTERM"
         in text
     )
+
+
+def test_locust_help_lists_joulebench_options_then_locusts():
+    out = subprocess.run([sys.executable, "-m", "joulebench", "locust", "--help"], capture_output=True, text=True,
+                         timeout=60).stdout  # fmt: skip
+    ours, _, locusts = out.partition("Locust's own options:")
+    for flag in ("--jb-trace", "--jb-process", "--jb-rate", "--jb-monitor", "--jb-runs-dir"):
+        assert flag in ours
+    assert ours.index("--jb-trace") < ours.index("--jb-process") < ours.index("--jb-rate")  # the form's order
+    assert "--web-port" in locusts and "--jb-records" not in out  # a Locust run keeps its records in its directory

@@ -45,7 +45,7 @@ SECONDS, RATE = 75.0, 2.0
 FORM = {
     "user_count": 2, "spawn_rate": 2, "host": "http://vllm:8000", "jb_trace": "azure-conv",
     "jb_process": "poisson", "jb_rate": RATE, "jb_duration": SECONDS, "jb_max_model_len": 256,
-    "jb_monitor": "http://monitor:9400", "jb_records": "/data/requests.jsonl",
+    "jb_monitor": "http://monitor:9400", "jb_runs_dir": "/data",
 }  # fmt: skip
 
 
@@ -170,13 +170,17 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
                 assert time.monotonic() < deadline, f"the replay did not finish: {c}\n{stack.tail()}"
                 stack.alive()
                 time.sleep(2.0)
+            while httpx2.get(f"{ui}/joulebench/live", timeout=10).json()["phase"] != "final":  # stored, stopped
+                assert time.monotonic() < deadline, f"the run never stored its final figures\n{stack.tail()}"
+                time.sleep(1.0)
 
         with timed(timings, "checks"):
             runs = tmp_path / "runs"
             stack.compose("cp", "locust-master:/data/.", str(runs))
-            files = sorted(runs.glob("requests.worker*.jsonl"))
+            files = sorted(runs.glob("*/requests.worker*.jsonl"))  # the run's directory: RUN_ID/
             records = [r for f in files for r in read_records(f)]
             assert [f.name for f in files] == ["requests.worker0.jsonl", "requests.worker1.jsonl"]
+            assert len({f.parent for f in files}) == 1 and (files[0].parent / "summary.json").exists()
             assert len(records) == c["finished_total"] > RATE * SECONDS / 2
             assert {r["status"] for r in records} == {"ok"}, {r["status"] for r in records}
             assert list(runs.glob("runs/serve-*/vllm.log")), "vLLM's log is not in the runs volume"

@@ -74,7 +74,7 @@ def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
             f"--web.listen-address=127.0.0.1:{prom_port}",
         ], tmp_path / "prometheus.log").start())  # fmt: skip
         wait_http(f"{prom}/-/ready", 60, alive(children[-1]))
-        locust = [sys.executable, "-m", "joulebench", "locust", "--jb-records", str(tmp_path / "requests.jsonl")]
+        locust = [sys.executable, "-m", "joulebench", "locust", "--jb-runs-dir", str(tmp_path)]
         children.append(Child("locust master", [
             *locust, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(bus),
             "--web-host", "127.0.0.1", "--web-port", str(web), "--autostart", "--expect-workers", "2",
@@ -93,7 +93,7 @@ def test_every_panel_has_data_and_the_rule_agrees_with_the_report(tmp_path):
             assert time.monotonic() < deadline, f"the replay did not finish: {c}"
             time.sleep(1.0)
         assert c["scheduled_total"] == c["sent_total"] == REQUESTS and c["in_flight"] == 0
-        records = [r for f in sorted(tmp_path.glob("requests.worker*.jsonl")) for r in read_records(f)]
+        records = [r for f in sorted(tmp_path.glob("*/requests.worker*.jsonl")) for r in read_records(f)]
         assert len(records) == REQUESTS and {r["status"] for r in records} == {"ok"}
         start = min(r["scheduled_s"] for r in records)
         at = start + RULE_WINDOW_S + 8.0  # inside the replay, with a full minute of traffic behind it

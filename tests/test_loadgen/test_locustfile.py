@@ -1,136 +1,313 @@
-"""Locust's web UI with joulebench's replay: the start form's fields and the live Energy tab."""
+"""Locust's web UI with joulebench's replay, against the real mock server and a real monitor (its estimate
+source): the start form, the Energy tab, the run's window and its end, run directories, Locust's report and
+CSV, distributed mode, RESET, a replay that cannot start.
+
+The final figures are checked against the monitor's own ``/v1/energy`` over the window computed here from
+the records (first scheduled send → last request's end) and the records' tokens.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-from paths import LOCUSTFILE
 from servers import mock_server
 
 from joulebench.processes import free_port
+from loadgen.records import read_records
 
 pytestmark = pytest.mark.integration
 
-
-def test_the_web_ui_offers_the_replay_and_shows_live_energy(tmp_path):
-    trace = tmp_path / "trace.csv"
-    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i * 0.05},40,8\n" for i in range(200)))
-    with subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--port", "0", "--source", "estimate", "--quiet"],
-        stdout=subprocess.PIPE, text=True,
-    ) as monitor, mock_server("--ttft-ms", "5", "--itl-ms", "2") as url:  # fmt: skip
-        try:
-            monitor_url = re.search(r"listening on (\S+)", monitor.stdout.readline() + monitor.stdout.readline())
-            assert monitor_url
-            port = free_port()
-            ui = subprocess.Popen(
-                [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1",
-                 "--web-port", str(port), "--host", url, "--jb-trace", str(trace), "--jb-duration", "30",
-                 "--jb-monitor", monitor_url.group(1), "--jb-records", str(tmp_path / "requests.jsonl")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                base = f"http://127.0.0.1:{port}"
-                deadline = time.monotonic() + 30
-                while True:
-                    try:
-                        page = httpx2.get(base, timeout=2).text
-                        break
-                    except httpx2.TransportError:
-                        assert time.monotonic() < deadline, "the web UI did not start"
-                        time.sleep(0.3)
-                for field in ("jb_trace", "jb_process", "jb_rate", "jb_duration", "jb_monitor", "joulebench-energy"):
-                    assert field in page
-                r = httpx2.post(f"{base}/swarm", data={"user_count": 1, "spawn_rate": 1, "host": url}, timeout=10)
-                assert r.status_code == 200 and r.json()["success"], r.text
-                time.sleep(4.0)
-                stats = httpx2.get(f"{base}/stats/requests", timeout=10).json()
-                counted = sum(s["num_requests"] for s in stats["stats"] if s["name"] == "Aggregated")
-                assert counted > 20
-                (tab,) = stats["extended_stats"]
-                assert tab["key"] == "joulebench-energy"
-                total = tab["data"][-1]
-                assert total["device"] == "total (host)" and total["source"] == "estimate"
-                assert total["energy_j"] > 0 and total["output_tokens"] > 0 and total["j_per_output_token"] > 0
-                metrics = httpx2.get(f"{base}/metrics", timeout=10)
-                assert metrics.headers["content-type"].startswith("text/plain")
-                values = dict(re.findall(r"^(joulebench_loadgen_\w+_total) (\S+)$", metrics.text, re.M))
-                assert float(values["joulebench_loadgen_requests_sent_total"]) > 20
-                assert float(values["joulebench_loadgen_requests_scheduled_total"]) >= 20
-            finally:
-                ui.terminate()
-                ui.wait(timeout=30)
-        finally:
-            monitor.terminate()
-            monitor.wait(timeout=30)
-    assert len((tmp_path / "requests.jsonl").read_text().splitlines()) >= counted  # records were written too
-
-
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+#: The idle baseline needs one 10 s block of the monitor's history before the run.
+IDLE_HISTORY_S = 11.0
+
+
+def write_trace(path: Path, n: int, gap_s: float) -> Path:
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i * gap_s},40,8\n" for i in range(n)))
+    return path
+
+
+@contextlib.contextmanager
+def monitor(*args: str) -> Iterator[tuple[str, float]]:
+    """A real monitor with the estimate source: its URL and when it started."""
+    started = time.time()
+    with subprocess.Popen(
+        [sys.executable, "-m", "monitor", "--port", "0", "--source", "estimate", "--quiet", *args],
+        stdout=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            m = re.search(r"listening on (\S+)", proc.stdout.readline() + proc.stdout.readline())
+            assert m, "the monitor did not start"
+            yield m.group(1), started
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def locust(*args: str, log: Path) -> Iterator[subprocess.Popen]:
+    with log.open("w") as out, subprocess.Popen(
+        [sys.executable, "-m", "joulebench", "locust", *args], stdout=out, stderr=subprocess.STDOUT
+    ) as proc:  # fmt: skip
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=30)
+
+
+def wait_for(what: str, check, timeout_s: float = 30.0, every_s: float = 0.3):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(httpx2.TransportError):
+            if value := check():
+                return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every_s)
+
+
+def expected_figures(monitor_url: str, records: list[dict], start_s: float | None = None) -> dict[str, float]:
+    """J/output-token and J/token from the monitor's /v1/energy over the window the records give: first
+    scheduled send (or ``start_s``) → last request's end, with the tokens of the requests that ended in it."""
+    start = min(r["scheduled_s"] for r in records) if start_s is None else start_s
+    end = max(r["last_token_s"] for r in records)
+    ok = [r for r in records if r["status"] == "ok" and r["last_token_s"] >= start]
+    body = httpx2.get(f"{monitor_url}/v1/energy", params={"start": repr(start), "end": repr(end)}, timeout=10).json()
+    energy = sum(d["energy_j"] for d in body["devices"])
+    n_out = sum(r["usage_output_tokens"] for r in ok)
+    n_in = sum(r["usage_input_tokens"] for r in ok)
+    return {"start_s": start, "end_s": end, "energy_j": energy, "j_per_output_token": energy / n_out,
+            "j_per_token": energy / (n_in + n_out)}  # fmt: skip
+
+
+def the_run(runs: Path) -> tuple[Path, dict]:
+    (folder,) = [p for p in runs.iterdir() if p.is_dir()]
+    return folder, json.loads((folder / "summary.json").read_text())
+
+
+def test_a_run_stops_by_itself_and_leaves_its_energy_in_the_run_directory_report_and_csv(tmp_path):
+    """One process, started over HTTP as the form does: the run ends when its requests have drained, its
+    final figures are the monitor's over its window, and the report, the CSVs and the run directory say so."""
+    trace = write_trace(tmp_path / "trace.csv", 30, 0.1)
+    runs, html = tmp_path / "runs", tmp_path / "report.html"
+    port = free_port()
+    with monitor() as (monitor_url, started), mock_server("--ttft-ms", "5", "--itl-ms", "2") as url:  # noqa: SIM117
+        with locust(
+            "--web-port", str(port), "--host", url, "--jb-trace", str(trace), "--jb-monitor", monitor_url,
+            "--jb-runs-dir", str(runs), "--csv", str(tmp_path / "locust"), "--html", str(html),
+            log=tmp_path / "locust.log",
+        ) as ui:  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+            page = wait_for("the web UI", lambda: httpx2.get(base, timeout=2).text)
+            assert "joulebench/static/energy.js" in page and "uPlot.iife.min.js" in page
+            time.sleep(max(0.0, started + IDLE_HISTORY_S - time.time()))
+            r = httpx2.post(f"{base}/swarm", data={"user_count": 5, "spawn_rate": 1, "host": url}, timeout=10)
+            assert r.json()["success"], r.text
+            live = wait_for("the final figures", lambda: (d := httpx2.get(f"{base}/joulebench/live").json())
+                            ["phase"] == "final" and d, timeout_s=60)  # fmt: skip
+            assert httpx2.get(f"{base}/stats/requests").json()["state"] == "stopped"  # it stopped by itself
+            folder, summary = the_run(runs)
+            records = read_records(folder / "requests.jsonl")
+            assert len(records) == 30 and {r["run_id"] for r in records} == {live["run_id"]}
+            want = expected_figures(monitor_url, records)
+            got = summary["energy"]
+            assert got["start_s"] == pytest.approx(want["start_s"], abs=1e-6)
+            assert got["end_s"] == pytest.approx(want["end_s"], abs=1e-6)
+            for key in ("energy_j", "j_per_output_token", "j_per_token"):
+                assert got[key] == pytest.approx(want[key], rel=0.01), key
+            assert live["figures"]["j_per_output_token"] == got["j_per_output_token"]
+            assert got["idle_power_w"] > 0 and got["dynamic_j_per_token"] is not None and got["estimated"]
+            assert summary["requests"] == summary["ok"] == 30 and summary["window"]["stopped_by"] == "drained"
+            assert {p.name for p in folder.iterdir()} >= {"requests.jsonl", "summary.json", "window.json",
+                                                          "energy.csv", "timeline.csv", "config.json"}  # fmt: skip
+            report = httpx2.get(f"{base}/stats/report", timeout=10).text
+            assert "Energy (joulebench)" in report and str(folder) in report
+            download = httpx2.get(f"{base}/joulebench/energy.csv", timeout=10).text
+            (row,) = csv.DictReader(download.splitlines())
+            assert float(row["j_per_output_token"]) == pytest.approx(got["j_per_output_token"])
+            assert (tmp_path / "locust_energy.csv").read_text() == download  # beside Locust's own --csv files
+            ui.send_signal(signal.SIGINT)  # Locust writes its --html report on the way out
+            ui.wait(timeout=30)
+    assert "Energy (joulebench)" in html.read_text() and "J / output token" in html.read_text()
+
+
+def test_headless_a_run_longer_than_the_monitors_retention_ends_by_itself_with_the_sum_of_its_polls(tmp_path):
+    """The monitor keeps 4 s; an 8 s run (headless: Locust exits when the run has drained) still has its
+    energy, summed poll by poll, and says how."""
+    trace = write_trace(tmp_path / "trace.csv", 40, 0.2)
+    runs = tmp_path / "runs"
+    with monitor("--retention-s", "4") as (monitor_url, _), mock_server("--ttft-ms", "5", "--itl-ms", "2") as url:
+        run = subprocess.run(
+            [sys.executable, "-m", "joulebench", "locust", "--headless", "--users", "3", "--host", url,
+             "--jb-trace", str(trace), "--jb-monitor", monitor_url, "--jb-runs-dir", str(runs)],
+            capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    folder, summary = the_run(runs)
+    energy = summary["energy"]
+    assert energy["how"].startswith("the sum of the polls") and "retention" in energy["how"]
+    assert energy["duration_s"] > 7 and energy["energy_j"] > 0 and energy["output_tokens"] == 40 * 8
+    assert energy["j_per_output_token"] == pytest.approx(energy["energy_j"] / 320)
+    assert energy["idle_power_w"] is None and "no idle baseline" in energy["idle_how"]
+    assert summary["requests"] == 40 and summary["window"]["stopped_by"] == "drained"
+    assert len(read_records(folder / "requests.jsonl")) == 40  # 3 users asked for, one dispatcher ran
 
 
 @pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromium-driver (`make test` installs them where it runs as root)",
 )
-def test_a_person_starts_a_replay_from_the_web_ui(tmp_path):
-    import tempfile
-
+def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
+    """In headless Chromium, as a person would, on a master with two workers: the form (its fields, their
+    order, its choices, its values after a reload, a wrong value refused); a run started with 1 user sends
+    every request; the Energy tab's charts grow while it runs; it stops by itself with the monitor's
+    figures, the same after a reload; RESET in a second run re-bases energy and tokens together; a trace
+    that cannot be read stops a third run with its one-line error on the page."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
 
-    trace = tmp_path / "trace.csv"
-    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i},40,5\n" for i in range(60)))
-    records = tmp_path / "requests.jsonl"
-    port = free_port()
+    shots = os.environ.get("JB_SCREENSHOTS")  # a folder: screenshots for the README (taken by hand, not in CI)
+    trace = write_trace(tmp_path / "trace.csv", 48, 0.5)  # ×2 from the form: 48 requests in 12 s
+    runs = tmp_path / "runs"
+    web, bus = free_port(), free_port()
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1400,1000"):  # fmt: skip
+                f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1400,1300"):  # fmt: skip
         options.add_argument(arg)
-    with mock_server("--ttft-ms", "5", "--itl-ms", "1") as url, subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--web-host", "127.0.0.1", "--web-port", str(port),
-         "--host", url, "--jb-trace", str(trace), "--jb-duration", "60", "--jb-records", str(records)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    ) as ui:  # fmt: skip
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx2.get(f"http://127.0.0.1:{port}", timeout=2)
-                    break
-                except httpx2.TransportError:
-                    assert time.monotonic() < deadline, "the web UI did not start"
-                    time.sleep(0.3)
-            driver.get(f"http://127.0.0.1:{port}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    common = ("--master-port", str(bus))
+    with monitor() as (monitor_url, started), mock_server("--ttft-ms", "20", "--itl-ms", "5") as url:  # noqa: SIM117
+        with locust(
+            "--master", "--master-bind-port", str(bus), "--web-port", str(web), "--host", url,
+            "--jb-trace", str(trace), "--jb-monitor", monitor_url, "--jb-runs-dir", str(runs),
+            log=tmp_path / "master.log",
+        ), locust("--worker", *common, log=tmp_path / "worker0.log"), locust(
+            "--worker", *common, log=tmp_path / "worker1.log"
+        ):  # fmt: skip
+            base = f"http://127.0.0.1:{web}"
+            wait_for("two workers", lambda: httpx2.get(f"{base}/worker-count", timeout=2).json()["worker_count"] == 2)
+            driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
             driver.implicitly_wait(10)
-            driver.find_element(By.XPATH, "//button[normalize-space()='Custom parameters']").click()
-            rate = driver.find_element(By.NAME, "jbRate")  # the replay's own field in Locust's start form
-            rate.clear()
-            rate.send_keys("4")
-            driver.find_element(By.XPATH, "//form//button[@type='submit']").click()
-            counted = 0
-            deadline = time.monotonic() + 30
-            while counted < 8:
-                assert time.monotonic() < deadline, driver.find_element(By.TAG_NAME, "body").text
-                m = re.search(r"Aggregated\s+(\d+)\s+0\b", driver.find_element(By.TAG_NAME, "body").text)
-                counted = int(m.group(1)) if m else 0
-                time.sleep(0.5)
-            assert "ENERGY" in driver.find_element(By.TAG_NAME, "body").text.upper()
-        finally:
-            driver.quit()
-            ui.terminate()
-            ui.wait(timeout=30)
-    times = sorted(json.loads(line)["scheduled_s"] for line in records.read_text().splitlines())
-    assert len(times) >= 8
-    assert times[1] - times[0] == pytest.approx(0.25, abs=1e-6)  # 1 s apart in the trace, ×4 from the form
+            body = lambda: driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
+
+            def live() -> dict:
+                return httpx2.get(f"{base}/joulebench/live", timeout=5).json()
+
+            def open_form() -> None:
+                if driver.find_elements(By.XPATH, "//button[normalize-space()='New']"):
+                    driver.find_element(By.XPATH, "//button[normalize-space()='New']").click()
+                driver.find_element(By.XPATH, "//button[normalize-space()='Custom parameters']").click()
+
+            def field(name: str):
+                return driver.find_element(By.XPATH, f"//form//*[@name='{name}']")
+
+            def start(users: str = "1", rate: str = "2") -> str:
+                before = live().get("run_id")
+                users_field = field("userCount")
+                users_field.clear()
+                users_field.send_keys(users)
+                field("jbRate").clear()
+                field("jbRate").send_keys(rate)
+                driver.find_element(By.XPATH, "//form//button[@type='submit']").click()
+                return wait_for("the run", lambda: (d := live()).get("run_id") != before and d["run_id"])
+
+            def energy_tab() -> None:
+                driver.find_element(By.XPATH, "//button[@role='tab' and normalize-space()='Energy']").click()
+
+            def final(run_id: str) -> dict:
+                return wait_for("the run's end", lambda: (d := live())["run_id"] == run_id and d["phase"] in (
+                    "final", "failed") and d, timeout_s=60)  # fmt: skip
+
+            try:
+                time.sleep(max(0.0, started + IDLE_HISTORY_S - time.time()))
+                driver.get(base)
+                open_form()
+                fields = driver.find_elements(By.XPATH, "//form//*[starts-with(@name, 'jb')]")
+                names = [e.get_attribute("name") for e in fields]
+                assert names[:5] == ["jbTrace", "jbProcess", "jbRate", "jbDuration", "jbFirst"], names
+                assert str(trace) in [o.text for o in Select(field("jbTrace")).options]
+                assert {"azure-conv", "poisson", "saturate"} <= {
+                    o.text for n in ("jbTrace", "jbProcess") for o in Select(field(n)).options
+                }
+                assert field("userCount").get_attribute("value") == "2"  # one dispatcher per worker
+
+                # Run 1 (12 s): the form's user count set to 1, as the issue found it; every request is sent.
+                run1 = start(users="1")
+                energy_tab()
+                first = wait_for("the charts", lambda: int(driver.find_element(By.ID, "jb-cockpit").get_attribute(
+                    "data-points") or 0))  # fmt: skip
+                wait_for("the charts to grow", lambda: int(driver.find_element(By.ID, "jb-cockpit").get_attribute(
+                    "data-points")) > first, timeout_s=10)  # fmt: skip
+                wait_for("the live figures", lambda: "J / output token" in body() and "running" in body())
+                if shots:
+                    driver.save_screenshot(str(Path(shots) / "energy-tab-running.png"))
+                done = final(run1)
+                assert done["phase"] == "final", done
+                wait_for("the page to say so", lambda: "STOPPED" in body().upper() and "final:" in body())
+                records = [r for f in sorted((runs / run1).glob("requests.worker*.jsonl")) for r in read_records(f)]
+                assert len(records) == 48 and len({r["request_id"] for r in records}) == 48
+                metrics = httpx2.get(f"{base}/metrics", timeout=5).text
+                assert re.search(r"^joulebench_loadgen_requests_sent_total 48\.0$", metrics, re.M)
+                want = expected_figures(monitor_url, records)
+                shown = re.search(r"J / output token\s+(\S+) ±", body()).group(1)
+                assert float(shown) == pytest.approx(want["j_per_output_token"], rel=0.01)
+                assert done["figures"]["j_per_token"] == pytest.approx(want["j_per_token"], rel=0.01)
+                if shots:
+                    driver.save_screenshot(str(Path(shots) / "energy-tab-final.png"))
+                driver.refresh()  # the stored result, not a new reading
+                energy_tab()
+                wait_for("the final figures after a reload", lambda: f"J / output token\n{shown}" in body()
+                         or re.search(rf"J / output token\s+{re.escape(shown)}", body()))  # fmt: skip
+
+                # Run 2 (12 s): RESET mid-run; the final figures are from the RESET on, energy and tokens alike.
+                open_form()
+                assert field("jbRate").get_attribute("value") in ("2", "2.0")  # kept across the reload
+                run2 = start()
+                wait_for("requests to finish", lambda: (live().get("figures") or {}).get("output_tokens", 0) > 40)
+                driver.find_element(By.XPATH, "//button[normalize-space()='Reset']").click()
+                done = final(run2)
+                reset_s = done["window"]["reset_s"]
+                assert reset_s is not None and done["window"]["base_s"] == reset_s
+                records = [r for f in sorted((runs / run2).glob("requests.worker*.jsonl")) for r in read_records(f)]
+                want = expected_figures(monitor_url, records, start_s=reset_s)
+                assert done["figures"]["output_tokens"] < sum(r["usage_output_tokens"] for r in records)
+                assert done["figures"]["j_per_output_token"] == pytest.approx(want["j_per_output_token"], rel=0.01)
+
+                # Run 3: a wrong value is refused at the form; a trace that cannot be read stops the run.
+                open_form()
+                field("jbDuration").clear()
+                field("jbDuration").send_keys("0")
+                driver.find_element(By.XPATH, "//form//button[@type='submit']").click()
+                wait_for("the form's refusal", lambda: "--jb-duration 0.0: give seconds > 0" in body())
+                field("jbDuration").clear()
+                field("jbDuration").send_keys("60")
+                trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,40,8\n1,forty,8\n")
+                run3 = start()
+                done = final(run3)
+                assert done["phase"] == "failed" and "line 3" in done["error"], done
+                banner = wait_for("the banner", lambda: driver.find_element(By.ID, "jb-banner").text)
+                assert banner.startswith("joulebench: the replay could not start:") and "line 3" in banner
+                assert "Traceback" not in banner and "\n" not in done["error"]
+                severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+                assert severe == [], severe
+            finally:
+                driver.quit()

@@ -11,7 +11,7 @@ import pytest
 from loadgen.cli import validate_locust
 from loadgen.client import normalize_target
 from loadgen.errors import LoadgenError
-from loadgen.options import MAX_REQUESTS, OPTIONS, build_schedule, check_options
+from loadgen.options import CHOICES, LOCUST_OPTIONS, MAX_REQUESTS, OPTIONS, build_schedule, check_options
 
 
 def options(tmp_path, **kw) -> argparse.Namespace:
@@ -113,3 +113,12 @@ def test_joulebench_locust_checks_the_replay_options_before_starting_locust():
     ]:
         with pytest.raises(LoadgenError, match=message):
             validate_locust(extra)
+
+
+def test_the_options_come_in_the_order_a_person_fills_them_and_locust_keeps_runs_in_directories():
+    assert list(OPTIONS)[:5] == ["jb_trace", "jb_process", "jb_rate", "jb_duration", "jb_first"]
+    assert "jb_records" not in LOCUST_OPTIONS and "jb_append" not in LOCUST_OPTIONS
+    assert LOCUST_OPTIONS["jb_runs_dir"][0] == "runs" and "jb_runs_dir" not in OPTIONS
+    assert "saturate" in CHOICES["jb_process"] and "azure-conv" in CHOICES["jb_trace"]
+    with pytest.raises(LoadgenError, match="--jb-runs-dir ' ': give a folder"):
+        validate_locust(["--jb-runs-dir", " "])

@@ -269,6 +269,7 @@ def test_the_monitor_measures_the_run(tmp_path, trace):
     assert e["energy_j"] > 0 and e["uncertainty_j"] >= 0
     assert e["average_power_w"] == pytest.approx(e["energy_j"] / (e["end_s"] - e["start_s"]))
     assert e["j_per_output_token"] == pytest.approx(e["energy_j"] / e["output_tokens"]) and e["output_tokens"] > 0
+    assert e["j_per_token"] == pytest.approx(e["energy_j"] / (e["input_tokens"] + e["output_tokens"]))
     assert "J/output token; host from estimate (ESTIMATED)" in run.stdout
 
 
@@ -324,12 +325,11 @@ def free_port() -> int:
 
 def test_distributed_workers_split_one_schedule(tmp_path, trace):
     plugin = LOCUSTFILE
-    records = tmp_path / "requests.jsonl"
     port = free_port()
     common = [sys.executable, "-m", "locust", "-f", str(plugin), "--headless"]
     with mock_server("--ttft-ms", "5", "--itl-ms", "1") as url:
         jb = ["--jb-trace", trace, "--jb-process", "constant", "--jb-rate", "30", "--jb-duration", "3",
-              "--jb-records", str(records)]  # fmt: skip
+              "--jb-runs-dir", str(tmp_path)]  # fmt: skip
         master = subprocess.Popen(
             [*common, "--master", "--master-bind-port", str(port), "--expect-workers", "2", "-u", "2", "-r", "2",
              "-t", "12s", "--host", url, *jb],
@@ -345,7 +345,7 @@ def test_distributed_workers_split_one_schedule(tmp_path, trace):
         for w in workers:
             w.wait(timeout=30)
     assert master.returncode == 0, out[-3000:]
-    files = sorted(tmp_path.glob("requests.worker*.jsonl"))
+    files = sorted(tmp_path.glob("*/requests.worker*.jsonl"))  # the run's own directory
     assert [f.name for f in files] == ["requests.worker0.jsonl", "requests.worker1.jsonl"]
     per_worker = [read_records(f) for f in files]
     assert all(len(rows) == 45 for rows in per_worker)
