@@ -70,7 +70,7 @@ def test_records_arrivals_only_when_asked():
         assert c.get("/mock/arrivals").json()["arrivals_s"] == []  # each call takes what came since the last
     with mock_server("--ttft-ms", "0", "--itl-ms", "0") as url, httpx2.Client(base_url=url) as c:
         c.post("/v1/completions", json={"prompt": "x", "max_tokens": 1})
-        assert c.get("/mock/arrivals").json() == {"recording": False, "arrivals_s": []}
+        assert c.get("/mock/arrivals").json() == {"recording": False, "arrivals_s": [], "served": []}
 
 
 def test_worker_processes_share_one_port_and_one_arrival_log():

