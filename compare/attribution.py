@@ -2,7 +2,7 @@
 
 The run's time is cut into slices (edges t₀ < … < t_K) with the energy each cost (the monitor's window
 energy). In each slice k the records give what the engine did: prefill tokens (a request's input spread
-over ``prefill_interval``: the ``n_in / rate`` seconds before its first token, never before it was sent,
+over ``loadgen.tokens.prefill_interval``: the ``n_in / rate`` seconds before its first token, never before it was sent,
 with the engine's prefill rate measured by the server itself or calibrated offline), decode tokens (at
 the times its chunks arrived), and engine steps (each running request gets at most one token a step, so
 the most decode tokens any request had in the slice). The model
@@ -36,53 +36,7 @@ from typing import Any
 
 import numpy as np
 
-
-def prefill_interval(record: Mapping[str, Any], prefill_tokens_per_s: float | None) -> tuple[float, float] | None:
-    """When the engine worked on the request's prompt: ``[max(sent, first − n_in / rate), first]``, or
-    ``[sent, first]`` without a rate; None for a request with no first token."""
-    sent, first = record.get("sent_s"), record.get("first_token_s")
-    n_in = record.get("usage_input_tokens") or record.get("input_tokens") or 0
-    if sent is None or first is None or not n_in:
-        return None
-    lo = sent if not prefill_tokens_per_s else max(sent, first - n_in / prefill_tokens_per_s)
-    return lo, max(first, lo + 1e-9)
-
-
-def _overlap(edges: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    return np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
-
-
-def _per_request(record: Mapping[str, Any], edges: np.ndarray, rate: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """A request's prefill and decode tokens in each slice."""
-    prefill = np.zeros(len(edges) - 1)
-    decode = np.zeros(len(edges) - 1)
-    interval = prefill_interval(record, rate)
-    if interval is not None:
-        lo, hi = interval
-        n_in = record.get("usage_input_tokens") or record.get("input_tokens") or 0
-        prefill += n_in * _overlap(edges, lo, hi) / (hi - lo)
-    chunks = record.get("chunks") or ()
-    if chunks:
-        times = np.array([t for t, _ in chunks], dtype=float)
-        counts = np.array([n for _, n in chunks], dtype=float)
-        k = np.searchsorted(edges, times, side="right") - 1
-        inside = (k >= 0) & (k < len(decode))
-        np.add.at(decode, k[inside], counts[inside])
-    return prefill, decode
-
-
-def tokens_in_window(
-    records: Sequence[Mapping[str, Any]], t0_s: float, t1_s: float, prefill_tokens_per_s: float | None = None
-) -> tuple[float, float]:
-    """Input and output tokens processed inside [t0, t1]: prefill spread over ``prefill_interval``, decode
-    at each chunk's arrival. The steady-state window's J/token divides its energy by these."""
-    edges = np.array([t0_s, t1_s])
-    n_in = n_out = 0.0
-    for r in records:
-        p, d = _per_request(r, edges, prefill_tokens_per_s)
-        n_in += float(p[0])
-        n_out += float(d[0])
-    return n_in, n_out
+from loadgen.tokens import overlap, prefill_interval, request_tokens
 
 
 @dataclass(frozen=True)
@@ -109,7 +63,7 @@ def slices(records: Sequence[Mapping[str, Any]], edges: Sequence[float], prefill
     e = np.asarray(edges, dtype=float)
     if len(e) < 2 or np.any(np.diff(e) <= 0):
         raise ValueError("edges must be increasing, at least two")
-    rows = [_per_request(r, e, prefill_tokens_per_s) for r in records]
+    rows = [request_tokens(r, e, prefill_tokens_per_s) for r in records]
     shape = (len(records), len(e) - 1)
     prefill = np.array([p for p, _ in rows]).reshape(shape)
     decode = np.array([d for _, d in rows]).reshape(shape)
@@ -121,11 +75,11 @@ def slices(records: Sequence[Mapping[str, Any]], edges: Sequence[float], prefill
         if interval is None or end is None:
             continue
         lo, hi = interval[0], max(float(end), interval[1])
-        service[i] = _overlap(e, lo, hi)
+        service[i] = overlap(e, lo, hi)
         spans.append((lo, hi))
     busy = np.zeros(len(e) - 1)
     for lo, hi in _union(spans):
-        busy += _overlap(e, lo, hi)
+        busy += overlap(e, lo, hi)
     return Slices(e, prefill, decode, service, busy)
 
 

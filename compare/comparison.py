@@ -5,7 +5,7 @@ Each is defined here, once, and the report and ``summary.json`` repeat the defin
 
 - **online J per output token / per token** of a replay: the energy of its steady-state window
   (``compare.windows``) ÷ the output (input + output) tokens processed inside it — prefill counted where
-  the engine did it (``attribution.prefill_interval``), decode at each chunk; *attributional* (all the
+  the engine did it (``loadgen.tokens.prefill_interval``), decode at each chunk; *attributional* (all the
   window's energy) and *dynamic* (less loaded-idle power × the window's length);
 - **the saturated reference**: offline J/token of the same workload's lengths at a full batch
   (``--max-num-seqs`` running, closed loop) in steady state (``server.offline.OfflineRunner.run_saturated``):
@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from compare.attribution import EnergyModel, Slices, attribute, tokens_in_window
+from compare.attribution import EnergyModel, Slices, attribute
 from compare.polls import prefill_rate, server_in_system, throttle_reasons, throttle_shares
 from compare.windows import Window, slices_in, steadiness, verdict
 from loadgen.summary import percentiles
+from loadgen.tokens import tokens_in_window
 from monitor.meter import measured_kind
 from server.binning import BatchEnergy, Bin, ceiling_bin, ceiling_inflation, count_bins, estimate
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from loadgen.reference import steady_span
+
 BLOCKS = 5
 IN_SYSTEM_CHANGE = 0.25
 POWER_CHANGE = 0.10
@@ -164,17 +166,15 @@ def choose_window(
 
 
 def saturated_window(records: Sequence[Mapping[str, Any]], edges: Sequence[float], concurrency: int) -> Window | None:
-    """The steady part of a closed-loop (saturate) replay: from when the start cohort (the first
-    ``concurrency`` sends) has all had its first token — the synchronised prefill burst of the start is
-    over, the batch is full and refilled as requests end — to the last send (after it the batch can no
-    longer be refilled); its edges on ``edges``. None when there is no such part."""
-    e = np.asarray(edges, dtype=float)
-    sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
-    if len(sent) <= concurrency:
+    """The steady part of a closed-loop (saturate) replay (``loadgen.reference.steady_span``: from when the
+    start cohort has all had its first token to the last send), its edges on ``edges``. None when there
+    is no such part."""
+    span = steady_span(records, concurrency)
+    if span is None:
         return None
-    cohort = sent[:concurrency]
-    first, last = sent[0]["sent_s"], sent[-1]["sent_s"]
-    opened = max(r.get("first_token_s") or end_of(r) for r in cohort)
+    e = np.asarray(edges, dtype=float)
+    opened, last = span
+    first = min(r["sent_s"] for r in records if r.get("sent_s") is not None)
     lo = int(np.searchsorted(e, opened, side="left"))
     hi = int(np.searchsorted(e, last, side="right")) - 1
     if lo >= len(e) or hi <= lo:

@@ -23,8 +23,16 @@ def target(expr: str, legend: str) -> dict[str, Any]:
     return {"expr": expr, "legendFormat": legend}
 
 
-def panel(title: str, unit: str, *targets: dict[str, Any], kind: str = "timeseries", desc: str = "") -> dict:
-    return {"title": title, "unit": unit, "targets": list(targets), "type": kind, "description": desc}
+def panel(
+    title: str, unit: str, *targets: dict[str, Any], kind: str = "timeseries", desc: str = "", no_value: str = ""
+) -> dict:
+    """``no_value``: what the panel says when its queries return nothing (Grafana's "No data" otherwise)."""
+    return {"title": title, "unit": unit, "targets": list(targets), "type": kind, "description": desc,
+            "no_value": no_value}  # fmt: skip
+
+
+#: The stack's saturated reference (the Locust exporter's gauges, loadgen/reference.py) and the premium over it.
+NO_REFERENCE = "no reference yet: start a saturate run"
 
 
 def quantiles(metric: str, selector: str, window: str = "1m") -> list[dict[str, Any]]:
@@ -56,10 +64,21 @@ ENERGY = [
           target(f"sum(increase(joulebench_gpu_energy_joules_total{GPU}[$__range]))", "energy"), kind="stat"),
     panel("J per output token", "joule",
           target("joulebench:joules_per_output_token:rate1m", "J / output token"),
-          desc="All measured energy over the last minute divided by vLLM's generated tokens (recording rule)."),
+          target("max(joulebench_reference_joules_per_output_token)", "saturated reference"),
+          desc="All measured energy over the last minute divided by vLLM's generated tokens (recording rule); "
+               "beneath it, the stack's saturated reference (a saturate run's steady part), once one is measured."),
     panel("J per token (prompt + output)", "joule",
           target("joulebench:joules_per_token:rate1m", "J / token"),
-          desc="All measured energy over the last minute divided by prompt plus generated tokens."),
+          target("max(joulebench_reference_joules_per_token)", "saturated reference"),
+          desc="All measured energy over the last minute divided by prompt plus generated tokens; beneath it, "
+               "the stack's saturated reference."),
+    panel("Premium over the saturated reference", "suffix:×",
+          target("joulebench:premium_per_token:rate1m", "per token"),
+          target("joulebench:premium_per_output_token:rate1m", "per output token"),
+          desc="Live J/token ÷ the stack's saturated reference: how much more serving this traffic costs per token "
+               "than the same server saturated (a saturate run from the Locust form or `joulebench replay "
+               "--process saturate --keep-reference`). Compare like with like: the reference's trace is its label.",
+          no_value=NO_REFERENCE),
     panel("Tokens per joule", "suffix: tok/J", target("joulebench:tokens_per_joule:rate1m", "tokens / J")),
     panel("Idle share", "percentunit", target("joulebench:idle_share:rate1m", "idle share"),
           desc="Idle power over average power: the part of each joule that no token caused."),
@@ -143,7 +162,8 @@ def dashboard(uid: str, title: str, description: str, panels: list[dict], variab
             "id": i + 1, "type": p["type"], "title": p["title"], "description": p["description"],
             "datasource": DATASOURCE,
             "gridPos": {"h": 8, "w": width, "x": (i % 2) * 12, "y": (i // 2) * 8},
-            "fieldConfig": {"defaults": {"unit": p["unit"]}, "overrides": []},
+            "fieldConfig": {"defaults": {"unit": p["unit"], **({"noValue": p["no_value"]} if p["no_value"] else {})},
+                            "overrides": []},
             "options": OPTIONS[p["type"]],
             "targets": [{"refId": chr(65 + k), "datasource": DATASOURCE, **t} for k, t in enumerate(p["targets"])],
         })  # fmt: skip

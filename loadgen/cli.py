@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from joulebench.commands import Command, command_main
 from joulebench.serving import AppServer
-from loadgen.arrivals import Schedule
+from loadgen.arrivals import CLOSED_LOOP, Schedule
 from loadgen.client import normalize_target, served_model
 from loadgen.errors import LoadgenError
 from loadgen.faults import FAULTS, check_fault
@@ -286,6 +286,8 @@ def run_replay(args: argparse.Namespace) -> int:
         summary["energy"] = run_energy(
             replay.meter, summary["schedule_start_s"], records, summary["input_tokens"], summary["output_tokens"]
         )
+        if options.jb_process == CLOSED_LOOP:
+            summary["reference"] = _reference(replay.meter, records, options, run_id)
     _print_summary(summary, schedule.label, options.jb_records, _overlong_line(replay.trace))
     if args.summary:
         try:
@@ -295,6 +297,17 @@ def run_replay(args: argparse.Namespace) -> int:
     if stopped:
         return 128 + stopped[0]
     return 0 if summary["ok"] == summary["requests"] else 1
+
+
+def _reference(meter: MonitorClient, records: list[dict[str, Any]], options: Any, run_id: str) -> dict[str, Any]:
+    """A saturate run's reference (``loadgen.reference``), kept as the stack's with ``--keep-reference``."""
+    from loadgen import reference
+
+    ref = reference.measure(records, meter, options.jb_concurrency, reference.workload_of(records, options), run_id)
+    if options.jb_keep_reference:
+        kept = reference.save(Path(options.jb_keep_reference), ref)
+        ref["kept_in"] = str(kept) if kept else None
+    return ref
 
 
 def _overlong_line(trace: Trace) -> str:
@@ -355,6 +368,14 @@ def _print_summary(s: dict, label: str, records: str, overlong: str) -> None:
             print(f"energy: {e['energy_j']:.1f} ± {e['uncertainty_j']:.1f} J, {e['average_power_w']:.1f} W average, "
                   f"{per_token} J/token, {per} J/output token; {e['kind']} from {', '.join(e['sources'])}"
                   f"{estimated}")  # fmt: skip
+    if (r := s.get("reference")) is not None:
+        if not r["valid"]:
+            print(f"saturated reference: not valid ({'; '.join(r['reasons'])})")
+        else:
+            kept = f"; kept in {r['kept_in']}" if r.get("kept_in") else ""
+            print(f"saturated reference: {r['j_per_token']:.4g} ± {r['uncertainty_j_per_token']:.2g} J/token, "
+                  f"{r['j_per_output_token']:.4g} ± {r['uncertainty_j_per_output_token']:.2g} J/output token over "
+                  f"its steady part ({r['duration_s']:.1f} s, {r['completed']} requests ended){kept}")  # fmt: skip
 
 
 def loopback_by_default(extra: list[str]) -> list[str]:

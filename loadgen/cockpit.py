@@ -27,12 +27,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import gevent
 from locust.runners import MasterRunner
 
-from loadgen import rundir
+from loadgen import reference, rundir
+from loadgen.arrivals import CLOSED_LOOP
 from loadgen.errors import LoadgenError
 from loadgen.ledger import (
     ESTIMATE_NOTE,
@@ -417,6 +419,8 @@ class Cockpit:
         )
         records, files = rundir.run_records(run.folder, run.run_id) if run.folder.is_dir() else ([], [])
         summary: dict[str, Any] = summarize(records) if records else {"requests": 0}
+        if run.config["options"].get("jb_process") == CLOSED_LOOP and run.meter is not None and records:
+            summary["reference"] = self._reference(run, records)
         summary.update(
             run_id=run.run_id, target=self.environment.host, schedule=run.schedule, window=window, energy=energy,
             records=files, error=run.error, run_dir=str(run.folder),
@@ -436,12 +440,28 @@ class Cockpit:
         run.result = {"energy": energy, "window": window, "summary": summary}
         log.info("run %s: %s; run directory %s", run.run_id, stopped_by, run.folder)
 
+    def _reference(self, run: Run, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """A saturate run's reference (``loadgen.reference``); a valid one becomes the stack's, kept in the
+        runs folder and published on ``/metrics``."""
+        opts = SimpleNamespace(**run.config["options"])  # the run's own, whatever a later form says
+        ref = reference.measure(records, run.meter, opts.jb_concurrency, reference.workload_of(records, opts),
+                                run.run_id)  # fmt: skip
+        try:
+            if reference.save(Path(opts.jb_runs_dir), ref) is not None:
+                self.environment.jb_reference = ref
+        except LoadgenError as err:
+            run.error = run.error or str(err)
+        how = "the stack's reference now" if ref["valid"] else "not valid: " + "; ".join(ref["reasons"])
+        log.info("run %s: saturated reference %s J/token (%s)", run.run_id, ref.get("j_per_token"), how)
+        return ref
+
     def live(self, series: bool = True) -> dict[str, Any]:
         """Everything the Energy tab shows, as JSON (``series``: with the charts' data)."""
         run = self.run
         if run is None:
             return {"phase": "idle"}
         figures = self.live_figures(run)
+        ref = getattr(self.environment, "jb_reference", None)
         estimated = "estimate" in (run.sources or (figures or {}).get("sources") or [])
         return {
             "run_id": run.run_id, "phase": run.phase, "error": run.error, "monitor_error": run.monitor_error,
@@ -453,5 +473,9 @@ class Cockpit:
             "window": {"start_s": run.first_s, "base_s": run.base_s, "reset_s": run.reset_s, "end_s": run.end_s,
                        "until_s": run.until_s},
             "schedule": run.schedule, "expected": run.expected,
+            "reference": ref, "premium": reference.premiums(figures, ref),
+            "measures_reference": run.config["options"].get("jb_process") == CLOSED_LOOP,
+            "options": {k: run.config["options"].get(k) for k in ("jb_trace", "jb_process", "jb_rate")},
+            "run_reference": (run.result or {}).get("summary", {}).get("reference"),
             "series": run.timeline.series() if series and run.timeline is not None else {"t_s": []},
         }  # fmt: skip

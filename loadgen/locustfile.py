@@ -45,7 +45,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from loadgen import webui
+from loadgen import reference, webui
 from loadgen.arrivals import CLOSED_LOOP
 from loadgen.client import (
     ClientConfig,
@@ -58,7 +58,7 @@ from loadgen.client import (
 )
 from loadgen.cockpit import SETTLE_S, Cockpit, Outbox
 from loadgen.errors import LoadgenError
-from loadgen.metrics import ReplayCollector, ReplayMetrics, merge
+from loadgen.metrics import ReferenceCollector, ReplayCollector, ReplayMetrics, merge
 from loadgen.options import add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, RequestRecord
 from loadgen.rundir import records_name
@@ -76,6 +76,7 @@ def _extend_web_ui(environment: Any) -> None:
     webui.extend(environment, environment.jb_cockpit)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ReplayCollector(lambda: metrics_snapshot(environment)))
+    registry.register(ReferenceCollector(lambda: getattr(environment, "jb_reference", None)))
 
     @environment.web_ui.app.route("/metrics")
     def metrics() -> Any:
@@ -102,6 +103,8 @@ def _on_init(environment: Any, **_: Any) -> None:
     runner = environment.runner
     if not isinstance(runner, WorkerRunner):
         environment.jb_cockpit = Cockpit(environment)
+        runs_dir = getattr(environment.parsed_options, "jb_runs_dir", None)
+        environment.jb_reference = reference.load(Path(runs_dir)) if runs_dir else None  # kept across runs
         _ENVIRONMENTS.append(environment)
         _one_dispatcher_each(environment)
     if getattr(environment, "web_ui", None) is not None:

@@ -135,3 +135,34 @@ class ReplayCollector(Collector):
         yield _histogram(
             f"{p}_ttft_seconds", "Time to first token, measured by the client from the send.", TTFT_BUCKETS_S, s["ttft"]
         )
+
+
+class ReferenceCollector(Collector):
+    """``joulebench_reference_*``: the stack's reference (``loadgen.reference``), as gauges; none before the
+    first valid saturate run. The recording rules divide the live J/token by them: the live premium."""
+
+    def __init__(self, reference: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._reference = reference
+
+    def collect(self) -> Iterator[Metric]:
+        ref = self._reference()
+        if not ref:
+            return
+        w = ref.get("workload") or {}
+        labels = ["run_id", "trace", "concurrency"]
+        values = [str(ref.get("run_id") or ""), str(w.get("trace") or ""), str(ref.get("concurrency") or "")]
+        p = "joulebench_reference"
+        for name, key, what in (
+            ("joules_per_token", "j_per_token", "J/token of the stack's saturated reference (a saturate run's "
+             "steady part: all energy of the measured devices ÷ input + output tokens)"),
+            ("joules_per_token_uncertainty", "uncertainty_j_per_token", "Its standard uncertainty (monitor, "
+             "prompt tokens at the edges)"),
+            ("joules_per_output_token", "j_per_output_token", "J/output token of the stack's saturated reference"),
+            ("joules_per_output_token_uncertainty", "uncertainty_j_per_output_token", "Its standard uncertainty"),
+            ("measured_timestamp_seconds", "measured_at_s", "When the reference was measured (Unix seconds)"),
+            ("requests", "completed", "Requests that ended in the reference's steady part"),
+        ):  # fmt: skip
+            if ref.get(key) is not None:
+                g = GaugeMetricFamily(f"{p}_{name}", what + ".", labels=labels)
+                g.add_metric(values, float(ref[key]))
+                yield g

@@ -71,13 +71,18 @@ OPTIONS: dict[str, tuple[Any, str]] = {
     "jb_trace_dir": ("", "folder holding the Azure trace files (else the cache, else downloaded)"),
     "jb_vocab": (2000, "token ids of prompts are drawn from [2, vocab)"),
     "jb_timeout": (300.0, "seconds without a byte before a request times out"),
+    "jb_keep_reference": (
+        "",
+        "with --process saturate and --monitor: keep a valid saturated reference as the stack's in this folder "
+        "(the Locust master's --jb-runs-dir), where /metrics publishes it for the live premium",
+    ),
     "jb_records": ("requests.jsonl", "append every request's record to this file"),
     "jb_append": (False, "add to a --records file that already holds records (each record carries its run_id)"),
 }
 
 #: Locust keeps every run in a run directory of its own, so its records need no file option.
 LOCUST_OPTIONS: dict[str, tuple[Any, str]] = {
-    **{k: v for k, v in OPTIONS.items() if k not in ("jb_records", "jb_append")},
+    **{k: v for k, v in OPTIONS.items() if k not in ("jb_records", "jb_append", "jb_keep_reference")},
     "jb_runs_dir": (
         "runs",
         "every run writes RUNS_DIR/RUN_ID/: its records (requests.jsonl, one per worker), summary.json with its "
@@ -162,6 +167,9 @@ def check_options(options: Any, locust: bool = False) -> None:
             raise LoadgenError(f"{flag('jb_columns')} is for a CSV/JSONL path; {get('jb_trace')} has its own columns")
     if get("jb_monitor"):
         normalize_target(get("jb_monitor"), flag("jb_monitor"))
+    if get("jb_keep_reference") and (get("jb_process") != CLOSED_LOOP or not get("jb_monitor")):
+        raise LoadgenError(f"{flag('jb_keep_reference')} keeps a saturated reference: give {flag('jb_process')} "
+                           f"{CLOSED_LOOP} and {flag('jb_monitor')} URL")  # fmt: skip
 
 
 def build_schedule(options: Any) -> tuple[Trace, Schedule]:

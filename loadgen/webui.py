@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loadgen.errors import LoadgenError
-from loadgen.ledger import figure_rows, fmt_fixed
+from loadgen.ledger import figure_rows, fmt_fixed, with_uncertainty
 from loadgen.options import CHOICES, LOCUST_OPTIONS, check_options
 from loadgen.rundir import energy_csv
 
@@ -159,10 +159,55 @@ def table_rows(live: dict[str, Any]) -> list[dict[str, str]]:
         else:
             rows.append(("Energy", "–", live.get("final_error") or "after the first poll of the window"))
             rows.append(("Loaded-idle power", fmt_fixed(live.get("idle_power_w"), "W"), live.get("idle_note", "")))
+        rows += reference_rows(live)
         sources = ", ".join((figures or {}).get("sources") or [])
         rows.append(("Source", f"{live.get('kind') or (figures or {}).get('kind') or '–'} ({sources or '–'})",
                      live.get("note") or "measured"))  # fmt: skip
     return [dict(zip(("figure", "value", "note"), r, strict=True)) for r in rows]
+
+
+def _reference_line(ref: dict[str, Any]) -> str:
+    w = ref.get("workload") or {}
+    return (f"saturate run {ref.get('run_id') or '–'} at {_clock(ref.get('measured_at_s'))}, "
+            f"{ref.get('concurrency')} in flight, {w.get('trace') or '–'} ({w.get('requests')} requests)")  # fmt: skip
+
+
+def reference_rows(live: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The stack's reference and this run's premium over it (``loadgen.reference``)."""
+    run_ref = live.get("run_reference")
+    if live.get("measures_reference"):
+        if run_ref is None:
+            return [("Reference", "measured when the run ends", "this saturate run measures the stack's reference")]
+        if not run_ref.get("valid"):
+            return [("Reference", "not valid: " + "; ".join(run_ref.get("reasons") or []), "the stored one is kept")]
+        return [
+            ("Reference J / token", with_uncertainty(run_ref.get("j_per_token"),
+                                                     run_ref.get("uncertainty_j_per_token")),
+             "its steady part: the start cohort's last first token → the last send; now the stack's reference"),
+            ("Reference J / output token", with_uncertainty(run_ref.get("j_per_output_token"),
+                                                            run_ref.get("uncertainty_j_per_output_token")),
+             _reference_line(run_ref)),
+        ]  # fmt: skip
+    ref, premium = live.get("reference"), live.get("premium")
+    if not ref:
+        return [("Premium", "no reference yet", "start a saturate run (process: saturate) to measure the stack's")]
+    rows = [("Reference J / token", with_uncertainty(ref.get("j_per_token"), ref.get("uncertainty_j_per_token")),
+             _reference_line(ref))]  # fmt: skip
+    if premium:
+        rows += [
+            ("Premium per token", with_uncertainty(premium.get("j_per_token"), premium.get("uncertainty_j_per_token")),
+             "this run's J / token ÷ the reference's: online against the same stack saturated"),
+            ("Premium per output token", with_uncertainty(premium.get("j_per_output_token"),
+                                                          premium.get("uncertainty_j_per_output_token")),
+             "J / output token ÷ the reference's" + _same_workload(live, ref)),
+        ]  # fmt: skip
+    return rows
+
+
+def _same_workload(live: dict[str, Any], ref: dict[str, Any]) -> str:
+    trace = ((live.get("options") or {}).get("jb_trace")) or ""
+    theirs = (ref.get("workload") or {}).get("trace") or ""
+    return "" if not trace or trace == theirs else f" (the reference replayed {theirs}, this run {trace}: other mixes)"
 
 
 def report_section(live: dict[str, Any]) -> str:

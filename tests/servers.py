@@ -134,3 +134,21 @@ class CompareRun:
         left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
                 if any(str(self.run_dir) in c for c in p.info["cmdline"] or [])]  # fmt: skip
         assert not left, left
+
+
+@contextlib.contextmanager
+def monitor(*args: str) -> Iterator[tuple[str, float]]:
+    """A real monitor with the estimate source: its URL and when it started."""
+    started = time.time()
+    with subprocess.Popen(
+        [sys.executable, "-m", "monitor", "--port", "0", "--source", "estimate", "--quiet", *args],
+        stdout=subprocess.PIPE, text=True,
+    ) as proc:  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            m = re.search(r"listening on (\S+)", proc.stdout.readline() + proc.stdout.readline())
+            assert m, "the monitor did not start"
+            yield m.group(1), started
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx2
 from paths import ROOT
 
-from compare.attribution import tokens_in_window
+from loadgen.tokens import tokens_in_window
 from monitor.meter import MonitorClient
 
 RULE_WINDOW_S = 60.0  # the [1m] of joulebench:joules_per_token:rate1m
@@ -61,13 +61,22 @@ def panel_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-def check_every_panel(prom: str, at_s: float) -> int:
-    """Every panel's query at ``at_s``: no PromQL error, and data; then the variables' label values.
-    Returns the number of queries checked."""
+def needs_reference(expr: str) -> bool:
+    """A query of the stack's saturated reference or the premium over it: empty until one is measured."""
+    return "reference" in expr or "premium" in expr
+
+
+def check_every_panel(prom: str, at_s: float, reference: bool) -> int:
+    """Every panel's query at ``at_s``: no PromQL error, and data — or, for the reference's and the
+    premium's queries before a saturate run (``reference`` False), none, so the panel says "no reference
+    yet"; then the variables' label values. Returns the number of queries checked."""
     queries = panel_queries()
     for dashboard, panel, expr in queries:
         q = expr.replace("$gpu", ".*").replace("$model", ".*").replace("$__range", "60s")
         values = [float(s["value"][1]) for s in instant(prom, q, at_s)]
+        if needs_reference(expr) and not reference:
+            assert values == [], f"{dashboard} / {panel}: data before any reference for {q}: {values}"
+            continue
         assert any(math.isfinite(v) for v in values), f"{dashboard} / {panel}: no data for {q}"
     for label, metric, want in (("gpu", "joulebench_gpu_power_watts", ["0"]),
                                 ("model_name", "vllm:num_requests_running", ["tiny"])):  # fmt: skip

@@ -13,6 +13,7 @@ plugin, the wheelhouse (wheels/) and the traces (traces/)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -26,7 +27,15 @@ import httpx2
 import pytest
 from docker_engine import DockerEngine, base_image
 from paths import ROOT
-from stack_checks import RULE_WINDOW_S, SCRAPE_S, check_every_panel, loadgen_counts, rule_against_report, wait_http
+from stack_checks import (
+    RULE_WINDOW_S,
+    SCRAPE_S,
+    check_every_panel,
+    instant,
+    loadgen_counts,
+    rule_against_report,
+    wait_http,
+)
 
 from loadgen.records import read_records
 
@@ -47,6 +56,9 @@ FORM = {
     "jb_process": "poisson", "jb_rate": RATE, "jb_duration": SECONDS, "jb_max_model_len": 256,
     "jb_monitor": "http://monitor:9400", "jb_runs_dir": "/data",
 }  # fmt: skip
+#: Before it, the stack's reference: a saturate run from the same form, the trace's first 64 requests kept
+#: 8 in flight (closed loop), each sent as one ends.
+SATURATE = {**FORM, "jb_process": "saturate", "jb_concurrency": 8, "jb_first": 64}
 
 
 def missing_tools() -> list[str]:
@@ -129,6 +141,15 @@ def engine(tmp_path: Path) -> Iterator[DockerEngine]:
         shutil.rmtree(root)
 
 
+def final_figures(ui: str, deadline: float, stack: Stack) -> dict:
+    """The run's Energy tab once it has stopped by itself with its figures (and reference) stored."""
+    while (live := httpx2.get(f"{ui}/joulebench/live", timeout=10).json())["phase"] != "final":
+        assert time.monotonic() < deadline, f"the run never stored its final figures\n{stack.tail()}"
+        stack.alive()
+        time.sleep(1.0)
+    return live
+
+
 @contextlib.contextmanager
 def timed(timings: dict[str, float], step: str) -> Iterator[None]:
     t0 = time.monotonic()
@@ -157,6 +178,15 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
                 assert time.monotonic() < deadline, f"Locust's workers did not connect\n{stack.tail()}"
                 time.sleep(1.0)
 
+        with timed(timings, "saturate run (the stack's reference)"):
+            r = httpx2.post(f"{ui}/swarm", data=SATURATE, timeout=30)
+            assert r.status_code == 200 and r.json()["success"], r.text
+            saturated = final_figures(ui, time.monotonic() + 900, stack)
+            ref = saturated["run_reference"]
+            assert ref and ref["valid"], ref
+            assert ref["concurrency"] == 8 and ref["workload"]["requests"] == 64
+            before = loadgen_counts(ui).get("finished_total", 0)
+
         with timed(timings, "replay (Locust's web API, to the last response)"):
             r = httpx2.post(f"{ui}/swarm", data=FORM, timeout=30)
             assert r.status_code == 200 and r.json()["success"], r.text
@@ -170,18 +200,19 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
                 assert time.monotonic() < deadline, f"the replay did not finish: {c}\n{stack.tail()}"
                 stack.alive()
                 time.sleep(2.0)
-            while httpx2.get(f"{ui}/joulebench/live", timeout=10).json()["phase"] != "final":  # stored, stopped
-                assert time.monotonic() < deadline, f"the run never stored its final figures\n{stack.tail()}"
-                time.sleep(1.0)
+            replayed = final_figures(ui, deadline, stack)
 
         with timed(timings, "checks"):
             runs = tmp_path / "runs"
             stack.compose("cp", "locust-master:/data/.", str(runs))
-            files = sorted(runs.glob("*/requests.worker*.jsonl"))  # the run's directory: RUN_ID/
+            files = sorted((runs / replayed["run_id"]).glob("requests.worker*.jsonl"))  # the run's directory
             records = [r for f in files for r in read_records(f)]
             assert [f.name for f in files] == ["requests.worker0.jsonl", "requests.worker1.jsonl"]
-            assert len({f.parent for f in files}) == 1 and (files[0].parent / "summary.json").exists()
-            assert len(records) == c["finished_total"] > RATE * SECONDS / 2
+            assert (runs / replayed["run_id"] / "summary.json").exists()
+            assert len(records) == c["finished_total"] - before > RATE * SECONDS / 2
+            stored = json.loads((runs / "reference.json").read_text())  # the stack's reference, in the runs volume
+            assert stored["run_id"] == saturated["run_id"]
+            assert stored["j_per_token"] == pytest.approx(ref["j_per_token"])
             assert {r["status"] for r in records} == {"ok"}, {r["status"] for r in records}
             assert list(runs.glob("runs/serve-*/vllm.log")), "vLLM's log is not in the runs volume"
 
@@ -191,9 +222,18 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
             at = min(r["scheduled_s"] for r in records) + RULE_WINDOW_S + 8.0  # a full minute of traffic behind
             while time.time() < at + 3 * SCRAPE_S:
                 time.sleep(0.5)
-            queries = check_every_panel(prom, at)
+            queries = check_every_panel(prom, at, reference=True)
             rule = rule_against_report(prom, monitor, records, at)
             assert rule.low_j <= rule.rule_j <= rule.high_j, str(rule)
+            # The premium panel's query: the rule's J/token over the published reference, evaluated with it;
+            # against the report's ratio (records + monitor ÷ the saturate run's reference) within the band.
+            (premium,) = instant(prom, "joulebench:premium_per_token:rate1m", rule.t1)
+            p, ref_j = float(premium["value"][1]), stored["j_per_token"]
+            assert p == pytest.approx(rule.rule_j / ref_j, rel=1e-9)
+            assert rule.low_j / ref_j <= p <= rule.high_j / ref_j, (p, rule.report_j / ref_j, str(rule))
+            premium_line = (
+                f"premium per token {p:.3f} (report {rule.report_j / ref_j:.3f}; reference {ref_j:.5f} J/token)"
+            )
     finally:
         stack.tail()
         with timed(timings, "down (compose down, then down -v)"):
@@ -211,5 +251,6 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
         tokens = sum(r["usage_output_tokens"] or 0 for r in records)
         print(f"\ncompose test: {len(records)} requests ({tokens} output tokens), {queries} panel queries with data;")
         print(f"  {rule}")
+        print(f"  {premium_line}")
         for step, seconds in timings.items():
             print(f"  {step}: {seconds:.0f} s")

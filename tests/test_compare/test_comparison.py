@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from synthetic import simulate, write_run
 
-from compare.attribution import tokens_in_window
 from compare.comparison import binning_gap, online_result, premiums
 from compare.windows import choose_window
+from loadgen.tokens import tokens_in_window
 from monitor.meter import MeterReading, settled, stable_power
 from server.binning import BatchEnergy
 
@@ -25,14 +25,6 @@ def record(i: int, scheduled: float, sent: float, first: float, n_in: int, chunk
         "status": status, "ttft_s": first - sent, "tpot_s": 0.1, "e2e_s": (chunks[-1] if chunks else first) - sent,
         "ttft_from_schedule_s": first - scheduled, "schedule_lag_s": sent - scheduled,
     }  # fmt: skip
-
-
-def test_tokens_in_a_window_count_only_what_was_processed_inside():
-    r = record(0, 0.0, 0.0, 1.0, 100, [1.5, 2.5])
-    assert tokens_in_window([r], 0.5, 2.0) == pytest.approx((50.0, 1.0))
-    assert tokens_in_window([r], 0.0, 3.0) == pytest.approx((100.0, 2.0))
-    assert tokens_in_window([r], 3.0, 4.0) == (0.0, 0.0)
-    assert tokens_in_window([r], 0.5, 2.0, prefill_tokens_per_s=200.0) == pytest.approx((100.0, 1.0))  # in [0.5, 1]
 
 
 def served(rate: float = 4.0, n: int = 300, seed: int = 0):

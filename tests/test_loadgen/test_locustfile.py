@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from servers import mock_server
+from servers import mock_server, monitor
 
 from joulebench.processes import free_port
 from loadgen.records import read_records
@@ -38,24 +38,6 @@ IDLE_HISTORY_S = 11.0
 def write_trace(path: Path, n: int, gap_s: float) -> Path:
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i * gap_s},40,8\n" for i in range(n)))
     return path
-
-
-@contextlib.contextmanager
-def monitor(*args: str) -> Iterator[tuple[str, float]]:
-    """A real monitor with the estimate source: its URL and when it started."""
-    started = time.time()
-    with subprocess.Popen(
-        [sys.executable, "-m", "monitor", "--port", "0", "--source", "estimate", "--quiet", *args],
-        stdout=subprocess.PIPE, text=True,
-    ) as proc:  # fmt: skip
-        try:
-            assert proc.stdout is not None
-            m = re.search(r"listening on (\S+)", proc.stdout.readline() + proc.stdout.readline())
-            assert m, "the monitor did not start"
-            yield m.group(1), started
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 @contextlib.contextmanager
@@ -166,6 +148,81 @@ def test_headless_a_run_longer_than_the_monitors_retention_ends_by_itself_with_t
     assert energy["idle_power_w"] is None and "no idle baseline" in energy["idle_how"]
     assert summary["requests"] == 40 and summary["window"]["stopped_by"] == "drained"
     assert len(read_records(folder / "requests.jsonl")) == 40  # 3 users asked for, one dispatcher ran
+
+
+def energy_tab(base: str) -> dict[str, str]:
+    """The Energy tab's table as Locust's page gets it: figure → value."""
+    (tab,) = httpx2.get(f"{base}/stats/requests", timeout=10).json()["extended_stats"]
+    return {r["figure"]: r["value"] for r in tab["data"]}
+
+
+def gauge(metrics_text: str, name: str) -> float | None:
+    m = re.search(rf"^{name}{{[^}}]*}} (\S+)$", metrics_text, re.MULTILINE)
+    return None if m is None else float(m.group(1))
+
+
+def test_a_saturate_run_becomes_the_stacks_reference_kept_across_restarts_and_the_next_run_shows_its_premium(
+    tmp_path,
+):
+    """A saturate run started from the web UI's form (closed loop, 4 in flight) measures the reference: kept
+    in the runs folder and published on /metrics; a Locust started later on the same folder publishes it
+    again, and a trace run there shows its premium over it in the Energy tab; `joulebench replay
+    --process saturate --keep-reference` measures one the same way."""
+    trace = write_trace(tmp_path / "trace.csv", 80, 0.05)
+    runs = tmp_path / "runs"
+    with monitor() as (monitor_url, started), mock_server("--ttft-ms", "5", "--itl-ms", "3") as url:
+        args = ("--host", url, "--jb-trace", str(trace), "--jb-monitor", monitor_url, "--jb-runs-dir", str(runs))
+        port = free_port()
+        with locust("--web-port", str(port), *args, log=tmp_path / "locust-1.log"):
+            base = f"http://127.0.0.1:{port}"
+            wait_for("the web UI", lambda: httpx2.get(base, timeout=2).text)
+            assert gauge(httpx2.get(f"{base}/metrics").text, "joulebench_reference_joules_per_token") is None
+            time.sleep(max(0.0, started + IDLE_HISTORY_S - time.time()))
+            form = {"user_count": 1, "spawn_rate": 1, "host": url, "jb_process": "saturate", "jb_concurrency": 4}
+            assert httpx2.post(f"{base}/swarm", data=form, timeout=10).json()["success"]
+            live = wait_for("the reference", lambda: (d := httpx2.get(f"{base}/joulebench/live").json())
+                            ["phase"] == "final" and d, timeout_s=60)  # fmt: skip
+            ref = live["run_reference"]
+            assert ref["valid"], ref["reasons"]
+            assert ref["concurrency"] == 4 and ref["workload"]["requests"] == 80 and ref["completed"] >= 20
+            assert json.loads((runs / "reference.json").read_text())["run_id"] == live["run_id"]
+            text = httpx2.get(f"{base}/metrics").text
+            assert gauge(text, "joulebench_reference_joules_per_token") == pytest.approx(ref["j_per_token"])
+            assert "Reference J / token" in energy_tab(base)  # the Energy tab's table
+
+        port = free_port()  # a new process on the same runs folder: the reference is still the stack's
+        with locust("--web-port", str(port), *args, log=tmp_path / "locust-2.log"):
+            base = f"http://127.0.0.1:{port}"
+            wait_for("the web UI", lambda: httpx2.get(base, timeout=2).text)
+            text = httpx2.get(f"{base}/metrics").text
+            assert gauge(text, "joulebench_reference_joules_per_token") == pytest.approx(ref["j_per_token"])
+            form = {"user_count": 1, "spawn_rate": 1, "host": url, "jb_process": "trace", "jb_rate": 2}
+            assert httpx2.post(f"{base}/swarm", data=form, timeout=10).json()["success"]
+            live = wait_for("the run's end", lambda: (d := httpx2.get(f"{base}/joulebench/live").json())
+                            ["phase"] == "final" and d, timeout_s=60)  # fmt: skip
+            figures, premium = live["figures"], live["premium"]
+            assert live["reference"]["run_id"] == ref["run_id"] and premium["reference_run_id"] == ref["run_id"]
+            assert premium["j_per_token"] == pytest.approx(figures["j_per_token"] / ref["j_per_token"])
+            want = figures["j_per_output_token"] / ref["j_per_output_token"]
+            assert premium["j_per_output_token"] == pytest.approx(want)
+            assert energy_tab(base)["Premium per token"].startswith(f"{premium['j_per_token']:#.4g}"[:4])
+            page = httpx2.get(f"{base}/stats/report", timeout=10).text
+            assert "Premium per token" in page and "Reference J / token" in page
+
+        kept = tmp_path / "kept"
+        run = subprocess.run(
+            [sys.executable, "-m", "joulebench", "replay", "--target", url, "--trace", str(trace), "--process",
+             "saturate", "--concurrency", "4", "--monitor", monitor_url, "--keep-reference", str(kept),
+             "--records", str(tmp_path / "requests.jsonl"), "--summary", str(tmp_path / "summary.json")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr[-3000:]
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary["reference"]["valid"] and summary["reference"]["kept_in"] == str(kept / "reference.json")
+        assert "saturated reference:" in run.stdout and "J/token" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "joulebench", "replay", "--target", "http://127.0.0.1:9",
+                          "--keep-reference", str(kept)], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "--keep-reference keeps a saturated reference" in bad.stderr
 
 
 @pytest.mark.skipif(

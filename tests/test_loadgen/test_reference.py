@@ -1,0 +1,118 @@
+"""The stack's saturated reference: its steady part, its figures and validity, kept across runs, published."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadgen import reference
+from loadgen.metrics import ReferenceCollector
+from monitor.meter import MeterReading
+
+
+class ConstantPower:
+    """A monitor answering every window at ``power_w`` (± 1 J), read against the records' own clock."""
+
+    url = "http://monitor.test"
+
+    def __init__(self, power_w: float = 200.0, uncovered: dict | None = None) -> None:
+        self.power_w, self.uncovered = power_w, uncovered or {}
+
+    def energy(self, t0: float, t1: float) -> MeterReading:
+        e = self.power_w * (t1 - t0)
+        return MeterReading(t0, t1, e, 1.0, "gpu", ["nvml"], t1 - t0 < 0.2, uncovered_s=self.uncovered)
+
+
+def closed_loop(n: int = 60, slots: int = 4, service_s: float = 1.0, ttft_s: float = 0.2, n_in: int = 100,
+                n_out: int = 10) -> list[dict]:  # fmt: skip
+    """Records of a closed loop: ``slots`` in flight, each request sent when one ends."""
+    free, out = [0.0] * slots, []
+    for i in range(n):
+        k = min(range(slots), key=free.__getitem__)
+        sent = free[k]
+        first, last = sent + ttft_s, sent + service_s
+        step = (last - first) / (n_out - 1)
+        out.append({"request_id": str(i), "status": "ok", "sent_s": sent, "first_token_s": first, "last_token_s": last,
+                    "usage_input_tokens": n_in, "usage_output_tokens": n_out,
+                    "chunks": [(first + j * step, 1) for j in range(n_out)]})  # fmt: skip
+        free[k] = last
+    return out
+
+
+def test_the_steady_part_opens_when_the_start_cohort_has_its_first_tokens_and_ends_at_the_last_send():
+    records = closed_loop(n=20, slots=4)
+    assert reference.steady_span(records, 4) == pytest.approx((0.2, 4.0))  # 20 requests, 4 slots: 5 rounds
+    assert reference.steady_span(records[:4], 4) is None  # only the cohort: nothing refills the batch
+    assert reference.steady_span(records, 0) is None
+
+
+def test_the_reference_is_energy_over_the_tokens_processed_in_its_steady_part():
+    records = closed_loop(n=60, slots=4)
+    ref = reference.measure(records, ConstantPower(200.0), 4, {"trace": "azure-conv"}, "r1")
+    assert ref["valid"], ref["reasons"]
+    t0, t1 = ref["start_s"], ref["end_s"]
+    assert (t0, t1) == pytest.approx((0.2, 14.0))
+    energy = 200.0 * (t1 - t0)
+    # Output: ten tokens a second per slot. Prompts: between spread from the send and all at the first
+    # token (the cohort's fall before the window in both, the last round's after), their middle.
+    assert ref["output_tokens"] == pytest.approx(4 * 10 * (t1 - t0), rel=0.03)
+    assert ref["j_per_output_token"] == pytest.approx(energy / ref["output_tokens"])
+    assert ref["j_per_token"] == pytest.approx(energy / (ref["input_tokens"] + ref["output_tokens"]))
+    assert 0 < ref["uncertainty_j_per_token"] < 0.1 * ref["j_per_token"]
+    assert ref["completed"] >= reference.MIN_COMPLETED and ref["workload"] == {"trace": "azure-conv"}
+
+
+def test_an_invalid_reference_says_why():
+    short = reference.measure(closed_loop(n=12, slots=4), ConstantPower(), 4, {})
+    assert not short["valid"] and any("too few requests" in r for r in short["reasons"])
+    failed = closed_loop(n=60, slots=4)
+    failed[30]["status"] = "timeout"
+    assert "1 request(s) did not finish ok" in " ".join(reference.measure(failed, ConstantPower(), 4, {})["reasons"])
+    stale = reference.measure(closed_loop(n=60), ConstantPower(uncovered={"gpu1": 3.0}), 4, {})
+    assert "energy incomplete: gpu1 was not read for 3.0 s of it (stale)" in stale["reasons"]
+    none = reference.measure(closed_loop(n=4), ConstantPower(), 4, {})
+    assert not none["valid"] and "no steady part" in none["reasons"][0]
+
+
+def test_only_a_valid_reference_is_kept_and_it_loads_back(tmp_path, caplog):
+    good = reference.measure(closed_loop(n=60), ConstantPower(), 4, {"trace": "azure-code"}, "r1")
+    bad = reference.measure(closed_loop(n=12), ConstantPower(), 4, {}, "r2")
+    assert reference.load(tmp_path) is None  # none yet
+    assert reference.save(tmp_path, good) == tmp_path / reference.REFERENCE_FILE
+    assert reference.save(tmp_path, bad) is None  # an invalid one does not replace it
+    assert reference.load(tmp_path) == json.loads(json.dumps(good))
+    (tmp_path / reference.REFERENCE_FILE).write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        assert reference.load(tmp_path) is None
+    assert "is not a reference" in caplog.text
+
+
+def test_the_premium_divides_by_the_reference_with_both_uncertainties():
+    ref = {"j_per_token": 0.5, "uncertainty_j_per_token": 0.02, "j_per_output_token": 2.0,
+           "uncertainty_j_per_output_token": 0.0, "run_id": "r1", "workload": {"trace": "azure-conv"}}  # fmt: skip
+    live = {"j_per_token": 2.0, "uncertainty_j_per_token": 0.06, "j_per_output_token": 5.0}
+    p = reference.premiums(live, ref)
+    assert p["j_per_token"] == pytest.approx(4.0) and p["j_per_output_token"] == pytest.approx(2.5)
+    assert p["uncertainty_j_per_token"] == pytest.approx(4.0 * (0.03**2 + 0.04**2) ** 0.5)
+    assert reference.premiums(live, None) is None and reference.premiums(None, ref) is None
+
+
+def test_the_reference_is_published_as_gauges_and_absent_before_one():
+    ref = reference.measure(closed_loop(n=60), ConstantPower(), 4, reference.workload_of(
+        closed_loop(n=60), SimpleNamespace(jb_trace="azure-conv", jb_first=60, jb_start=0.0)), "r1")  # fmt: skip
+    holder: dict = {}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReferenceCollector(lambda: holder.get("ref")))
+    assert generate_latest(registry) == b""
+    holder["ref"] = ref
+    samples = {s.name: s for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    g = samples["joulebench_reference_joules_per_token"]
+    assert g.value == pytest.approx(ref["j_per_token"])
+    assert g.labels == {"run_id": "r1", "trace": "azure-conv", "concurrency": "4"}
+    assert samples["joulebench_reference_joules_per_output_token"].value == pytest.approx(ref["j_per_output_token"])
+    assert samples["joulebench_reference_measured_timestamp_seconds"].value == pytest.approx(ref["measured_at_s"])
