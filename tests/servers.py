@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -152,3 +153,14 @@ def monitor(*args: str) -> Iterator[tuple[str, float]]:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def started(server: Any, timeout_s: float = 600) -> Iterator[Any]:
+    """A server launcher (``server.launch``'s) started and ready, stopped on the way out."""
+    server.start()
+    try:
+        server.wait_ready(timeout_s=timeout_s)
+        yield server
+    finally:
+        server.stop()

@@ -29,6 +29,13 @@ def gpus():
         yield client, sampler, lib
 
 
+def wait_stale(sampler: Sampler, index: int) -> None:
+    deadline = time.monotonic() + 3
+    while not sampler.states()[index].stale:
+        assert time.monotonic() < deadline, f"device {index} never went stale"
+        time.sleep(0.01)
+
+
 def samples(text: str) -> dict[str, list]:
     out: dict[str, list] = {}
     for family in text_string_to_metric_families(text):
@@ -66,9 +73,7 @@ def test_metrics_follow_the_naming_conventions(gpus):
 def test_stale_device_shows_in_metrics_and_health(gpus):
     client, sampler, lib = gpus
     lib.gpus[0].fail(pynvml.NVML_ERROR_TIMEOUT)
-    deadline = time.monotonic() + 3
-    while not sampler.states()[0].stale and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_stale(sampler, 0)
     m = samples(client.get("/metrics").text)
     stale = {s.labels["device"]: s.value for s in m["joulebench_device_stale"]}
     assert stale == {"gpu0": 1.0, "gpu1": 0.0, "host": 0.0}
@@ -80,9 +85,7 @@ def test_stale_device_shows_in_metrics_and_health(gpus):
 def test_a_window_a_stale_device_was_not_read_in_is_answered_for_the_others(gpus):
     client, sampler, lib = gpus
     lib.gpus[1].fail(pynvml.NVML_ERROR_GPU_IS_LOST)
-    deadline = time.monotonic() + 3
-    while not sampler.states()[1].stale and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_stale(sampler, 1)
     start = sampler.now()
     time.sleep(0.3)
     body = client.get("/v1/energy", params={"start": start, "end": sampler.now() - 0.06}).json()

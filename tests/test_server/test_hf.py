@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from servers import joulebench
+from servers import joulebench, started
 
 from joulebench.processes import free_port
 from loadgen.records import read_records
@@ -134,12 +134,8 @@ def test_transformers_compiled_offline(tmp_path):
 def served(tiny, tmp_path_factory):
     server = TransformersServer(tiny, TransformersOptions(), tmp_path_factory.mktemp("serve") / "hf.log",
                                 port=free_port())  # fmt: skip
-    server.start()
-    try:
-        server.wait_ready(timeout_s=600)
+    with started(server):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.integration

@@ -8,7 +8,7 @@ import venv
 import httpx2
 import psutil
 import pytest
-from servers import joulebench
+from servers import joulebench, started
 
 from joulebench.processes import free_port
 from server.errors import ServerError
@@ -24,12 +24,8 @@ def tiny(tmp_path_factory) -> VllmServer:
     root = tmp_path_factory.mktemp("serve")
     spec = resolve_model("tiny", root / "models")
     server = VllmServer(spec, EngineOptions(max_model_len=4096), root / "vllm.log", port=free_port())
-    server.start()
-    try:
-        server.wait_ready(timeout_s=600)
+    with started(server):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(1, 1), (17, 5), (300, 33)])
