@@ -54,8 +54,10 @@ SECONDS, RATE = 75.0, 2.0
 FORM = {
     "user_count": 2, "spawn_rate": 2, "host": "http://vllm:8000", "jb_trace": "azure-conv",
     "jb_process": "poisson", "jb_rate": RATE, "jb_duration": SECONDS, "jb_max_model_len": 256,
-    "jb_monitor": "http://monitor:9400", "jb_runs_dir": "/data",
+    "jb_monitor": "http://monitor:9400", "jb_runs_dir": "/data", "jb_first": 0,
 }  # fmt: skip
+# Locust's form keeps a swarm's values for the next (the UI shows them filled in): the replay's form states
+# jb_first=0 (every request the duration holds), or the saturate run's 64 would carry over.
 #: Before it, the stack's reference: a saturate run from the same form, the trace's first 64 requests kept
 #: 8 in flight (closed loop), each sent as one ends.
 SATURATE = {**FORM, "jb_process": "saturate", "jb_concurrency": 8, "jb_first": 64}
