@@ -114,13 +114,18 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                    help="check the attribution: replay the first segment at the highest rate measured with and "
                    "without every K-th request (ABBA) and compare their energy with what is attributed to them "
                    "(default: 0, not run)")  # fmt: skip
-    g.add_argument("--online-reference", choices=("auto", "on", "off"), default="auto",
+    g.add_argument("--online-reference", choices=("on", "off"), default="on",
                    help="also measure the saturated reference against the running server (a saturate replay of the "
-                   "same requests, --max-num-seqs in flight); auto: when there is no offline side (--target, "
-                   "--no-offline) (default: %(default)s)")  # fmt: skip
-    g.add_argument("--reference-batches", type=int, default=3, metavar="B",
-                   help="the saturated reference serves B × --max-num-seqs requests of the workload's lengths "
+                   "same requests, --max-num-seqs in flight): the premium's divisor where the offline reference's "
+                   "steady part is too short to measure (a fast server) or there is none "
                    "(default: %(default)s)")  # fmt: skip
+    g.add_argument("--reference-batches", type=int, default=3, metavar="B",
+                   help="the saturated reference serves B × --max-num-seqs requests of the workload's lengths, "
+                   "more where the online one (a pilot of B batches) shows its steady part would be shorter "
+                   "than --reference-s (default: %(default)s)")  # fmt: skip
+    g.add_argument("--reference-s", type=float, default=10.0, metavar="S",
+                   help="the least seconds of steady state the saturated reference is sized for, online and "
+                   "offline (default: %(default)s)")  # fmt: skip
     g = parser.add_argument_group("energy and servers")
     g.add_argument("--monitor", help="URL of a running joulebench monitor (default: start one)")
     g.add_argument("--source", default="auto", help="power source of the monitor started here (default: %(default)s)")
@@ -167,7 +172,7 @@ def validate_compare(args: argparse.Namespace) -> None:
 
     check_engine_arguments(args)
     validate_traffic(args)
-    _seconds(args, ("window_s", "slice_s", "idle_max_s", "start_timeout_s"), ())
+    _seconds(args, ("window_s", "slice_s", "idle_max_s", "start_timeout_s", "reference_s"), ())
     _seconds(args, ("warmup_s",), ("warmup_s",))
     if args.counterfactual and not 2 <= args.counterfactual <= 1000:
         raise LoadgenError(f"--counterfactual {args.counterfactual}: give 0 (not run) or K in 2–1000")

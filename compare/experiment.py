@@ -51,6 +51,7 @@ from joulebench.processes import Child, free_port, write_pidfile
 from loadgen.errors import LoadgenError
 from loadgen.options import build_schedule
 from loadgen.records import read_records
+from loadgen.reference import steady_span
 
 #: How long a monitor that stopped answering may take to come back before the comparison stops.
 MONITOR_BACK_S = 30.0
@@ -301,6 +302,7 @@ class Comparison:
         self.stack = contextlib.ExitStack()
         self.segments: list[Segment] = []
         self.measured: list[tuple[float, int, bool]] = []  # (rate, segment, valid) of every window read
+        self.reference_batches: dict[int, int] = {}  # segment → the saturated reference's size, once sized
 
     def say(self, text: str) -> None:
         self.console.print(f"[bold]compare[/bold] {text}")
@@ -389,9 +391,7 @@ class Comparison:
             stopped: Stopped | None = None
             try:
                 self._ladder(target, idle["loaded"]["power_w"])
-                if args.online_reference == "on" or (
-                    args.online_reference == "auto" and (args.no_offline or args.target)
-                ):
+                if args.online_reference == "on":  # the offline one's validity is known only after it
                     self._online_references(target)
                 if args.counterfactual:
                     self._counterfactual(target, idle["loaded"]["power_w"])
@@ -530,7 +530,10 @@ class Comparison:
                 except MonitorError as err:
                     self._lost_window(what, out, err)
                     continue
-                _append_series(energy_csv, "online", m, seg.index, series)
+                if span.uncovered_s:  # kept in window.json, judged in its verdict; no undercounted series
+                    self._incomplete_energy(what, out, span.uncovered_s)
+                else:
+                    _append_series(energy_csv, "online", m, seg.index, series)
                 record = {
                     "rate": m, "segment": seg.index, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
                     "series": [a, b], "energy_j": float(np.sum(series.energy_j)), "kind": series.kind,
@@ -582,6 +585,14 @@ class Comparison:
         self.problems.append(f"{what}: no energy for its window ({why}); its records are kept in {out}")
         self.say(f"[yellow]{what}: no energy for its window[/yellow] ({why}); going on")
 
+    def _incomplete_energy(self, what: str, out: Path, uncovered_s: dict[str, float]) -> None:
+        """A replay some summed device was not read across (stale, or a monitor restarted under it): its sum
+        is too small, so the run is incomplete; its records and readings stay, its slices stay out of
+        ``energy.csv``."""
+        missed = "; ".join(f"{d} was not read for {s:.1f} s" for d, s in sorted(uncovered_s.items()))
+        self.problems.append(f"{what}: energy incomplete ({missed}); its records and readings are kept in {out}")
+        self.say(f"[yellow]{what}: energy incomplete[/yellow] ({missed}); going on")
+
     def _online_references(self, target: str) -> None:
         """The saturated reference against the running server, per segment: the offline reference's requests
         replayed closed loop (``saturate``) with ``--max-num-seqs`` in flight; the steady part is read in the
@@ -592,25 +603,20 @@ class Comparison:
         args, batch = self.args, self.args.max_num_seqs
         energy_csv = self.run_dir / "energy.csv"
         for seg in self.segments:
-            out = self.run_dir / "online" / f"reference-{seg.index}"
-            out.mkdir(parents=True, exist_ok=True)
-            lengths = reference_lengths(seg, batch, args.reference_batches, args.seed)
-            trace = out / "trace.jsonl"
-            trace.write_text(
-                "".join(json.dumps({"t": i, "in": a, "out": b}) + "\n" for i, (a, b) in enumerate(lengths))
-            )
-            opts = argparse.Namespace(
-                jb_trace=str(trace), jb_trace_dir="", jb_columns="timestamp=t,input=in,output=out",
-                jb_process="saturate", jb_rate=1.0, jb_cv=1.0, jb_duration=60.0, jb_start=0.0, jb_seed=args.seed,
-                jb_first=len(lengths), jb_overlong="drop", jb_max_model_len=self.config["max_model_len"] or 0,
-                jb_concurrency=batch,
-            )  # fmt: skip
             what = f"online reference, segment {seg.index + 1}/{len(self.segments)} ({batch} in flight)"
             self._check_monitor()
+            pilot = self.run_dir / "online" / f"reference-{seg.index}-pilot"
+            _, records, _ = self._saturate(target, seg, args.reference_batches, pilot, 6000 + seg.index,
+                                           f"{what}, sizing it")  # fmt: skip
+            batches = reference_size(records, batch, args.reference_batches, args.reference_s)
+            self.reference_batches[seg.index] = batches
+            if batches > args.reference_batches:
+                held = steady_seconds(records, batch)
+                self.say(f"{what}: {len(records)} requests hold a steady part of {held:.2f} s; "
+                         f"{batches * batch} for {args.reference_s:g} s")  # fmt: skip
+            out = self.run_dir / "online" / f"reference-{seg.index}"
             with Poller(target, self.meter.url, out / "polls.jsonl"):
-                _, records, cut = run_replay(args, opts, target, out, 5000 + seg.index, len(lengths), what,
-                                             self.console, self._server_gone(target) if self.server else None,
-                                             schedule_s=0.0)  # fmt: skip
+                _, records, cut = self._saturate(target, seg, batches, out, 5000 + seg.index, what)
             sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
             if not sent:
                 continue
@@ -621,11 +627,33 @@ class Comparison:
             except MonitorError as err:
                 self._lost_window(what, out, err)
                 continue
-            _append_series(energy_csv, "reference", -1.0, seg.index, series)
+            if span.uncovered_s:
+                self._incomplete_energy(what, out, span.uncovered_s)
+            else:
+                _append_series(energy_csv, "reference", -1.0, seg.index, series)
             write_json(out / "window.json", {"rate": None, "segment": seg.index, "kind": "online reference",
-                                             "concurrency": batch, "series": [a, b], "drain_cut": cut,
-                                             "span_reading": _reading_json(span)})  # fmt: skip
-            self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok")
+                                             "concurrency": batch, "batches": batches, "series": [a, b],
+                                             "drain_cut": cut, "span_reading": _reading_json(span)})  # fmt: skip
+            self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok, steady part "
+                     f"{steady_seconds(records, batch):.1f} s")  # fmt: skip
+
+    def _saturate(self, target: str, seg: Segment, batches: int, out: Path, prompt_seed: int,
+                  what: str) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:  # fmt: skip
+        """``batches`` × ``--max-num-seqs`` of the segment's lengths (``reference_lengths``) replayed closed loop
+        with ``--max-num-seqs`` in flight, into ``out``."""
+        args = self.args
+        out.mkdir(parents=True, exist_ok=True)
+        lengths = reference_lengths(seg, args.max_num_seqs, batches, args.seed)
+        trace = out / "trace.jsonl"
+        trace.write_text("".join(json.dumps({"t": i, "in": a, "out": b}) + "\n" for i, (a, b) in enumerate(lengths)))
+        opts = argparse.Namespace(
+            jb_trace=str(trace), jb_trace_dir="", jb_columns="timestamp=t,input=in,output=out",
+            jb_process="saturate", jb_rate=1.0, jb_cv=1.0, jb_duration=60.0, jb_start=0.0, jb_seed=args.seed,
+            jb_first=len(lengths), jb_overlong="drop", jb_max_model_len=self.config["max_model_len"] or 0,
+            jb_concurrency=args.max_num_seqs,
+        )  # fmt: skip
+        return run_replay(args, opts, target, out, prompt_seed, len(lengths), what, self.console,
+                          self._server_gone(target) if self.server else None, schedule_s=0.0)  # fmt: skip
 
     def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
         """The attribution checked against what left-out requests really cost (``compare.counterfactual``), on
@@ -666,7 +694,8 @@ class Comparison:
             # The saturated reference: this segment's length distribution, closed-loop at a full batch.
             sets.append({"label": f"reference s{seg.index}", "kind": "reference", "segment": seg.index,
                          "batch_size": batch, "saturated": True,
-                         "requests": reference_lengths(seg, batch, args.reference_batches, args.seed)})  # fmt: skip
+                         "requests": reference_lengths(seg, batch, self.reference_batches.get(seg.index,
+                                                       args.reference_batches), args.seed)})  # fmt: skip
         if not sets:
             raise LoadgenError("no online replay was measured: nothing to serve offline")
         lengths = [x for seg in self.segments if seg.index in measured for x in seg.lengths]
@@ -707,6 +736,33 @@ class Comparison:
         if child.poll() != 0 or not (offline_dir / "offline.json").exists():
             raise child.failed(f"exited with code {child.poll()}")
         self.say(f"offline: {len(sets)} request sets served, at most {batch} running")
+
+
+def steady_seconds(records: list[dict[str, Any]], concurrency: int) -> float:
+    """How long a saturate replay's steady part lasted (``loadgen.reference.steady_span``); 0 when it had none."""
+    span = steady_span(records, concurrency)
+    return 0.0 if span is None else span[1] - span[0]
+
+
+#: The most batches a reference is grown to (``reference_size``), and the growth's margin over the estimate.
+MAX_REFERENCE_BATCHES, REFERENCE_MARGIN = 1000, 1.25
+
+
+def reference_size(records: list[dict[str, Any]], batch: int, batches: int, target_s: float) -> int:
+    """The batches a saturated reference needs for a steady part of ``target_s``, from a pilot of ``batches``:
+    the pilot's, where its steady part already lasts that long; else as many more as the pilot's completion
+    rate says (``REFERENCE_MARGIN`` over the estimate, a start cohort and a drain beside it), at most
+    ``MAX_REFERENCE_BATCHES``. A fast server (an H200, vLLM's CPU build on the tiny model) finishes 3 × 256
+    requests before its counter updates twice."""
+    if steady_seconds(records, batch) >= target_s:
+        return batches
+    done = [r for r in records if r["status"] == "ok" and r.get("last_token_s")]
+    if len(done) < 2:
+        return batches
+    span = max(r["last_token_s"] for r in done) - min(r["sent_s"] for r in done)
+    rate = len(done) / max(span, 1e-3)  # completions a second, with batch in flight
+    need = 2 * batch + REFERENCE_MARGIN * rate * target_s
+    return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
 
 
 def reference_lengths(seg: Segment, batch: int, batches: int, seed: int) -> list[tuple[int, int]]:

@@ -831,7 +831,16 @@ def _headline(s: dict[str, Any]) -> str:
         why = "; ".join(f"{x['label']}: {x['why']}" for x in h["left_out"]) or "no rate was measured"
         return f"No premium: no rate has a valid window ({why})."
     if ref.get("mean") is None:
-        return "No saturated reference (no offline run): no premium. " + "; ".join(
+        measured = s["reference"]["offline_segments"] + s["reference"]["online_segments"]
+        short = [f"{r['duration_s']:.2f} s" for r in measured if r["short_window"]]
+        why = (
+            f"its steady part is shorter than two updates of the energy counter: {', '.join(short)}"
+            if short
+            else "none is valid: see the saturated reference below"
+            if measured
+            else "none was measured"
+        )
+        return f"No valid saturated reference ({why}): no premium. " + "; ".join(
             f"{r['label']}: {_ci(r['j_per_output_token'], 3)} J/out-token" for r in h["rates"]
         )
     parts = [f"{r['label']} ({_f(r['offered_rate_per_s'])} arrivals/s): {_ci(r['premium_output'], 3, '×')}"
@@ -998,8 +1007,8 @@ _SECTIONS = (
     ("The saturated reference", _reference_table,
      "The segment's lengths (sampled) served closed loop with --max-num-seqs running, measured from when the start "
      "cohort has all had its first token (the start's prefill burst is over) to when the pool runs dry: offline "
-     "(vLLM's engine driven directly) and, with "
-     "--online-reference, online (a saturate replay against the running server). Each segment's premium divides "
+     "(vLLM's engine driven directly) and, unless "
+     "--online-reference off, online (a saturate replay against the running server). Each segment's premium divides "
      "by its offline reference where that is valid (at least two counter updates long), else by the online one."),
     ("Workload", _workload_table, "The same requests at every rate: only their arrival times change."),
     ("Energy attributed to requests", _attribution_table,

@@ -1,0 +1,33 @@
+"""The saturated reference's size: grown from a pilot until its steady part lasts --reference-s."""
+
+from compare.experiment import MAX_REFERENCE_BATCHES, reference_size, steady_seconds
+
+
+def closed_loop(n: int, concurrency: int, service_s: float) -> list[dict]:
+    """``n`` requests kept ``concurrency`` in flight, each served in ``service_s`` (first token at a tenth)."""
+    free = [0.0] * concurrency
+    out = []
+    for i in range(n):
+        k = min(range(concurrency), key=free.__getitem__)
+        sent = free[k]
+        free[k] = sent + service_s
+        out.append({"status": "ok", "sent_s": sent, "first_token_s": sent + service_s / 10, "last_token_s": free[k]})
+    return out
+
+
+def test_a_pilot_too_short_is_grown_by_its_completion_rate():
+    pilot = closed_loop(12, 4, 0.1)  # 40 completions a second: 0.2 s of steady part
+    assert 0 < steady_seconds(pilot, 4) < 1
+    batches = reference_size(pilot, 4, 3, target_s=10.0)
+    grown = closed_loop(4 * batches, 4, 0.1)
+    assert steady_seconds(grown, 4) >= 10.0  # the margin covers the cohort and the drain
+    assert steady_seconds(grown, 4) < 15.0  # and is a margin, not a multiple
+
+
+def test_a_long_enough_pilot_is_kept_and_growth_is_bounded():
+    slow = closed_loop(12, 4, 8.0)
+    assert steady_seconds(slow, 4) >= 10.0 and reference_size(slow, 4, 3, target_s=10.0) == 3
+    instant = closed_loop(12, 4, 1e-6)
+    assert reference_size(instant, 4, 3, target_s=10.0) == MAX_REFERENCE_BATCHES
+    failed = [{**r, "status": "http_error", "last_token_s": None} for r in closed_loop(12, 4, 0.1)]
+    assert reference_size(failed, 4, 3, target_s=10.0) == 3  # nothing to size it by: the pilot's, and its verdict
