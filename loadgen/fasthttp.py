@@ -71,14 +71,15 @@ class _Parser(HTTPResponse):
 
 
 def request_head(url: urllib.parse.SplitResult, path: str, headers: dict[str, str], length: int) -> bytes:
-    """The request line and headers of a POST with a body of ``length`` bytes (Host as ``http.client`` sends it)."""
+    """The request line and headers of a POST with a body of ``length`` bytes, as ``http.client`` sends them (its Host
+    and its ``Accept-Encoding: identity``: without it a server or proxy may compress the reply)."""
     host = url.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
     if url.port is not None and url.port != (443 if url.scheme == "https" else 80):
         host = f"{host}:{url.port}"
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {length}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
+    lines += [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {length}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -160,8 +161,12 @@ class FastReply:
         self._dropped = 0  # the body's bytes in the chunks trimmed from _received
         self._chunked = False  # known with the head
         try:
-            if https:  # verified as http.client does: the default context, SSL_CERT_FILE read now
-                sock = self._sock = gevent.ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            if https:  # as http.client does: the default context (SSL_CERT_FILE read now), ALPN http/1.1, PHA
+                context = gevent.ssl.create_default_context()
+                context.set_alpn_protocols(["http/1.1"])
+                if context.post_handshake_auth is not None:
+                    context.post_handshake_auth = True
+                sock = self._sock = context.wrap_socket(sock, server_hostname=host)
             sock.sendall(request_head(url, path, headers, len(payload)) + payload)
             parser = self._parser = _Parser()
             while not parser.headers_complete or parser.status_code == 100:  # a 100 Continue precedes the reply

@@ -141,7 +141,8 @@ class ScriptedServer:
     no server sends on purpose (a head cut short, a chunk cut mid-way, a stream that stalls). ``serve(script)``
     sets the answer to the following requests: each item is bytes (sent), a float (a pause, in seconds) or
     ``None`` (hold the connection open until the client closes it); the connection is closed after the last.
-    Each request's head is read to its end, and its body by its Content-Length, before the answer starts."""
+    Each request's head is read to its end (kept in ``heads``), and its body by its Content-Length, before the
+    answer starts."""
 
     def __init__(self) -> None:
         import socket
@@ -151,6 +152,7 @@ class ScriptedServer:
         self._listener.settimeout(0.1)  # accept wakes to see close()
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
         self._script: list[bytes | float | None] = []
+        self.heads: list[bytes] = []  # each request's line and headers, as received
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = [threading.Thread(target=self._accept, daemon=True)]
         self._threads[0].start()
@@ -183,6 +185,7 @@ class ScriptedServer:
                         return
                     data += more
                 head, _, body = data.partition(b"\r\n\r\n")
+                self.heads.append(head)
                 length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
                 while len(body) < length:
                     if not (more := conn.recv(65536)):

@@ -188,6 +188,13 @@ def scripted():
         yield server
 
 
+def test_both_send_the_same_request(scripted):
+    url = scripted.serve(REPLIES["good"][0])
+    assert assert_same(records(url))["status"] == "ok"
+    fast, stdlib = scripted.heads[-2:]
+    assert fast == stdlib and b"\r\nAccept-Encoding: identity\r\n" in fast
+
+
 @pytest.mark.parametrize("name", list(REPLIES))
 def test_adversarial_replies_give_the_same_records(scripted, name):
     script, status = REPLIES[name]
