@@ -72,14 +72,14 @@ class _Parser(HTTPResponse):
 
 def request_head(url: urllib.parse.SplitResult, path: str, headers: dict[str, str], length: int) -> bytes:
     """The request line and headers of a POST with a body of ``length`` bytes, as ``http.client`` sends them (its Host
-    and its ``Accept-Encoding: identity``: without it a server or proxy may compress the reply)."""
+    and its ``Accept-Encoding: identity``: without it a server or proxy may compress the reply), in its order."""
     host = url.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
     if url.port is not None and url.port != (443 if url.scheme == "https" else 80):
         host = f"{host}:{url.port}"
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity"]
-    lines += [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {length}"]
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Accept-Encoding: identity", f"Content-Length: {length}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
