@@ -267,7 +267,7 @@ class FastReply:
             me = gevent.getcurrent()
         while self._stdlib is None and not parser.ended and not self._failed:
             if hub is not None:
-                timer.start(me.throw, TimeoutError)
+                timer.start(me.throw, TimeoutError, update=True)  # from now, not the loop's last turn
                 try:
                     hub.wait(io_)
                 finally:

@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from servers import mock_server, scripted_server, self_signed_certificate
 
 from loadgen.client import CLIENTS, ClientConfig, request_body, send
-from loadgen.fasthttp import chunk_boundary
+from loadgen.fasthttp import FastReply, chunk_boundary
 from loadgen.records import RequestRecord
 
 pytestmark = pytest.mark.integration
+
+STALL_S = 0.3  # the timeout where a reply stalls
 
 
 def comparable(record: RequestRecord) -> dict[str, Any]:
@@ -34,8 +36,9 @@ def comparable(record: RequestRecord) -> dict[str, Any]:
     return out
 
 
-def records(url: str, n_out: int = 3, timeout_s: float = 0.3, chat: bool = False, **extra: Any) -> list[dict]:
-    """The same request sent over each client, its records made comparable."""
+def records(url: str, n_out: int = 3, timeout_s: float = 10.0, chat: bool = False, **extra: Any) -> list[dict]:
+    """The same request sent over each client, its records made comparable. A reply that stalls is given
+    ``STALL_S``; others 10 s, so that a busy machine does not time one client out and not the other."""
     out = []
     for client in CLIENTS:
         config = ClientConfig(base_url=url, model="mock", timeout_s=timeout_s, chat=chat, client=client)
@@ -65,7 +68,8 @@ def mock():
 )  # fmt: skip
 def test_the_mock_servers_replies_give_the_same_records(mock, fault, status):
     for chat in (False, True):
-        record = assert_same(records(mock, 10, chat=chat, **({"mock_fault": fault} if fault else {})))
+        timeout_s = STALL_S if fault == "stall" else 10.0
+        record = assert_same(records(mock, 10, timeout_s, chat, **({"mock_fault": fault} if fault else {})))
         assert record["status"] == status
 
 
@@ -75,7 +79,7 @@ def test_https_gives_the_same_records(tmp_path, monkeypatch):
         assert assert_same(records(u))["error"].startswith("SSLCertVerificationError: ")  # not trusted yet
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         assert assert_same(records(u, 5))["status"] == "ok"
-        assert assert_same(records(u, 5, mock_fault="stall"))["status"] == "timeout"
+        assert assert_same(records(u, 5, STALL_S, mock_fault="stall"))["status"] == "timeout"
 
 
 def test_nobody_listening_gives_the_same_record():
@@ -198,7 +202,8 @@ def test_both_send_the_same_request(scripted):
 @pytest.mark.parametrize("name", list(REPLIES))
 def test_adversarial_replies_give_the_same_records(scripted, name):
     script, status = REPLIES[name]
-    assert assert_same(records(scripted.serve(script)))["status"] == status
+    timeout_s = STALL_S if None in script else 10.0
+    assert assert_same(records(scripted.serve(script), timeout_s=timeout_s))["status"] == status
 
 
 # Event streams: mostly good events, among the pieces that matter to the SSE parser and the client's checks, maybe
@@ -246,3 +251,15 @@ def test_chunks_are_framed_as_http_client_frames_them():
     assert chunk_boundary(b"HEAD" + body, 4, 11) == (len(b"5\r\nhello\r\n0x3;ext=1\r\nabcXX"), 8)  # at most 11
     assert chunk_boundary(b"zz\r\n", 0, 100) == (0, 0) and chunk_boundary(b"0\r\n\r\n", 0, 100) == (0, 0)
     assert chunk_boundary(b"3\r\nab", 0, 100) == (0, 0)  # a chunk not all there waits
+
+
+def test_the_timeout_counts_from_each_wait_not_from_the_event_loops_last_turn(scripted):
+    """A process busy for longer than the timeout between reads (the loop's clock is as old) still waits for the
+    next byte: gevent's loop time is updated as each wait starts, as gevent's own Timeout does."""
+    url = scripted.serve([CHUNKED, 1.2, *EVENTS])  # the first event 0.2 s after the sleep, within the timeout
+    reply = FastReply(url, "/v1/completions", b"{}", {"Content-Type": "application/json"}, 0.6)
+    try:
+        time.sleep(1.0)  # not gevent's: the loop does not turn
+        assert b"[DONE]" in b"".join(reply.reads())
+    finally:
+        reply.close()
