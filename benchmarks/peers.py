@@ -1,9 +1,10 @@
 """joulebench's load generator beside its peers, on this machine, against the same mock server.
 
-Tools: ``joulebench replay`` (headless, one Locust process), vLLM's ``vllm bench serve`` (from the
-installed vLLM build, driven through ``vllm.benchmarks.serve``), and GuideLLM (installed here into its
-own venv, ``.peers/guidellm``). Server: ``joulebench mock-server`` (TTFT 50 ms, 10 ms per token) with
-``--record-arrivals``; every request asks for 32 prompt tokens and exactly 128 output tokens.
+Tools: ``joulebench replay`` (headless, one Locust process; ``joulebench`` over its default HTTP client,
+geventhttpclient, and ``joulebench http.client`` over the standard library's, the client to 0.1.0), vLLM's
+``vllm bench serve`` (from the installed vLLM build, driven through ``vllm.benchmarks.serve``), and GuideLLM
+(installed here into its own venv, ``.peers/guidellm``). Server: ``joulebench mock-server`` (TTFT 50 ms, 10 ms per
+token) with ``--record-arrivals``; every request asks for 32 prompt tokens and exactly 128 output tokens.
 
 The same arrival schedule for all: constant rate (vllm: ``--burstiness`` 1e6, i.e. gaps with a CV of
 0.001; GuideLLM: ``constant``). Measured the same way for all, from outside:
@@ -27,6 +28,7 @@ Prints one table, writes JSON (``--out``); the table is kept in ``benchmarks/REA
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -114,17 +116,20 @@ def fixed_trace(work: Path, n: int, n_out: int) -> Path:
     return trace
 
 
-def joulebench(url: str, rate: float, n: int, work: Path, n_out: int = N_OUT) -> dict:
+def joulebench(url: str, rate: float, n: int, work: Path, n_out: int = N_OUT, client: str | None = None) -> dict:
+    """``joulebench replay``, one process, over its default HTTP client or ``client``."""
     trace = fixed_trace(work, n, n_out)
     summary, records = work / "summary.json", work / "requests.jsonl"
     records.unlink(missing_ok=True)
     out, cpu = run([sys.executable, "-m", "joulebench", "replay", "--target", url, "--trace", str(trace),
                     "--process", "constant", "--rate", str(rate), "--duration", str(n / rate - 0.5 / rate),
-                    "--timeout", "120", "--records", str(records), "--summary", str(summary)], timeout=600)  # fmt: skip
-    if out.returncode != 0:
+                    "--timeout", "120", "--records", str(records), "--summary", str(summary),
+                    *(["--client", client] if client else [])], timeout=600)  # fmt: skip
+    if out.returncode not in (0, 1):  # 1: finished, some requests failed (counted: completed is the ok ones)
         raise SystemExit(f"joulebench replay failed: {out.stderr[-2000:]}")
     s = json.loads(summary.read_text())
-    return figures(s["ttft_s"]["p50"], s["ttft_s"]["p99"], s["ok"], cpu, s["schedule_lag_s"]["p99"])
+    got = figures(s["ttft_s"]["p50"], s["ttft_s"]["p99"], s["ok"], cpu, s["schedule_lag_s"]["p99"])
+    return got | {"statuses": s["statuses"]}
 
 
 def joulebench_distributed(url: str, rate: float, n: int, work: Path, n_out: int = N_OUT) -> dict:
@@ -210,18 +215,20 @@ def guidellm(url: str, rate: float, n: int, work: Path) -> dict:
                    delay)  # fmt: skip
 
 
-TOOLS: dict[str, Callable[[str, float, int, Path], dict]] = {
-    "joulebench": joulebench, "vllm bench serve": vllm_bench, "GuideLLM": guidellm,
-    "joulebench distributed": joulebench_distributed,
+TOOLS: dict[str, Callable[..., dict]] = {
+    "joulebench": joulebench, "joulebench http.client": functools.partial(joulebench, client="http.client"),
+    "vllm bench serve": vllm_bench, "GuideLLM": guidellm, "joulebench distributed": joulebench_distributed,
 }  # fmt: skip
-PEERS = ["joulebench", "vllm bench serve", "GuideLLM"]
+PEERS = ["joulebench", "joulebench http.client", "vllm bench serve", "GuideLLM"]
 
 
 def measure(tool: str, rate: float, n: int, work: Path, **kwargs: int) -> dict:
+    load_before = os.getloadavg()  # the machine may be shared: its 1/5/15-minute load averages, kept with each row
     with Mock(work) as mock:
         got = TOOLS[tool](mock.url, rate, n, work, **kwargs)
         lag = schedule_lag_p99_s(mock.arrivals(), rate)
-    row = {"tool": tool, "rate_per_s": rate, "requests": n, "lag_p99_s": lag, **got}
+    row = {"tool": tool, "rate_per_s": rate, "requests": n, "lag_p99_s": lag, **got,
+           "loadavg_before": load_before, "loadavg_after": os.getloadavg()}  # fmt: skip
     own = "" if got["client_lag_p99_s"] is None else f" (its own: {1000 * got['client_lag_p99_s']:.1f} ms)"
     console.print(f"  {tool} at {rate:g}/s: {got['completed']}/{n} done, lag p99 {1000 * (lag or 0):.1f} ms{own}, "
                   f"TTFT p50/p99 {1000 * (got['ttft_p50_s'] or 0):.0f}/{1000 * (got['ttft_p99_s'] or 0):.0f} ms, "
@@ -249,7 +256,8 @@ def main() -> int:
     results: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.node()} ({platform.machine()}, "
                      f"{os.cpu_count()} cores)", "mock": {"ttft_ms": 1000 * TTFT_S, "itl_ms": 1000 * ITL_S,
                      "input_tokens": N_IN, "output_tokens": N_OUT, "workers": SETUP["mock_workers"]},
-                     "locust_workers": SETUP["locust_workers"], "tools": {}}  # fmt: skip
+                     "locust_workers": SETUP["locust_workers"], "loadavg_start": os.getloadavg(),
+                     "tools": {}}  # fmt: skip
     for tool in [t for t in args.tools.split(",") if t]:
         console.print(f"[bold]{tool}[/bold]")
         ladder = []
@@ -312,6 +320,7 @@ def main() -> int:
         Console().print(f"joulebench, {N_OUT_SHORT}-token streams, its own lag p99 < 5 ms: {one} req/s in one "
                         f"process, {two} with a Locust master and {SETUP['locust_workers']} workers "
                         f"(gain {d['gain']})")  # fmt: skip
+    results["loadavg_end"] = os.getloadavg()
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 

@@ -1,8 +1,10 @@
 """The OpenAI streaming client: one request in, one ``RequestRecord`` out, whatever happens.
 
-Uses the standard library's ``http.client``: blocking code that gevent's monkey-patching makes
-cooperative under Locust, and that runs as is in a thread. Token-id prompts of exact length go to
-``/v1/completions`` (the default); ``/v1/chat/completions`` takes text. Output length is forced
+Two HTTP stacks carry a request (``CLIENTS``, ``ClientConfig.client``): by default geventhttpclient's C parser on a
+gevent socket (``loadgen.fasthttp``: every event that has arrived is taken in one read), or the standard library's
+``http.client`` (the client to 0.1.0, blocking code that gevent's monkey-patching makes cooperative under Locust).
+They give the same record for the same reply (``tests/test_loadgen/test_clients_agree.py``). Token-id prompts
+of exact length go to ``/v1/completions`` (the default); ``/v1/chat/completions`` takes text. Output length is forced
 (``max_tokens``, ``min_tokens``, ``ignore_eos``). Every chunk's arrival time and token count is
 kept (``continuous_usage_stats`` gives exact counts where the server serves them; otherwise a chunk
 with text counts as one token). ``transformers serve`` (``api="transformers"``, found by ``server_api``) takes
@@ -27,9 +29,9 @@ import random
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from loadgen.errors import LoadgenError
 from loadgen.records import RequestRecord
@@ -39,6 +41,10 @@ log = logging.getLogger(__name__)
 
 #: Request dialects: the OpenAI API with vLLM's extensions, and ``transformers serve``'s.
 APIS = ("vllm", "transformers")
+#: The HTTP stacks a request travels over: geventhttpclient's C parser on a gevent socket (``loadgen.fasthttp``,
+#: each read takes every event that has arrived), or the standard library's ``http.client`` (the client until
+#: 0.1.0, one read per event; kept to compare). The records are the same.
+CLIENTS = ("geventhttpclient", "http.client")
 
 
 def normalize_target(text: str, what: str = "--target") -> str:
@@ -78,6 +84,11 @@ class ClientConfig:
     api_key: str | None = None
     continuous_usage: bool = True
     api: str = "vllm"  # one of APIS
+    client: str = "geventhttpclient"  # one of CLIENTS
+
+    def __post_init__(self) -> None:
+        if self.client not in CLIENTS:
+            raise LoadgenError(f"client {self.client!r}: give one of {', '.join(CLIENTS)}")
 
     @property
     def path(self) -> str:
@@ -119,27 +130,25 @@ def send(
     headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
     if config.api_key:
         headers["Authorization"] = f"Bearer {config.api_key}"
-    conn: http.client.HTTPConnection | None = None
+    reply: Reply | None = None
     try:
-        conn = connection(config.base_url, config.timeout_s)
         payload = json.dumps(body).encode()
         record.sent_s = clock()
-        conn.request("POST", config.path, body=payload, headers=headers)
-        resp = conn.getresponse()
-        record.http_status = resp.status
-        if resp.status != 200:
+        reply = _open(config, payload, headers)
+        record.http_status = reply.status
+        if reply.status != 200:
             record.status = "http_error"
-            record.error = f"HTTP {resp.status}: {resp.read(500).decode(errors='replace').strip()}"
+            record.error = f"HTTP {reply.status}: {reply.head(500).decode(errors='replace').strip()}"
             return record
-        content_type = (resp.getheader("Content-Type") or "").split(";")[0].strip()
+        content_type = reply.content_type.split(";")[0].strip()
         if content_type.endswith("json"):
             record.status = "not_streaming"
             record.error = (
                 f"the server answered one {content_type} body, not an event stream (it ignored stream: true): "
-                f"{resp.read(200).decode(errors='replace').strip()}"
+                f"{reply.head(200).decode(errors='replace').strip()}"
             )
             return record
-        _stream(resp, record, clock, needs_done=config.api != "transformers")
+        _stream(reply, record, clock, needs_done=config.api != "transformers")
     except TimeoutError:
         record.status = "timeout"
         record.error = f"no data for {config.timeout_s:g} s"
@@ -151,28 +160,75 @@ def send(
         record.status = "client_error"
         record.error = f"{type(err).__name__}: {str(err)[:300]}"
     finally:
-        if conn is not None:
-            conn.close()
+        if reply is not None:
+            reply.close()
     return record
 
 
-def _stream(
-    resp: http.client.HTTPResponse, record: RequestRecord, clock: Callable[[], float], needs_done: bool = True
-) -> None:
+class Reply(Protocol):
+    """One exchange's reply as ``send`` reads it, whichever HTTP stack carries it (``CLIENTS``). Its errors
+    are the standard library's: ``TimeoutError``, ``OSError``, ``http.client.HTTPException`` (a body cut short
+    is ``IncompleteRead``)."""
+
+    status: int
+    content_type: str
+
+    def head(self, n: int) -> bytes:
+        """Up to the first ``n`` bytes of the body (fewer where it ends first)."""
+
+    def reads(self) -> Iterator[bytes]:
+        """The body's bytes as they arrive, each read as much as has arrived; ends with the body."""
+
+    def close(self) -> None: ...
+
+
+class _StdlibReply:
+    """``http.client``: one HTTP chunk a read (each SSE event is its own chunk: a ``recv`` and a switch each)."""
+
+    def __init__(self, config: ClientConfig, payload: bytes, headers: dict[str, str]) -> None:
+        self._conn = connection(config.base_url, config.timeout_s)
+        try:
+            self._conn.request("POST", config.path, body=payload, headers=headers)
+            self._resp = self._conn.getresponse()
+        except BaseException:  # no reply to close: the connection is closed here
+            self._conn.close()
+            raise
+        self.status = self._resp.status
+        self.content_type = self._resp.getheader("Content-Type") or ""
+
+    def head(self, n: int) -> bytes:
+        return self._resp.read(n)
+
+    def reads(self) -> Iterator[bytes]:
+        while data := self._resp.read1(65536):
+            yield data
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _open(config: ClientConfig, payload: bytes, headers: dict[str, str]) -> Reply:
+    """Connect, send the request and read the reply's head, over the config's client."""
+    if config.client == "http.client":
+        return _StdlibReply(config, payload, headers)
+    # Imported here: the CLI imports this module for its checks, and geventhttpclient's import is 50–90 ms.
+    from loadgen.fasthttp import FastReply
+
+    return FastReply(config.base_url, config.path, payload, headers, config.timeout_s)
+
+
+def _stream(reply: Reply, record: RequestRecord, clock: Callable[[], float], needs_done: bool = True) -> None:
     parser = SSEParser()
     done = False
     counted = 0
-    while not done:
-        data = resp.read1(65536)
-        if not data:
-            break
+    for data in reply.reads():
         now = clock()
         for event in parser.feed(data):
             if event == "[DONE]":
                 done = True
                 break
             try:
-                obj = json.loads(event)
+                obj = _decode(event)
             except json.JSONDecodeError:
                 record.status = "bad_stream"
                 record.error = f"an event is not JSON: {event[:200]!r}"
@@ -198,6 +254,8 @@ def _stream(
                     record.first_token_s = now
                 record.last_token_s = now
                 record.chunks.append((now, n))
+        if done:
+            break
     if not done and not needs_done and record.usage_output_tokens is not None:
         done = True  # a server that sends no [DONE] has finished once it has sent its usage
     if not done:
@@ -210,6 +268,19 @@ def _stream(
         record.status = "ok" if record.usage_output_tokens >= record.output_tokens else "short_output"
     if record.status == "short_output":
         record.error = f"{record.usage_output_tokens} of {record.output_tokens} output tokens"
+
+
+_SCAN = json.JSONDecoder().scan_once
+
+
+def _decode(event: str) -> Any:
+    """``json.loads(event)``, one C scan where the event is one JSON value with nothing around it (every server's
+    are): loads also matches whitespace before and after it, two regular expressions an event."""
+    try:
+        obj, end = _SCAN(event, 0)
+    except StopIteration:  # no value at 0 (whitespace, or none): loads says what is wrong, or takes it
+        return json.loads(event)
+    return obj if end == len(event) else json.loads(event)
 
 
 def _is_count(value: Any) -> bool:

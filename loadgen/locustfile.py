@@ -289,7 +289,7 @@ class TraceReplayUser(User):
                     trace.overlong.describe())  # fmt: skip
         api = server_api(base_url)  # transformers serve takes text only: chat, calibrated
         config = ClientConfig(base_url=base_url, model=opts.jb_model or model, chat=opts.jb_chat or api != "vllm",
-                              timeout_s=opts.jb_timeout, api=api)  # fmt: skip
+                              timeout_s=opts.jb_timeout, api=api, client=opts.jb_client)  # fmt: skip
         calibrator = TextCalibrator(base_url, config.model, api=api) if config.chat else None
         prompt_seed = opts.jb_seed if opts.jb_prompt_seed < 0 else opts.jb_prompt_seed
         mine = [i for i in range(len(schedule)) if i % plan["count"] == index]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from loadgen.arrivals import CLOSED_LOOP, PROCESSES, Schedule, workload
-from loadgen.client import normalize_target
+from loadgen.client import CLIENTS, normalize_target
 from loadgen.errors import LoadgenError
 from loadgen.traces import NAMED, OVERLONG_POLICIES, Trace, parse_columns, resolve_trace
 
@@ -76,6 +76,11 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "with --process saturate and --monitor: keep a valid saturated reference as the stack's in this folder "
         "(the Locust master's --jb-runs-dir), where /metrics publishes it for the live premium",
     ),
+    "jb_client": (
+        CLIENTS[0],
+        "the HTTP client: geventhttpclient (Locust's C parser, every event that has arrived taken in one read) or "
+        "http.client (the standard library's, one read per event: the client until 0.1.0); the records are the same",
+    ),
     "jb_records": ("requests.jsonl", "append every request's record to this file"),
     "jb_append": (False, "add to a --records file that already holds records (each record carries its run_id)"),
 }
@@ -95,6 +100,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "jb_trace": tuple(NAMED),
     "jb_process": tuple(PROCESSES),
     "jb_overlong": tuple(OVERLONG_POLICIES),
+    "jb_client": CLIENTS,
 }
 
 
@@ -139,6 +145,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     ),
     "jb_process": (lambda v: v in PROCESSES, f"one of {', '.join(PROCESSES)}"),
     "jb_overlong": (lambda v: v in OVERLONG_POLICIES, f"one of {', '.join(OVERLONG_POLICIES)}"),
+    "jb_client": (lambda v: v in CLIENTS, f"one of {', '.join(CLIENTS)}"),
     "jb_trace": (lambda v: isinstance(v, str) and v.strip() != "", "a named trace or a path"),
     "jb_records": (lambda v: isinstance(v, str) and v.strip() != "", "a path"),
     "jb_runs_dir": (lambda v: isinstance(v, str) and v.strip() != "", "a folder"),

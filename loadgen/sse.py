@@ -11,31 +11,42 @@ from __future__ import annotations
 
 class SSEParser:
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf: bytes | bytearray = b""
         self._data: list[str] = []
         self._cr_pending = False
 
-    def feed(self, chunk: bytes) -> list[str]:
+    def feed(self, chunk: bytes | bytearray) -> list[str]:
         """The data of every event completed by ``chunk``."""
+        if not chunk:
+            return []
+        if (
+            not self._buf
+            and not self._data
+            and chunk.startswith(b"data: ")
+            and chunk.endswith(b"\n\n")
+            and chunk.count(b"\n") == 2
+            and b"\r" not in chunk
+        ):  # one whole event of one data line, as servers send them: read without splitting it into lines
+            self._cr_pending = False
+            return [chunk[6:-2].decode("utf-8", errors="replace")]
         if self._cr_pending and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # the LF of a CRLF split across chunks
         self._cr_pending = chunk.endswith(b"\r")
-        self._buf += chunk
-        events: list[str] = []
-        lines = self._buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
         self._buf = lines.pop()  # an incomplete last line waits for more bytes
+        events: list[str] = []
         for raw in lines:
-            line = raw.decode("utf-8", errors="replace")
-            if not line:
+            if not raw:
                 if self._data:
                     events.append("\n".join(self._data))
                     self._data = []
-                continue
-            if line.startswith(":"):
-                continue
-            field, _, value = line.partition(":")
-            if field == "data":
-                self._data.append(value[1:] if value.startswith(" ") else value)
+            elif raw.startswith(b"data:"):  # the field name and colon are ASCII: decoding the value alone is the same
+                self._data.append(raw[6 if raw.startswith(b"data: ") else 5 :].decode("utf-8", errors="replace"))
+            elif raw == b"data":  # a field without a colon has an empty value; comments and other fields are ignored
+                self._data.append("")
         return events
 
     @property

@@ -164,3 +164,85 @@ def started(server: Any, timeout_s: float = 600) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+
+
+class ScriptedServer:
+    """A TCP server on 127.0.0.1 that answers each request with the bytes it is given, as they are: the HTTP
+    no server sends on purpose (a head cut short, a chunk cut mid-way, a stream that stalls). ``serve(script)``
+    sets the answer to the following requests: each item is bytes (sent), a float (a pause, in seconds) or
+    ``None`` (hold the connection open until the client closes it); the connection is closed after the last.
+    Each request's head is read to its end (kept in ``heads``), and its body by its Content-Length, before the
+    answer starts."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)  # accept wakes to see close()
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._script: list[bytes | float | None] = []
+        self.heads: list[bytes] = []  # each request's line and headers, as received
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def serve(self, script: list[bytes | float | None]) -> str:
+        self._script = list(script)
+        return self.url
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # the listener closed
+                return
+            thread = threading.Thread(target=self._answer, args=(conn, self._script), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _answer(self, conn, script: list[bytes | float | None]) -> None:
+        with conn:
+            conn.settimeout(10)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    if not (more := conn.recv(65536)):
+                        return
+                    data += more
+                head, _, body = data.partition(b"\r\n\r\n")
+                self.heads.append(head)
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                while len(body) < length:
+                    if not (more := conn.recv(65536)):
+                        return
+                    body += more
+                for item in script:
+                    if isinstance(item, bytes):
+                        conn.sendall(item)
+                    elif isinstance(item, float):
+                        self._stop.wait(item)
+                    else:
+                        while not self._stop.is_set() and conn.recv(65536):
+                            pass
+            except OSError:  # the client went away first
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+@contextlib.contextmanager
+def scripted_server() -> Iterator[ScriptedServer]:
+    server = ScriptedServer()
+    try:
+        yield server
+    finally:
+        server.close()

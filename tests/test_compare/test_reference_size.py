@@ -7,7 +7,7 @@ def closed_loop(n: int, concurrency: int, service_s: float) -> list[dict]:
     """``n`` requests kept ``concurrency`` in flight, each served in ``service_s`` (first token at a tenth)."""
     free = [0.0] * concurrency
     out = []
-    for i in range(n):
+    for _ in range(n):
         k = min(range(concurrency), key=free.__getitem__)
         sent = free[k]
         free[k] = sent + service_s

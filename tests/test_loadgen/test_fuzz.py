@@ -3,12 +3,14 @@ never a crash or a hang. Derandomized, so the suite stays deterministic."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loadgen.client import _decode
 from loadgen.errors import TraceError
 from loadgen.sse import SSEParser
 from loadgen.traces import read_trace
@@ -18,7 +20,8 @@ FUZZ = settings(derandomize=True, max_examples=300, deadline=None,
 
 # Streams built from the pieces that matter to the parser, so the fuzzer reaches its branches.
 PIECES = st.sampled_from([b"data:", b"data: ", b"event: x", b": comment", b"\n", b"\r", b"\r\n", b"\n\n",
-                          b"{}", b"[DONE]", b"\xff\xfe", b"\x00", b"id: 1", b"data", b" "])  # fmt: skip
+                          b"{}", b"[DONE]", b"\xff\xfe", b"\x00", b"id: 1", b"data", b" ", b"data: {}\n\n",
+                          b"data: caf\xc3\xa9\n\n", b"data: x\r\n\r\n"])  # fmt: skip
 STREAMS = st.lists(st.one_of(PIECES, st.binary(max_size=20)), max_size=40).map(b"".join)
 
 
@@ -36,6 +39,54 @@ def test_sse_never_raises_and_any_chunking_gives_the_same_events(stream, cuts):
     whole = feed_in(stream, [])
     assert feed_in(stream, cuts) == whole
     assert all(isinstance(e, str) for e in whole[0])
+
+
+class LineByLineSSE:
+    """The parser as it was to 0.1.0 (every line decoded, then split at its colon): what ``SSEParser``'s fast paths
+    (a whole one-line event in one chunk; fields matched on bytes) must give, event for event."""
+
+    def __init__(self) -> None:
+        self._buf, self._data, self._cr_pending = b"", [], False
+
+    def feed(self, chunk: bytes) -> list[str]:
+        if self._cr_pending and chunk.startswith(b"\n"):
+            chunk = chunk[1:]
+        self._cr_pending = chunk.endswith(b"\r")
+        self._buf += chunk
+        events: list[str] = []
+        lines = self._buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        self._buf = lines.pop()
+        for raw in lines:
+            line = raw.decode("utf-8", errors="replace")
+            if not line:
+                if self._data:
+                    events.append("\n".join(self._data))
+                    self._data = []
+                continue
+            if line.startswith(":"):
+                continue
+            field, _, value = line.partition(":")
+            if field == "data":
+                self._data.append(value[1:] if value.startswith(" ") else value)
+        return events
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._buf or self._data)
+
+
+@FUZZ
+@given(STREAMS, st.lists(st.integers(min_value=0, max_value=400), max_size=10), st.booleans())
+def test_sse_gives_what_the_line_by_line_parser_gave(stream, cuts, as_bytearray):
+    events = [i + 2 for i in range(len(stream)) if stream.startswith(b"\n\n", i)]  # reaches the one-event path
+    for split in (cuts, events):
+        ours, theirs = SSEParser(), LineByLineSSE()
+        last = 0
+        for cut in [*sorted({min(c, len(stream)) for c in split}), len(stream)]:
+            piece = stream[last:cut]  # fasthttp hands on the C parser's bytearrays
+            assert ours.feed(bytearray(piece) if as_bytearray else piece) == theirs.feed(piece)
+            assert ours.pending == theirs.pending
+            last = cut
 
 
 @FUZZ
@@ -104,3 +155,24 @@ def test_a_binary_file_is_a_trace_error(tmp_path):
     path.write_bytes(b"TIMESTAMP,ContextTokens,GeneratedTokens\n\x00\xff\xfe,1,2\n")
     with pytest.raises(TraceError, match=r"trace\.csv"):
         read_trace(path)
+
+
+JSONISH = st.one_of(
+    st.text(max_size=20),
+    st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+                 lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                 max_leaves=8).map(json.dumps),
+)  # fmt: skip
+
+
+@FUZZ
+@given(st.tuples(st.sampled_from(["", " ", "\n", "\ufeff"]), JSONISH, st.sampled_from(["", " ", "\t", "x", "}"])))
+def test_the_clients_json_decode_is_json_loads(parts):
+    text = "".join(parts)
+    try:
+        expected = json.loads(text)
+    except json.JSONDecodeError:
+        with pytest.raises(json.JSONDecodeError):
+            _decode(text)
+        return
+    assert _decode(text) == expected
