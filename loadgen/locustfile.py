@@ -29,6 +29,7 @@ schedule lag and TTFT, summed over the workers on a master, for Prometheus and G
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -98,8 +99,18 @@ def replay_metrics(environment: Any) -> ReplayMetrics:
     return environment.jb_metrics
 
 
+def _interrupt_in_main() -> None:
+    """Ctrl-C (SIGINT) as a KeyboardInterrupt in Locust's main greenlet only, where its main loop takes it
+    (writes the --html report, shuts down). Python raises it in whichever greenlet runs when the signal lands:
+    one inside Locust's stop (a run stopping itself) left the runner half-stopped, and Locust hung at exit
+    until SIGTERM. ``joulebench replay`` fires no init event: its own handlers stand."""
+    main = gevent.get_hub().parent
+    gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt))
+
+
 @events.init.add_listener
 def _on_init(environment: Any, **_: Any) -> None:
+    _interrupt_in_main()
     runner = environment.runner
     if not isinstance(runner, WorkerRunner):
         environment.jb_cockpit = Cockpit(environment)
