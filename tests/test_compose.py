@@ -71,6 +71,15 @@ def missing_tools() -> list[str]:
     return missing
 
 
+def counted(ui: str, want: float, timeout_s: float = 30.0) -> float:
+    """Locust's finished count once it reaches ``want`` (or what it is after ``timeout_s``): the master sums
+    the workers' counts from their periodic reports, so it may lag the records already written."""
+    deadline = time.monotonic() + timeout_s
+    while (n := loadgen_counts(ui).get("finished_total", 0)) != want and time.monotonic() < deadline:
+        time.sleep(1.0)
+    return n
+
+
 def free_low_port() -> int:
     """A free port below the ephemeral range (which is busy on CI's machines), for Locust's published UI."""
     for port in random.sample(range(20000, 32000), 200):
@@ -187,7 +196,7 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
             ref = saturated["run_reference"]
             assert ref and ref["valid"], ref
             assert ref["concurrency"] == 8 and ref["workload"]["requests"] == 64
-            before = loadgen_counts(ui).get("finished_total", 0)
+            before = counted(ui, 64)  # the workers' counts reach the master with their next report
 
         with timed(timings, "replay (Locust's web API, to the last response)"):
             r = httpx2.post(f"{ui}/swarm", data=FORM, timeout=30)
@@ -211,7 +220,7 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
             records = [r for f in files for r in read_records(f)]
             assert [f.name for f in files] == ["requests.worker0.jsonl", "requests.worker1.jsonl"]
             assert (runs / replayed["run_id"] / "summary.json").exists()
-            assert len(records) == c["finished_total"] - before > RATE * SECONDS / 2
+            assert len(records) == counted(ui, before + len(records)) - before > RATE * SECONDS / 2
             stored = json.loads((runs / "reference.json").read_text())  # the stack's reference, in the runs volume
             assert stored["run_id"] == saturated["run_id"]
             assert stored["j_per_token"] == pytest.approx(ref["j_per_token"])
