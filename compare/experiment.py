@@ -605,18 +605,20 @@ class Comparison:
         for seg in self.segments:
             what = f"online reference, segment {seg.index + 1}/{len(self.segments)} ({batch} in flight)"
             self._check_monitor()
-            pilot = self.run_dir / "online" / f"reference-{seg.index}-pilot"
-            _, records, _ = self._saturate(target, seg, args.reference_batches, pilot, 6000 + seg.index,
-                                           f"{what}, sizing it")  # fmt: skip
+            # The first replay of --reference-batches is the reference where its steady part lasts --reference-s;
+            # else it is the pilot that sizes one (kept beside it), replayed with prompts of its own.
+            out = self.run_dir / "online" / f"reference-{seg.index}"
+            with Poller(target, self.meter.url, out / "polls.jsonl"):
+                _, records, cut = self._saturate(target, seg, args.reference_batches, out, 5000 + seg.index, what)
             batches = reference_size(records, batch, args.reference_batches, args.reference_s)
             self.reference_batches[seg.index] = batches
             if batches > args.reference_batches:
                 held = steady_seconds(records, batch)
                 self.say(f"{what}: {len(records)} requests hold a steady part of {held:.2f} s; "
                          f"{batches * batch} for {args.reference_s:g} s")  # fmt: skip
-            out = self.run_dir / "online" / f"reference-{seg.index}"
-            with Poller(target, self.meter.url, out / "polls.jsonl"):
-                _, records, cut = self._saturate(target, seg, batches, out, 5000 + seg.index, what)
+                out.rename(out.with_name(f"{out.name}-pilot"))
+                with Poller(target, self.meter.url, out / "polls.jsonl"):
+                    _, records, cut = self._saturate(target, seg, batches, out, 6000 + seg.index, what)
             sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
             if not sent:
                 continue
