@@ -24,6 +24,7 @@ COPY monitor monitor
 COPY server server
 COPY loadgen loadgen
 COPY compare compare
+COPY estimands estimands
 RUN /opt/venv/bin/pip install .
 
 FROM build AS build-cpu

@@ -134,8 +134,8 @@ def joulebench(url: str, rate: float, n: int, work: Path, n_out: int = N_OUT, cl
 
 def joulebench_distributed(url: str, rate: float, n: int, work: Path, n_out: int = N_OUT) -> dict:
     """Locust's distributed mode: a master and ``--locust-workers`` workers, each sending its share of one schedule."""
+    from estimands.summary import summarize
     from loadgen.records import read_records
-    from loadgen.summary import summarize
 
     trace = fixed_trace(work, n, n_out)
     for old in work.glob("requests.worker*.jsonl"):

@@ -187,7 +187,8 @@ def validate_compare(args: argparse.Namespace) -> None:
 def run_compare(args: argparse.Namespace) -> int:
     import time
 
-    from compare.experiment import Comparison, Interrupted
+    from compare.experiment import Comparison
+    from compare.replays import Interrupted
 
     run_dir = args.out or Path("runs") / time.strftime("compare-%Y%m%d-%H%M%S")
     if (run_dir / "config.json").exists():
@@ -284,7 +285,8 @@ def validate_report(args: argparse.Namespace) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from compare.report import compress_raw, write_report
+    from compare.report import write_report
+    from compare.rundir import compress_raw
 
     if args.compress:
         done = compress_raw(args.run_dir)

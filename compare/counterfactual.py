@@ -4,7 +4,7 @@ The same schedule is replayed with every request (A) and with every K-th left ou
 same times (B), in the order ``ABBA`` (a drift in the server's power cancels). Each replay's energy is
 read over the same span from its schedule's start, long enough for every run to drain, so loaded-idle
 power cancels in the difference: ΔE = E(A) − E(B) is what the left-out requests cost. The attribution
-(``compare.attribution``, its model fitted on all the runs' slices) of run A charges them some dynamic
+(``estimands.attribution``, its model fitted on all the runs' slices) of run A charges them some dynamic
 energy; the check is the ratio attributed ÷ ΔE, with the monitor's and the repeats' uncertainty. Beside
 it, the model's token terms alone (α·input + β·output of the left-out requests): what a request costs at
 the margin when the engine's steps go on without it, which an average-cost attribution does not claim
@@ -21,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
-from compare.attribution import attribute, fit_model, slices
-from compare.experiment import run_replay, write_json
-from compare.polls import Poller, prefill_rate, read_polls
-from compare.windows import end_of
+from compare.polls import Poller
+from compare.replays import run_replay
+from compare.rundir import read_polls, write_json
+from estimands.attribution import attribute, fit_model, slices, token_terms_j
+from estimands.engine import prefill_rate
+from estimands.windows import end_of
 from loadgen.options import build_schedule
 
 
@@ -98,9 +100,3 @@ def counterfactual(
     }  # fmt: skip
     write_json(out / "counterfactual.json", result)
     return result
-
-
-def token_terms_j(records: list[dict[str, Any]], every: int, alpha: float, beta: float) -> float:
-    """α·input + β·output of the requests left out of run B (every ``every``-th of run A)."""
-    return float(sum(alpha * (r.get("usage_input_tokens") or 0) + beta * (r.get("usage_output_tokens") or 0)
-                     for r in records if int(r["request_id"]) % every == every - 1))  # fmt: skip

@@ -9,7 +9,7 @@ Phases, each recorded in the run directory as it finishes (so an interrupted run
 4. the rate ladder: for each rate (× the trace's own rate) and segment, a headless replay of exactly that
    segment's requests in its own process (``python -m loadgen replay``: Locust and gevent never enter
    this process), vLLM's metrics and the monitor polled beside it; its steady-state window found and
-   judged (``compare.windows``); the records, polls, the window and the dense energy series over the
+   judged (``estimands.windows``); the records, polls, the window and the dense energy series over the
    replay → ``online/<rate>-<segment>/``, ``energy.csv``. The ladder stops above the first saturated
    rate. Then, if asked, the saturated reference against the server (``online/reference-<segment>``)
    and the counterfactual check (``counterfactual/``);
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import math
 import os
@@ -38,90 +37,40 @@ import platform
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from compare.replays import (
+    ServerGone,
+    Stopped,
+    replay_options,
+    run_replay,
+    signals_interrupt,
+)
+from compare.rundir import (
+    ENERGY_COLUMNS,
+    REFERENCE_RATE,
+    append_series,
+    rate_label,
+    read_polls,
+    reading_json,
+    reference_dir,
+    replay_dir,
+    write_json,
+)
+from estimands.reference import reference_size, steady_seconds
 from joulebench import __version__
 from joulebench.errors import JoulebenchError
 from joulebench.processes import Child, free_port, write_pidfile
 from loadgen.errors import LoadgenError
 from loadgen.options import build_schedule
-from loadgen.records import read_records
-from loadgen.reference import steady_span
 
 #: How long a monitor that stopped answering may take to come back before the comparison stops.
 MONITOR_BACK_S = 30.0
-ENERGY_COLUMNS = ("phase", "rate", "segment", "start_s", "end_s", "energy_j", "uncertainty_j")
-
-
-def rate_label(multiplier: float) -> str:
-    return f"{multiplier:g}x"
-
-
-def replay_dir(run_dir: Path, multiplier: float, segment: int) -> Path:
-    return run_dir / "online" / f"{rate_label(multiplier)}-{segment}"
-
-
-class Stopped(LoadgenError):
-    """The comparison stopped before its end; the report covers what finished."""
-
-
-class Interrupted(Stopped):
-    """SIGINT or SIGTERM during a comparison."""
-
-    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
-        super().__init__(message)
-        self.signum = signum
-
-
-class ServerGone(Stopped):
-    """vLLM exited, or the server stopped answering, during the ladder."""
-
-
-@contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """SIGINT and SIGTERM raise ``Interrupted`` here, so every ``finally`` stops its child."""
-
-    def handler(signum: int, _: object) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _replay_options(args: argparse.Namespace, multiplier: float, trace_rate: float) -> argparse.Namespace:
-    """The replay options of one rung: ``trace`` scales time; the other processes get requests/s."""
-    rate = multiplier if args.process in ("trace", "trace-resample") else multiplier * trace_rate
-    return argparse.Namespace(
-        jb_trace=args.trace, jb_trace_dir=args.trace_dir, jb_process=args.process, jb_rate=rate, jb_cv=args.cv,
-        jb_duration=args.warmup_s + args.window_s, jb_start=args.start, jb_seed=args.seed,
-        jb_max_model_len=args.max_model_len or 0,
-    )  # fmt: skip
-
-
-def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON: {type(o).__name__}")
 
 
 def _hardware() -> dict[str, Any]:
@@ -133,96 +82,6 @@ def _hardware() -> dict[str, Any]:
                 break
     return {"host": platform.node(), "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
             "python": platform.python_version()}  # fmt: skip
-
-
-def rate_plan(
-    args: argparse.Namespace, max_model_len: int | None
-) -> tuple[list[tuple[float, argparse.Namespace, int, float]], dict[str, Any]]:
-    """Each rung of ``args.rates``: (multiplier, replay options, scheduled requests, offered requests/s: the
-    multiplier × the trace's mean rate), and the trace's facts. Fails early on a bad trace or process."""
-    probe = _replay_options(args, 1.0, 1.0)
-    probe.jb_max_model_len = max_model_len or 0
-    trace, _ = build_schedule(probe)
-    plan = []
-    for m in args.rates:
-        opts = _replay_options(args, m, trace.rate_per_s)
-        opts.jb_max_model_len = max_model_len or 0
-        _, schedule = build_schedule(opts)
-        if len(schedule) == 0:
-            raise LoadgenError(f"rate {rate_label(m)} schedules no request in {opts.jb_duration:g} s: raise it")
-        plan.append((m, opts, len(schedule), m * trace.rate_per_s))
-    facts = {"name": trace.name, "requests": len(trace.requests), "rate_per_s": trace.rate_per_s,
-             "duration_s": trace.duration_s}  # fmt: skip
-    return plan, facts
-
-
-def run_replay(
-    args: argparse.Namespace,
-    opts: argparse.Namespace,
-    target: str,
-    out: Path,
-    prompt_seed: int,
-    n: int,
-    what: str,
-    console: Any,
-    server_gone: Callable[[], str | None] | None = None,
-    schedule_s: float | None = None,
-) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:
-    """One headless replay in its own process (``python -m loadgen replay``) with a progress bar, into ``out``.
-
-    Stopped (SIGTERM: in-flight requests recorded as interrupted) if it runs ``args.drain_s`` past its
-    schedule (``schedule_s`` long; default: ``opts.jb_duration``). Returns the replay's summary, its
-    records, and whether the drain was cut. If ``server_gone()`` says why the server is gone, the replay
-    is stopped the same way and ``ServerGone`` raised: what finished is in ``out``.
-    """
-    from rich.progress import Progress
-
-    out.mkdir(parents=True, exist_ok=True)
-    records_path = out / "requests.jsonl"
-    records_path.unlink(missing_ok=True)
-    cmd = [
-        sys.executable, "-m", "loadgen", "replay", "--target", target, "--trace", opts.jb_trace,
-        "--trace-dir", opts.jb_trace_dir, "--process", opts.jb_process, "--rate", repr(opts.jb_rate),
-        "--cv", repr(opts.jb_cv), "--duration", repr(opts.jb_duration), "--start", repr(opts.jb_start),
-        "--seed", str(opts.jb_seed), "--prompt-seed", str(prompt_seed),
-        "--max-model-len", str(opts.jb_max_model_len),
-        "--timeout", repr(args.request_timeout_s), "--records", str(records_path),
-        "--summary", str(out / "replay.json"),
-    ]  # fmt: skip
-    if getattr(opts, "jb_first", 0):
-        cmd += ["--first", str(opts.jb_first), "--overlong", opts.jb_overlong]
-    if getattr(opts, "jb_leave_out", 0):
-        cmd += ["--leave-out", str(opts.jb_leave_out)]
-    if getattr(opts, "jb_columns", ""):
-        cmd += ["--columns", opts.jb_columns]
-    if opts.jb_process == "saturate":
-        cmd += ["--concurrency", str(opts.jb_concurrency)]
-    replay = Child(f"the replay ({what})", cmd, out / "replay.log", stop_timeout_s=30).start()
-    deadline = time.monotonic() + (opts.jb_duration if schedule_s is None else schedule_s) + args.drain_s + 30
-    cut = False
-    try:
-        with Progress(console=console, transient=True) as progress:
-            task = progress.add_task(what, total=n)
-            while replay.poll() is None:
-                if time.monotonic() > deadline and not cut:
-                    cut = True
-                    replay.stop()
-                if server_gone is not None and (why := server_gone()) is not None:
-                    replay.stop()
-                    finished = _count_lines(records_path)
-                    raise ServerGone(f"during {what}, {why}; {finished} of {n} requests recorded in {out}")
-                progress.update(task, completed=_count_lines(records_path))
-                time.sleep(0.5)
-    finally:
-        replay.stop()
-    code = replay.poll()
-    if code not in REPLAY_FINISHED or not (out / "replay.json").exists():
-        raise replay.failed(f"exited with code {code}")
-    return json.loads((out / "replay.json").read_text()), read_records(records_path), cut
-
-
-#: Exit codes of a replay that finished (some requests may have failed) or was stopped by a signal.
-REPLAY_FINISHED = (0, 1, 130, 143)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +107,7 @@ class Segment:
 def segment_options(args: argparse.Namespace, start_s: float, multiplier: float, trace_rate: float,
                     max_model_len: int | None) -> argparse.Namespace:  # fmt: skip
     """The replay options of one segment at one rate: its fixed requests, the process at that rate."""
-    opts = _replay_options(args, multiplier, trace_rate)
+    opts = replay_options(args, multiplier, trace_rate)
     opts.jb_start, opts.jb_first, opts.jb_overlong = start_s, args.requests, args.overlong
     opts.jb_duration = 60.0  # not used with jb_first
     opts.jb_max_model_len = max_model_len or 0
@@ -483,9 +342,9 @@ class Comparison:
     # -- online --------------------------------------------------------------------------------------
 
     def _ladder(self, target: str, loaded_idle_w: float) -> None:
-        from compare.comparison import online_result
-        from compare.polls import Poller, clock_offset, read_polls
-        from compare.windows import choose_window
+        from compare.polls import Poller, clock_offset
+        from estimands.energy import online_result
+        from estimands.windows import choose_window
         from monitor.errors import MonitorError
 
         args = self.args
@@ -533,15 +392,15 @@ class Comparison:
                 if span.uncovered_s:  # kept in window.json, judged in its verdict; no undercounted series
                     self._incomplete_energy(what, out, span.uncovered_s)
                 else:
-                    _append_series(energy_csv, "online", m, seg.index, series)
+                    append_series(energy_csv, "online", m, seg.index, series)
                 record = {
                     "rate": m, "segment": seg.index, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
                     "series": [a, b], "energy_j": float(np.sum(series.energy_j)), "kind": series.kind,
                     "sources": series.sources, "method": series.method, "drain_cut": cut, "clock": clock,
                     "overlong": summary.get("overlong"),
                     "window": None if window is None else window.record(),
-                    "reading": None if reading is None else _reading_json(reading),
-                    "span_reading": _reading_json(span),
+                    "reading": None if reading is None else reading_json(reading),
+                    "span_reading": reading_json(span),
                 }  # fmt: skip
                 write_json(out / "window.json", record)
                 result = online_result(records, series.edges, series.energy_j, loaded_idle_w, window, record,
@@ -607,7 +466,7 @@ class Comparison:
             self._check_monitor()
             # The first replay of --reference-batches is the reference where its steady part lasts --reference-s;
             # else it is the pilot that sizes one (kept beside it), replayed with prompts of its own.
-            out = self.run_dir / "online" / f"reference-{seg.index}"
+            out = reference_dir(self.run_dir, seg.index)
             with Poller(target, self.meter.url, out / "polls.jsonl"):
                 _, records, cut = self._saturate(target, seg, args.reference_batches, out, 5000 + seg.index, what)
             batches = reference_size(records, batch, args.reference_batches, args.reference_s)
@@ -632,10 +491,10 @@ class Comparison:
             if span.uncovered_s:
                 self._incomplete_energy(what, out, span.uncovered_s)
             else:
-                _append_series(energy_csv, "reference", -1.0, seg.index, series)
+                append_series(energy_csv, "reference", REFERENCE_RATE, seg.index, series)
             write_json(out / "window.json", {"rate": None, "segment": seg.index, "kind": "online reference",
                                              "concurrency": batch, "batches": batches, "series": [a, b],
-                                             "drain_cut": cut, "span_reading": _reading_json(span)})  # fmt: skip
+                                             "drain_cut": cut, "span_reading": reading_json(span)})  # fmt: skip
             self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok, steady part "
                      f"{steady_seconds(records, batch):.1f} s")  # fmt: skip
 
@@ -740,33 +599,6 @@ class Comparison:
         self.say(f"offline: {len(sets)} request sets served, at most {batch} running")
 
 
-def steady_seconds(records: list[dict[str, Any]], concurrency: int) -> float:
-    """How long a saturate replay's steady part lasted (``loadgen.reference.steady_span``); 0 when it had none."""
-    span = steady_span(records, concurrency)
-    return 0.0 if span is None else span[1] - span[0]
-
-
-#: The most batches a reference is grown to (``reference_size``), and the growth's margin over the estimate.
-MAX_REFERENCE_BATCHES, REFERENCE_MARGIN = 1000, 1.25
-
-
-def reference_size(records: list[dict[str, Any]], batch: int, batches: int, target_s: float) -> int:
-    """The batches a saturated reference needs for a steady part of ``target_s``, from a pilot of ``batches``:
-    the pilot's, where its steady part already lasts that long; else as many more as the pilot's completion
-    rate says (``REFERENCE_MARGIN`` over the estimate, a start cohort and a drain beside it), at most
-    ``MAX_REFERENCE_BATCHES``. A fast server (an H200, vLLM's CPU build on the tiny model) finishes 3 × 256
-    requests before its counter updates twice."""
-    if steady_seconds(records, batch) >= target_s:
-        return batches
-    done = [r for r in records if r["status"] == "ok" and r.get("last_token_s")]
-    if len(done) < 2:
-        return batches
-    span = max(r["last_token_s"] for r in done) - min(r["sent_s"] for r in done)
-    rate = len(done) / max(span, 1e-3)  # completions a second, with batch in flight
-    need = 2 * batch + REFERENCE_MARGIN * rate * target_s
-    return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
-
-
 def reference_lengths(seg: Segment, batch: int, batches: int, seed: int) -> list[tuple[int, int]]:
     """The saturated reference's requests: ``batches`` × ``batch`` drawn from the segment's lengths (seeded),
     the same online (a saturate replay) and offline."""
@@ -789,25 +621,6 @@ def workload_defaults(args: argparse.Namespace, cpu: bool) -> None:
         args.max_num_seqs = max_num_seqs
 
 
-def _reading_json(reading: Any) -> dict[str, Any]:
-    """A ``MeterReading`` as ``window.json`` keeps it: the sum, and each device's share of it."""
-    return {
-        "start_s": reading.start_s, "end_s": reading.end_s, "energy_j": reading.energy_j,
-        "uncertainty_j": reading.uncertainty_j, "short_window": reading.short_window, "kind": reading.kind,
-        "method": reading.method, "energy_by_kind_j": reading.energy_by_kind_j(), "devices": reading.devices,
-        "uncovered_s": reading.uncovered_s,
-    }  # fmt: skip
-
-
-def _append_series(path: Path, phase: str, rate: float, segment: int, series: Any) -> None:
-    """A replay's energy slices, appended to ``energy.csv`` (``ENERGY_COLUMNS``)."""
-    with path.open("a", newline="") as f:
-        w = csv.writer(f)
-        for k in range(len(series.energy_j)):
-            w.writerow([phase, rate, segment, repr(float(series.edges[k])), repr(float(series.edges[k + 1])),
-                        repr(float(series.energy_j[k])), repr(float(series.uncertainty_j[k]))])  # fmt: skip
-
-
 def _exit_words(code: int) -> str:
     """``exited with code 1``, or ``was killed by SIGKILL`` for a negative return code."""
     if code < 0:
@@ -816,14 +629,6 @@ def _exit_words(code: int) -> str:
         except ValueError:
             pass
     return f"exited with code {code}"
-
-
-def _count_lines(path: Path) -> int:
-    try:
-        with path.open("rb") as f:
-            return sum(1 for _ in f)
-    except OSError:
-        return 0
 
 
 def default_rates() -> list[float]:

@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from compare.experiment import rate_label, rate_plan, run_replay, signals_interrupt, write_json
-from compare.windows import Window, steadiness
+from compare.replays import rate_plan, run_replay, signals_interrupt
+from compare.rundir import rate_label, write_json
+from estimands.summary import percentiles
+from estimands.tokens import tokens_in_window
+from estimands.windows import Window, steadiness
 from loadgen.errors import LoadgenError
-from loadgen.summary import percentiles
-from loadgen.tokens import tokens_in_window
 from monitor.gpu_control import GpuControl, GpuLimits, GpuSettingsError, RestoreGuard, Setting, parse_settings
 
 

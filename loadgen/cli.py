@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from estimands.summary import summarize
 from joulebench.commands import Command, command_main
 from joulebench.serving import AppServer
 from loadgen.arrivals import CLOSED_LOOP, Schedule
@@ -20,7 +21,6 @@ from loadgen.errors import LoadgenError
 from loadgen.faults import FAULTS, check_fault
 from loadgen.options import OPTIONS, add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, read_records
-from loadgen.summary import summarize
 from loadgen.traces import Trace
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def _reference(meter: MonitorClient, records: list[dict[str, Any]], options: Any, run_id: str) -> dict[str, Any]:
-    """A saturate run's reference (``loadgen.reference``), kept as the stack's with ``--keep-reference``."""
+    """A saturate run's reference (``estimands.reference``), kept as the stack's with ``--keep-reference``."""
     from loadgen import reference
 
     ref = reference.measure(records, meter, options.jb_concurrency, reference.workload_of(records, options), run_id)

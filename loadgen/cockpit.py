@@ -33,6 +33,8 @@ from typing import Any
 import gevent
 from locust.runners import MasterRunner
 
+from estimands.reference import premiums
+from estimands.summary import summarize
 from loadgen import reference, rundir
 from loadgen.arrivals import CLOSED_LOOP
 from loadgen.errors import LoadgenError
@@ -44,7 +46,6 @@ from loadgen.ledger import (
     energy_figures,
     lowest_average_w,
 )
-from loadgen.summary import summarize
 from loadgen.timeline import BIN_S, Timeline
 
 log = logging.getLogger(__name__)
@@ -441,7 +442,7 @@ class Cockpit:
         log.info("run %s: %s; run directory %s", run.run_id, stopped_by, run.folder)
 
     def _reference(self, run: Run, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """A saturate run's reference (``loadgen.reference``); a valid one becomes the stack's, kept in the
+        """A saturate run's reference (``estimands.reference``); a valid one becomes the stack's, kept in the
         runs folder and published on ``/metrics``."""
         opts = SimpleNamespace(**run.config["options"])  # the run's own, whatever a later form says
         ref = reference.measure(records, run.meter, opts.jb_concurrency, reference.workload_of(records, opts),
@@ -473,7 +474,7 @@ class Cockpit:
             "window": {"start_s": run.first_s, "base_s": run.base_s, "reset_s": run.reset_s, "end_s": run.end_s,
                        "until_s": run.until_s},
             "schedule": run.schedule, "expected": run.expected,
-            "reference": ref, "premium": reference.premiums(figures, ref),
+            "reference": ref, "premium": premiums(figures, ref),
             "measures_reference": run.config["options"].get("jb_process") == CLOSED_LOOP,
             "options": {k: run.config["options"].get(k) for k in ("jb_trace", "jb_process", "jb_rate")},
             "run_reference": (run.result or {}).get("summary", {}).get("reference"),

@@ -138,7 +138,7 @@ class ReplayCollector(Collector):
 
 
 class ReferenceCollector(Collector):
-    """``joulebench_reference_*``: the stack's reference (``loadgen.reference``), as gauges; none before the
+    """``joulebench_reference_*``: the stack's reference (``estimands.reference``), as gauges; none before the
     first valid saturate run. The recording rules divide the live J/token by them: the live premium."""
 
     def __init__(self, reference: Callable[[], Mapping[str, Any] | None]) -> None:

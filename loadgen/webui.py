@@ -173,7 +173,7 @@ def _reference_line(ref: dict[str, Any]) -> str:
 
 
 def reference_rows(live: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """The stack's reference and this run's premium over it (``loadgen.reference``)."""
+    """The stack's reference and this run's premium over it (``estimands.reference``)."""
     run_ref = live.get("run_reference")
     if live.get("measures_reference"):
         if run_ref is None:

@@ -22,20 +22,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from estimands.energy import measured_kind
 from monitor.errors import MonitorError
 from monitor.processes import CpuTime
 from monitor.sampler import Sampler, state_json
 from monitor.sources import open_sources
 from monitor.sources.attributed import attribute
 from monitor.window import slice_edges
-
-_KIND_ORDER = ("gpu", "attributed", "cpu", "host")
-
-
-def measured_kind(devices: list[dict[str, Any]]) -> str | None:
-    """The kind of device a reading sums, from the devices' JSON (``/v1/devices``, ``/v1/energy``)."""
-    kinds = {d.get("kind") for d in devices}
-    return next((k for k in _KIND_ORDER if k in kinds), None)
 
 
 def _chosen(devices: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]], str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx2
 from paths import ROOT
 
-from loadgen.tokens import tokens_in_window
+from estimands.tokens import tokens_in_window
 from monitor.meter import MonitorClient
 
 RULE_WINDOW_S = 60.0  # the [1m] of joulebench:joules_per_token:rate1m

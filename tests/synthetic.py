@@ -139,7 +139,7 @@ def write_run(
     import csv
     import json
 
-    from compare.windows import choose_window
+    from estimands.windows import choose_window
 
     opts = {"rates": list(rates), "segments": segments, "requests": requests, "min_requests": 50, "warmup_s": 2.0,
             "window_s": 600.0, **(options or {})}  # fmt: skip

@@ -3,7 +3,10 @@
 - ``loadgen``, ``server`` and ``monitor`` never import ``compare``, nor one another's CLI modules;
 - no module but ``joulebench/__main__.py`` imports ``joulebench.cli`` (it gathers every package's commands);
 - ``joulebench.commands`` (the command plumbing) and ``joulebench.errors`` import none of the packages;
-- nothing imports a ``_private`` name from another module of the project.
+- nothing imports a ``_private`` name from another module of the project;
+- ``estimands`` (the measurement math) imports no other package of the project: it is the floor the others
+  stand on;
+- no circle: no module reaches itself through the imports of the project's modules.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from paths import ROOT
 
-PACKAGES = ("joulebench", "monitor", "server", "loadgen", "compare")
+PACKAGES = ("joulebench", "estimands", "monitor", "server", "loadgen", "compare")
 BASE = ("monitor", "server", "loadgen")  # the three that run alone
 
 
@@ -61,9 +64,50 @@ def violations(root: Path) -> list[str]:
                     found.append(f"{at}.cli: only joulebench/__main__.py may import it")
                 if module in ("joulebench.commands", "joulebench.errors") and top != "joulebench":
                     found.append(f"{at}: {module} is a leaf and imports no package")
+                if package == "estimands" and top != "estimands":
+                    found.append(f"{at}: estimands (the measurement math) imports no other package of the project")
                 for n in names:
                     if n.startswith("_") and not n.startswith("__"):
                         found.append(f"{at}: takes the private name {n}")
+    return found + circles(root)
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module → the project's modules it imports (a ``from package import name`` that names a module counts
+    as that module)."""
+    modules = {module_name(root, p): p for package in PACKAGES for p in (root / package).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for _, target, names in imports(path, module):
+            if target.split(".")[0] not in PACKAGES:
+                continue
+            named = [f"{target}.{n}" for n in names if f"{target}.{n}" in modules]
+            targets |= set(named) or ({target} if target in modules else set())
+        graph[module] = targets - {module}
+    return graph
+
+
+def circles(root: Path) -> list[str]:
+    """One finding per circle of imports (depth-first search; each circle reported once, from its first module)."""
+    graph, found, seen = import_graph(root), [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(module, ())):
+            if nxt in path:
+                loop = path[path.index(nxt) :]
+                key = frozenset(loop)
+                if key not in seen:
+                    seen.add(key)
+                    found.append("circle: " + " -> ".join([*loop, nxt]))
+            elif nxt not in done:
+                visit(nxt, [*path, nxt])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
     return found
 
 
@@ -89,6 +133,10 @@ def test_the_check_finds_each_kind_of_violation(tmp_path):
         "loadgen/replay.py": "from server.cli import DEFAULT_CACHE\nfrom .summary import _pcts\n",
         "compare/__init__.py": "",
         "compare/sweep.py": "from compare.experiment import _signals_interrupt\n",
+        "compare/experiment.py": "from compare.report import write_report\n",
+        "compare/report.py": "def f():\n    from compare import experiment\n",
+        "estimands/__init__.py": "",
+        "estimands/windows.py": "from loadgen.records import read_records\n",
     }
     for name, text in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -102,6 +150,8 @@ def test_the_check_finds_each_kind_of_violation(tmp_path):
         "loadgen/replay.py:1": "another package's CLI module",
         "loadgen/replay.py:2": "private name _pcts",
         "compare/sweep.py:1": "private name _signals_interrupt",
+        "estimands/windows.py:1": "imports no other package",
+        "circle: compare.experiment -> compare.report -> compare.experiment": "",
     }
     for where, what in expected.items():
         assert any(f.startswith(where) and what in f for f in found), (where, what, found)

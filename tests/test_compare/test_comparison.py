@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from synthetic import simulate, write_run
 
-from compare.comparison import binning_gap, online_result, premiums
-from compare.windows import choose_window
-from loadgen.tokens import tokens_in_window
+from compare.analysis import binning_gap
+from estimands.energy import online_result, premiums
+from estimands.tokens import tokens_in_window
+from estimands.windows import choose_window
 from monitor.meter import MeterReading, settled, stable_power
 from server.binning import BatchEnergy
 
@@ -181,7 +182,7 @@ def test_two_gpus_are_broken_down_and_a_stale_one_leaves_its_window_out(tmp_path
 
 
 def test_the_reference_does_not_move_with_the_window_or_the_warmup(tmp_path):
-    from compare.report import analyze
+    from compare.analysis import analyze
 
     run = write_run(tmp_path / "run", options={"warmup_s": 5.0, "window_s": 40.0})
     before = analyze(run)
@@ -200,7 +201,7 @@ def test_the_reference_does_not_move_with_the_window_or_the_warmup(tmp_path):
 
 
 def test_a_saturated_rate_is_not_a_premium(tmp_path):
-    from compare.report import analyze
+    from compare.analysis import analyze
 
     run = write_run(tmp_path / "run", rates=(0.5, 8.0), slots=1, trace_rate=3.0)
     s = analyze(run)
@@ -212,7 +213,8 @@ def test_a_saturated_rate_is_not_a_premium(tmp_path):
 
 
 def test_a_measured_run_does_not_say_estimated_and_a_committed_run_reads_compressed(tmp_path):
-    from compare.report import compress_raw, write_report
+    from compare.report import write_report
+    from compare.rundir import compress_raw
 
     run = write_run(tmp_path / "run", segments=1)
     first = json.loads(write_report(run)["summary"].read_text())

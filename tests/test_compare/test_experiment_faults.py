@@ -18,7 +18,7 @@ import psutil
 import pytest
 from servers import CompareRun, mock_server, running
 
-from compare.experiment import replay_dir
+from compare.rundir import replay_dir
 from loadgen.records import read_records
 from monitor.sources.estimate import IDLE_W_PER_CPU, MAX_W_PER_CPU
 

@@ -15,9 +15,11 @@ import pytest
 from servers import mock_server
 from synthetic import simulate
 
-from compare.polls import Poller, parse_vllm_metrics, prefill_rate, read_polls, server_in_system, throttle_reasons
+from compare.polls import Poller, parse_vllm_metrics
+from compare.rundir import read_polls
+from estimands.engine import prefill_rate, server_in_system, throttle_reasons
+from estimands.tokens import tokens_in_window
 from loadgen.records import read_records
-from loadgen.tokens import tokens_in_window
 
 #: A page as vLLM 0.32 serves it (two engines' label sets, and what a comparison does not read).
 VLLM_PAGE = """\

@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from estimands.reference import MIN_COMPLETED, premiums, steady_span
 from loadgen import reference
 from loadgen.metrics import ReferenceCollector
 from monitor.meter import MeterReading
@@ -46,9 +47,9 @@ def closed_loop(n: int = 60, slots: int = 4, service_s: float = 1.0, ttft_s: flo
 
 def test_the_steady_part_opens_when_the_start_cohort_has_its_first_tokens_and_ends_at_the_last_send():
     records = closed_loop(n=20, slots=4)
-    assert reference.steady_span(records, 4) == pytest.approx((0.2, 4.0))  # 20 requests, 4 slots: 5 rounds
-    assert reference.steady_span(records[:4], 4) is None  # only the cohort: nothing refills the batch
-    assert reference.steady_span(records, 0) is None
+    assert steady_span(records, 4) == pytest.approx((0.2, 4.0))  # 20 requests, 4 slots: 5 rounds
+    assert steady_span(records[:4], 4) is None  # only the cohort: nothing refills the batch
+    assert steady_span(records, 0) is None
 
 
 def test_the_reference_is_energy_over_the_tokens_processed_in_its_steady_part():
@@ -64,7 +65,7 @@ def test_the_reference_is_energy_over_the_tokens_processed_in_its_steady_part():
     assert ref["j_per_output_token"] == pytest.approx(energy / ref["output_tokens"])
     assert ref["j_per_token"] == pytest.approx(energy / (ref["input_tokens"] + ref["output_tokens"]))
     assert 0 < ref["uncertainty_j_per_token"] < 0.1 * ref["j_per_token"]
-    assert ref["completed"] >= reference.MIN_COMPLETED and ref["workload"] == {"trace": "azure-conv"}
+    assert ref["completed"] >= MIN_COMPLETED and ref["workload"] == {"trace": "azure-conv"}
 
 
 def test_an_invalid_reference_says_why():
@@ -96,10 +97,10 @@ def test_the_premium_divides_by_the_reference_with_both_uncertainties():
     ref = {"j_per_token": 0.5, "uncertainty_j_per_token": 0.02, "j_per_output_token": 2.0,
            "uncertainty_j_per_output_token": 0.0, "run_id": "r1", "workload": {"trace": "azure-conv"}}  # fmt: skip
     live = {"j_per_token": 2.0, "uncertainty_j_per_token": 0.06, "j_per_output_token": 5.0}
-    p = reference.premiums(live, ref)
+    p = premiums(live, ref)
     assert p["j_per_token"] == pytest.approx(4.0) and p["j_per_output_token"] == pytest.approx(2.5)
     assert p["uncertainty_j_per_token"] == pytest.approx(4.0 * (0.03**2 + 0.04**2) ** 0.5)
-    assert reference.premiums(live, None) is None and reference.premiums(None, ref) is None
+    assert premiums(live, None) is None and premiums(None, ref) is None
 
 
 def test_the_reference_is_published_as_gauges_and_absent_before_one():

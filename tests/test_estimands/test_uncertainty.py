@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from compare.uncertainty import budget, idle_uncertainty_w, sensor_term
+from estimands.uncertainty import budget, idle_uncertainty_w, sensor_term
 
 
 def test_type_a_alone_is_students_t_over_segments():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.tokens import tokens_in_window
+from estimands.tokens import tokens_in_window
 
 
 def record(sent: float, first: float, n_in: int, chunks: list[float]) -> dict:

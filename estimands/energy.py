@@ -4,8 +4,8 @@ finished run's directory can be analysed again (``joulebench report``).
 Each is defined here, once, and the report and ``summary.json`` repeat the definitions (``DEFINITIONS``):
 
 - **online J per output token / per token** of a replay: the energy of its steady-state window
-  (``compare.windows``) ÷ the output (input + output) tokens processed inside it — prefill counted where
-  the engine did it (``loadgen.tokens.prefill_interval``), decode at each chunk; *attributional* (all the
+  (``estimands.windows``) ÷ the output (input + output) tokens processed inside it — prefill counted where
+  the engine did it (``estimands.tokens.prefill_interval``), decode at each chunk; *attributional* (all the
   window's energy) and *dynamic* (less loaded-idle power × the window's length);
 - **the saturated reference**: offline J/token of the same workload's lengths at a full batch
   (``--max-num-seqs`` running, closed loop) in steady state (``server.offline.OfflineRunner.run_saturated``):
@@ -27,13 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from compare.attribution import EnergyModel, Slices, attribute
-from compare.polls import prefill_rate, server_in_system, throttle_reasons, throttle_shares
-from compare.windows import Window, slices_in, steadiness, verdict
-from loadgen.summary import percentiles
-from loadgen.tokens import tokens_in_window
-from monitor.meter import measured_kind
-from server.binning import BatchEnergy, Bin, ceiling_bin, ceiling_inflation, count_bins, estimate
+from estimands.attribution import EnergyModel, Slices, attribute
+from estimands.engine import prefill_rate, server_in_system, throttle_reasons, throttle_shares
+from estimands.summary import percentiles
+from estimands.tokens import tokens_in_window
+from estimands.windows import Window, slices_in, steadiness, verdict
+
+#: Device kinds in order of relevance: a reading sums the first kind it has (``monitor.meter``).
+KIND_ORDER = ("gpu", "attributed", "cpu", "host")
+
+
+def measured_kind(devices: list[dict[str, Any]]) -> str | None:
+    """The kind of device a reading sums, from the devices' JSON (``/v1/devices``, ``/v1/energy``)."""
+    kinds = {d.get("kind") for d in devices}
+    return next((k for k in KIND_ORDER if k in kinds), None)
+
 
 DEFINITIONS = {
     "online_j_per_output_token": "the steady-state window's energy ÷ the output tokens processed in it",
@@ -271,61 +279,3 @@ def premiums(online: Mapping[str, Any], reference: Mapping[str, Any] | None,
     else:
         out["same_requests_premium"] = out["same_requests_dynamic_premium"] = None
     return out
-
-
-def binning_gap(
-    records: Sequence[Mapping[str, Any]],
-    per_request_j: np.ndarray,
-    replay_energy_j: float,
-    replay_duration_s: float,
-    loaded_idle_w: float,
-    bins: Mapping[Bin, BatchEnergy],
-    same_requests: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The binning estimate (Fernandez et al. §4.1) of a replay's requests, checked first against the offline
-    energy of the same requests (all at once), then against the measured online energy.
-
-    The requests the bins include (within the largest bins, in a bin the context holds) are compared:
-    offline, the same-requests set's energy × their share of its tokens; online, the replay's energy (first
-    send to last token) × their share of the attributed energy. Online the estimate is also given with an
-    idle term, loaded-idle power × the replay's time the batches do not cover (wall clock less Σ N/B ·
-    t_batch), on the same share.
-    """
-    ok = [(i, r) for i, r in enumerate(records) if r["status"] == "ok"]
-    pairs = [(r["usage_input_tokens"], r["usage_output_tokens"]) for _, r in ok]
-    # A request is estimated when its ceiling bin was measured: not beyond the largest bins, and not a bin
-    # the context cannot hold (a 1900-token prompt fits 2048, its 2048 × 8 bin does not).
-    in_bins = [ceiling_bin(i, o) in bins for i, o in pairs]
-    counts = count_bins(p for p, m in zip(pairs, in_bins, strict=True) if m)
-    est = estimate(counts, bins)
-    included = [i for (i, _), m in zip(ok, in_bins, strict=True) if m]
-    attributed = float(np.sum(per_request_j))
-    share = float(np.sum(per_request_j[included])) / attributed if attributed > 0 else 0.0
-    measured = replay_energy_j * share
-    idle_j = loaded_idle_w * max(0.0, replay_duration_s - est.busy_s) * share
-    tokens_all = sum(i + o for i, o in pairs)
-    tokens_in = sum(i + o for (i, o), m in zip(pairs, in_bins, strict=True) if m)
-    offline = None
-    if same_requests and same_requests.get("energy_j") and tokens_all:
-        offline = same_requests["energy_j"] * tokens_in / tokens_all
-
-    def gap(a: float, b: float | None) -> float | None:
-        return 100.0 * (a - b) / b if b else None
-
-    return {
-        "estimate_j": est.energy_j,
-        "estimate_uncertainty_j": est.uncertainty_j,
-        "busy_s": est.busy_s,
-        "ceiling_inflation": ceiling_inflation(p for p, m in zip(pairs, in_bins, strict=True) if m),
-        "offline_same_requests_j": offline,
-        "gap_offline_percent": gap(est.energy_j, offline),
-        "measured_j": measured,
-        "gap_percent": gap(est.energy_j, measured),
-        "estimate_with_idle_j": est.energy_j + idle_j,
-        "gap_with_idle_percent": gap(est.energy_j + idle_j, measured),
-        "included": est.included,
-        "excluded": len(pairs) - est.included,
-        "bins": len(counts.counts),
-        "batch_sizes": sorted({bins[b].batch_size for b in counts.counts}),
-        "rule": "each bin at the largest batch that fits (KV cache, max batch); a partial batch as N/B of a batch",
-    }

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.reference import steady_span
+from estimands.reference import steady_span
 
 BLOCKS = 5
 IN_SYSTEM_CHANGE = 0.25
@@ -166,7 +166,7 @@ def choose_window(
 
 
 def saturated_window(records: Sequence[Mapping[str, Any]], edges: Sequence[float], concurrency: int) -> Window | None:
-    """The steady part of a closed-loop (saturate) replay (``loadgen.reference.steady_span``: from when the
+    """The steady part of a closed-loop (saturate) replay (``estimands.reference.steady_span``: from when the
     start cohort has all had its first token to the last send), its edges on ``edges``. None when there
     is no such part."""
     span = steady_span(records, concurrency)

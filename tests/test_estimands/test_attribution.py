@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from synthetic import simulate
 
-from compare.attribution import EnergyModel, attribute, fit_model, slices
-from loadgen.tokens import prefill_interval
+from estimands.attribution import EnergyModel, attribute, fit_model, slices
+from estimands.tokens import prefill_interval
 
 MODEL = EnergyModel(step_j=0.5, prefill_j_per_token=0.001, decode_j_per_token=0.05)
 

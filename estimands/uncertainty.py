@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from compare.windows import t95
+from estimands.windows import t95
 
 #: The sensor's accuracy as its vendor documents it: (bound, where it is documented). A bound b is taken
 #: as a uniform distribution: standard uncertainty b / √3.

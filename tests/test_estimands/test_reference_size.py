@@ -1,6 +1,6 @@
 """The saturated reference's size: grown from a pilot until its steady part lasts --reference-s."""
 
-from compare.experiment import MAX_REFERENCE_BATCHES, reference_size, steady_seconds
+from estimands.reference import MAX_REFERENCE_BATCHES, reference_size, steady_seconds
 
 
 def closed_loop(n: int, concurrency: int, service_s: float) -> list[dict]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from synthetic import simulate
 
-from compare.windows import Window, choose_window, in_system, mser, steadiness, trend, verdict
+from estimands.windows import Window, choose_window, in_system, mser, steadiness, trend, verdict
 
 
 def poisson(rate: float, n: int, seed: int = 0) -> np.ndarray:

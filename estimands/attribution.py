@@ -2,8 +2,8 @@
 
 The run's time is cut into slices (edges t₀ < … < t_K) with the energy each cost (the monitor's window
 energy). In each slice k the records give what the engine did: prefill tokens (a request's input spread
-over ``loadgen.tokens.prefill_interval``: the ``n_in / rate`` seconds before its first token, never before it was sent,
-with the engine's prefill rate measured by the server itself or calibrated offline), decode tokens (at
+over ``estimands.tokens.prefill_interval``: the ``n_in / rate`` seconds before its first token, never before it
+was sent, with the engine's prefill rate measured by the server itself or calibrated offline), decode tokens (at
 the times its chunks arrived), and engine steps (each running request gets at most one token a step, so
 the most decode tokens any request had in the slice). The model
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from loadgen.tokens import overlap, prefill_interval, request_tokens
+from estimands.tokens import overlap, prefill_interval, request_tokens
 
 
 @dataclass(frozen=True)
@@ -226,3 +226,9 @@ def attribute(s: Slices, slice_energy_j: Sequence[float], idle_power_w: float, m
         unattributed_dynamic_j=float(dynamic[~active].sum()),
         total_j=float(e.sum()),
     )
+
+
+def token_terms_j(records: list[dict[str, Any]], every: int, alpha: float, beta: float) -> float:
+    """α·input + β·output of the requests left out of run B (every ``every``-th of run A)."""
+    return float(sum(alpha * (r.get("usage_input_tokens") or 0) + beta * (r.get("usage_output_tokens") or 0)
+                     for r in records if int(r["request_id"]) % every == every - 1))  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compare.floor import floor_j_per_token, gpu_peak, physical_floor
+from estimands.floor import floor_j_per_token, gpu_peak, physical_floor
 from server.models import PRESETS, parameter_count
 
 

@@ -3,7 +3,7 @@
 A request's prompt is prefilled in the ``n_in / rate`` seconds before its first token (never before it was
 sent; without the engine's prefill rate, from its send), its output decoded at the times its chunks
 arrived. The comparison's steady-state windows, its attribution and the stack's reference
-(``loadgen.reference``) all count the tokens of a span this one way.
+(``estimands.reference``) all count the tokens of a span this one way.
 """
 
 from __future__ import annotations

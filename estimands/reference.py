@@ -1,0 +1,127 @@
+"""The saturated reference: where a closed loop is in steady state, and its energy per token there.
+
+A closed loop (a saturate replay, or the offline engine kept at ``--max-num-seqs``) keeps ``concurrency``
+requests in flight, each sent as one ends. Its **steady part** runs from when the start cohort (the first
+``concurrency`` sends) has all had its first token — the synchronised prefill burst of the start is over,
+the batch is full and refilled as requests end — to the last send, after which the batch can no longer be
+refilled (``steady_span``; ``estimands.windows.saturated_window`` snaps the same span to energy slices).
+Over it (``span_figures``):
+
+- **energy**: the monitor's reading of the span, all of the measured devices (attributional);
+- **tokens**: those processed inside the span (``estimands.tokens.tokens_in_window``): output at each chunk,
+  prompt tokens spread from the send to the first token — without the engine's prefill rate, the bound that
+  puts them earliest; where they fall at the span's edges (between there and all at the first token) is a
+  type B term of the uncertainty;
+- **J/token** = energy ÷ (input + output tokens), **J/output token** = energy ÷ output tokens, with the
+  standard uncertainty of the monitor's interpolation and of the edges' prompt tokens combined. The
+  sensor's own accuracy (NVML ±5 %) is a gain error: it cancels in the premium, so it is not in it.
+
+A reference is **valid** when its steady part is at least two counter updates long, every device was read
+across it, at least ``MIN_COMPLETED`` requests ended in it and none failed. Pure functions: the caller reads
+the energy (``loadgen.reference.measure`` from the monitor; ``joulebench report`` from the run directory).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from estimands.tokens import tokens_in_window
+
+#: Requests that must end inside the steady part for a reference to be valid.
+MIN_COMPLETED = 20
+#: A prefill rate so high that every prompt token falls at its request's first token (the other bound).
+AT_FIRST_TOKEN = 1e15
+#: The most batches a reference is grown to (``reference_size``), and the growth's margin over the estimate.
+MAX_REFERENCE_BATCHES, REFERENCE_MARGIN = 1000, 1.25
+
+
+def steady_span(records: Sequence[Mapping[str, Any]], concurrency: int) -> tuple[float, float] | None:
+    """The closed loop's steady part, (start, end) Unix seconds: the start cohort's last first token → the
+    last send. None when there is none (no more sends than the cohort, or the cohort outlasts the sends)."""
+    sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
+    if concurrency < 1 or len(sent) <= concurrency:
+        return None
+    # a cohort request with no first token (it failed) counts from the last time it was seen
+    opened = max(r.get("first_token_s") or max(r.get("last_token_s") or 0.0, r["sent_s"]) for r in sent[:concurrency])
+    last = sent[-1]["sent_s"]
+    return (opened, last) if last > opened else None
+
+
+def steady_seconds(records: list[dict[str, Any]], concurrency: int) -> float:
+    """How long a closed loop's steady part lasted (``steady_span``); 0 when it had none."""
+    span = steady_span(records, concurrency)
+    return 0.0 if span is None else span[1] - span[0]
+
+
+def reference_size(records: list[dict[str, Any]], batch: int, batches: int, target_s: float) -> int:
+    """The batches a saturated reference needs for a steady part of ``target_s``, from a pilot of ``batches``:
+    the pilot's, where its steady part already lasts that long; else as many more as the pilot's completion
+    rate says (``REFERENCE_MARGIN`` over the estimate, a start cohort and a drain beside it), at most
+    ``MAX_REFERENCE_BATCHES``. A fast server (an H200, vLLM's CPU build on the tiny model) finishes 3 × 256
+    requests before its counter updates twice."""
+    if steady_seconds(records, batch) >= target_s:
+        return batches
+    done = [r for r in records if r["status"] == "ok" and r.get("last_token_s")]
+    if len(done) < 2:
+        return batches
+    span = max(r["last_token_s"] for r in done) - min(r["sent_s"] for r in done)
+    rate = len(done) / max(span, 1e-3)  # completions a second, with batch in flight
+    need = 2 * batch + REFERENCE_MARGIN * rate * target_s
+    return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
+
+
+def span_figures(records: Sequence[Mapping[str, Any]], t0: float, t1: float, reading: Any) -> dict[str, Any]:
+    """The reference's figures over its steady part ``t0``–``t1``, from the energy ``reading`` of that span
+    (a ``monitor.meter`` reading: ``energy_j``, ``uncertainty_j``, ``short_window``, ``uncovered_s``, ``kind``,
+    ``sources``): validity with its reasons, tokens, J/token and J/output token with their uncertainties."""
+    n_in, n_out = tokens_in_window(records, t0, t1)
+    n_in_late = tokens_in_window(records, t0, t1, AT_FIRST_TOKEN)[0]
+    u_in = abs(n_in_late - n_in) / 2
+    n_in = (n_in + n_in_late) / 2  # the middle of the two bounds, ± half their distance
+    e, u_e = reading.energy_j, reading.uncertainty_j
+    ended = [r for r in records if t0 <= (r.get("last_token_s") or -math.inf) < t1]
+    failed = [r for r in records if r.get("status") != "ok"]
+    reasons = []
+    if reading.short_window:
+        reasons.append("the steady part is shorter than two updates of the energy counter: send more requests")
+    for device, missed in sorted(getattr(reading, "uncovered_s", {}).items()):
+        reasons.append(f"energy incomplete: {device} was not read for {missed:.1f} s of it (stale)")
+    if len(ended) < MIN_COMPLETED:
+        reasons.append(f"too few requests: {len(ended)} ended in the steady part, {MIN_COMPLETED} needed")
+    if failed:
+        reasons.append(f"{len(failed)} request(s) did not finish ok: a reference needs every one served")
+
+    def per(tokens: float, u_tokens: float) -> tuple[float | None, float | None]:
+        if tokens <= 0 or e <= 0:
+            return None, None
+        return e / tokens, e / tokens * math.hypot(u_e / e, u_tokens / tokens)
+
+    jt, ujt = per(n_in + n_out, u_in)
+    jo, ujo = per(n_out, 0.0)
+    return {
+        "valid": not reasons and jt is not None, "reasons": reasons or ([] if jt is not None else ["no tokens"]),
+        "start_s": t0, "end_s": t1, "duration_s": t1 - t0, "energy_j": e, "uncertainty_j": u_e,
+        "kind": reading.kind, "sources": list(reading.sources), "input_tokens": n_in, "input_tokens_uncertainty": u_in,
+        "output_tokens": n_out, "completed": len(ended), "average_power_w": e / (t1 - t0),
+        "j_per_token": jt, "uncertainty_j_per_token": ujt, "j_per_output_token": jo,
+        "uncertainty_j_per_output_token": ujo,
+    }  # fmt: skip
+
+
+def premiums(figures: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A run's J/token and J/output token over the reference's, with their combined relative uncertainty."""
+    if not figures or not reference:
+        return None
+    out: dict[str, Any] = {"reference_run_id": reference.get("run_id"), "workload": reference.get("workload")}
+    for key in ("j_per_token", "j_per_output_token"):
+        value, ref = figures.get(key), reference.get(key)
+        if not value or not ref:
+            out[key] = out[f"uncertainty_{key}"] = None
+            continue
+        ratio = value / ref
+        rel = math.hypot((figures.get(f"uncertainty_{key}") or 0.0) / value,
+                         (reference.get(f"uncertainty_{key}") or 0.0) / ref)  # fmt: skip
+        out[key], out[f"uncertainty_{key}"] = ratio, ratio * rel
+    return out
