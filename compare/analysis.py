@@ -34,15 +34,17 @@ from estimands.attribution import TOKENS_ONLY, EnergyModel, fit_model, slices, t
 from estimands.energy import DEFINITIONS, attribution_result, online_result, premiums
 from estimands.engine import prefill_rate
 from estimands.floor import physical_floor
+from estimands.prices import Prices, fit_prices, ratio_term
+from estimands.reference import checks, pool_mix
+from estimands.tokens import tokens_in_window
 from estimands.uncertainty import budget, idle_uncertainty_w, sensor_term
-from estimands.windows import choose_window, saturated_window
+from estimands.windows import WARMUP_SHARE, choose_window, measured_requests, overlap, saturated_window, slices_in
 from loadgen.errors import LoadgenError
 from loadgen.records import read_records
 from server.binning import BatchEnergy, Bin, ceiling_bin, ceiling_inflation, count_bins, estimate, measured_bins
 
 #: The ratios of a window to its offline counterparts (budgeted on the log scale).
-RATIOS = ("premium_output", "premium_token", "dynamic_premium_output", "dynamic_premium_token",
-          "same_requests_premium", "same_requests_dynamic_premium")  # fmt: skip
+RATIOS = ("premium", "dynamic_premium", "same_requests_premium", "same_requests_dynamic_premium")
 
 
 def _offline_sets(offline: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -93,9 +95,11 @@ def _online_reference(
     series: dict[tuple[float, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
     loaded_w: float,
     fallback: dict[str, Any] | None,
+    ratio: float | None,
 ) -> dict[str, Any] | None:
     """The saturated reference measured against the running server (a saturate replay), as the offline
-    reference's steady part reads: J/token, dynamic, its energy and time."""
+    reference's steady part reads: J/token, dynamic, its energy and time, and its mix and halves checks
+    (``estimands.reference.checks``, the halves' work priced at ``ratio``) from the energy slices."""
     d = reference_dir(run_dir, k)
     window = read_json(d / "window.json")
     if window is None or (REFERENCE_RATE, k) not in series:
@@ -106,6 +110,17 @@ def _online_reference(
     r = online_result(records, edges, e, loaded_w, win, window, read_polls(d / "polls.jsonl"), 1, u, fallback)
     if win is None or r.get("j_per_output_token") is None:
         return None
+    rate = (r.get("prefill") or {}).get("tokens_per_s")
+    k0, k1 = slices_in(edges, win).start, slices_in(edges, win).stop
+    mid = (k0 + k1) // 2
+    halves = []
+    for a, b in ((k0, mid), (mid, k1)):
+        n_in, n_out = tokens_in_window(records, edges[a], edges[b], rate)
+        halves.append((float(e[a:b].sum()), n_in, n_out) if b - a >= 2 else None)
+    check = checks((r["tokens"]["input"], r["tokens"]["output"]), pool_mix(records), halves, ratio)
+    failed = sum(1 for x in records if x["status"] != "ok")
+    reasons = (["shorter than two updates of the energy counter"] if r["short_window"] else []) + check["reasons"]
+    reasons += [f"{failed} request(s) did not finish ok"] if failed else []
     dyn = r["energy_j"] - loaded_w * win.duration_s
     return {
         "start_s": win.start_s, "end_s": win.end_s, "duration_s": win.duration_s,
@@ -116,6 +131,8 @@ def _online_reference(
         "uncertainty_j_per_output_token": r["uncertainty_j_per_output_token"],
         "output_tokens_per_s": r["tokens"]["output"] / win.duration_s, "verdict": r["verdict"],
         "completed": r["steady"]["completed"],
+        "completion_rate_per_s": r["steady"]["completed"] / win.duration_s,
+        "mix": check["mix"], "halves": check["halves"], "valid": not reasons, "reasons": reasons,
     }  # fmt: skip
 
 
@@ -125,14 +142,62 @@ def _reference_replay(
     series: dict[tuple[float, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
     fallback: dict[str, Any] | None,
 ) -> tuple[list[dict[str, Any]], Any, np.ndarray, dict[str, Any]] | None:
-    """A saturate replay's records, slices and energy, for the energy model's fit."""
+    """A saturate replay's records, slices and energy (for the energy model's fit), and its steady part's
+    slice indices (for the saturated prices)."""
     d = reference_dir(run_dir, k)
-    if (REFERENCE_RATE, k) not in series or not (d / "window.json").exists():
+    window = read_json(d / "window.json")
+    if (REFERENCE_RATE, k) not in series or window is None:
         return None
     records = read_records(d / "requests.jsonl")
     edges, e, _ = series[(REFERENCE_RATE, k)]
     rate = (prefill_rate(read_polls(d / "polls.jsonl")) or fallback or {}).get("tokens_per_s")
-    return records, slices(records, edges, rate), e, {}
+    win = saturated_window(records, edges, window["concurrency"])
+    return records, slices(records, edges, rate), e, {"steady": None if win is None else slices_in(edges, win)}
+
+
+def _prices(
+    saturate: dict[int, tuple[list[dict[str, Any]], Any, np.ndarray, dict[str, Any]]],
+    sets: dict[str, dict[str, Any]],
+    loaded_w: float,
+    offline: dict[str, Any] | None,
+    slice_s: float,
+) -> tuple[Prices | None, Prices | None, dict[str, Any]]:
+    """The saturated prices (``estimands.prices``), attributional and dynamic: fitted on the steady slices of
+    every saturate replay against the server and the offline calibration sets where they ran (each weighted as
+    the slices its time spans)."""
+    rows: list[tuple[float, float, float, int, float, float]] = []  # energy, dynamic, in, out, group, weight
+    for k, (_, sl, e, extra) in saturate.items():
+        steady = extra["steady"]
+        if steady is None:
+            continue
+        f = sl.features()[steady]
+        dt = np.diff(sl.edges)[steady]
+        for j in range(len(f)):
+            rows.append(
+                (float(e[steady][j]), float(e[steady][j] - loaded_w * dt[j]), float(f[j, 1]), float(f[j, 2]), k, 1.0)
+            )
+    idle_offline = (offline or {}).get("idle_power_w", loaded_w)
+    for g, label in enumerate(("check prefill-heavy", "check decode-heavy")):
+        x = sets.get(label)
+        if x and x.get("duration_s", 0) > 0 and not x.get("short_window"):
+            dyn = x.get("dynamic_energy_j", x["energy_j"] - idle_offline * x["duration_s"])
+            rows.append(
+                (x["energy_j"], dyn, x["input_tokens"], x["output_tokens"], 1000 + g, x["duration_s"] / slice_s)
+            )
+    if not rows:
+        return None, None, {"fit": "no prices: no valid saturated reference with energy slices, no calibration sets"}
+    e, dyn, n_in, n_out, groups, weights = (list(c) for c in zip(*rows, strict=True))
+    prices = fit_prices(e, n_in, n_out, groups, weights)
+    dynamic = fit_prices(dyn, n_in, n_out, groups, weights)
+    record = {
+        "attributional": None if prices is None else prices.record(),
+        "dynamic": None if dynamic is None else dynamic.record(),
+        "calibration_sets": [x for x in ("check prefill-heavy", "check decode-heavy") if x in sets],
+        "fit": "no prices: the fit found no decode cost" if prices is None else
+        f"r = a/b = {prices.ratio:.4g} ± {prices.ratio_se:.2g} (a prefill token's cost in decode tokens at "
+        f"saturation; R² {prices.r2:.3f} on {prices.rows} rows, {prices.method})",
+    }  # fmt: skip
+    return prices, dynamic, record
 
 
 def _online_vs_offline(online: dict[int, Any], offline: dict[int, Any]) -> dict[str, Any] | None:
@@ -145,6 +210,22 @@ def _online_vs_offline(online: dict[int, Any], offline: dict[int, Any]) -> dict[
                                            _rel(offline[k]["uncertainty_j"], offline[k]["energy_j"]))
                                 for k in online if online.get(k) and offline.get(k)], False)}  # fmt: skip
     return {"ratios": ratios, **budget(ratios, terms, log=True)}
+
+
+def _offline_rule(steady: dict[str, Any] | None, ratio: float | None) -> dict[str, Any] | None:
+    """An offline reference's steady part with its mix and halves checks (the halves' work priced at
+    ``ratio``) and its verdict; one measured by an earlier rule (opened at the cohort's first tokens, its halves
+    not kept) is never valid."""
+    if steady is None:
+        return None
+    if "halves_measured" not in steady:
+        why = "measured by an earlier rule (opened at the start cohort's first tokens; mix and halves not checked)"
+        return {**steady, "valid": False, "reasons": [why]}
+    halves = [None if h is None else (h["energy_j"], h["input_tokens"], h["output_tokens"])
+              for h in steady["halves_measured"]]  # fmt: skip
+    check = checks((steady["input_tokens"], steady["output_tokens"]), tuple(steady["pool_tokens"]), halves, ratio)
+    reasons = (["shorter than two updates of the energy counter"] if steady["short_window"] else []) + check["reasons"]
+    return {**steady, "mix": check["mix"], "halves": check["halves"], "valid": not reasons, "reasons": reasons}
 
 
 def _prefill_fallback(sets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
@@ -179,11 +260,18 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     series = read_energy_series(run_dir / ENERGY)
     options = config["options"]
     segments = config.get("workload") or []
-    offline_measured = {k: (sets.get(f"reference s{k}") or {}).get("steady") for k in range(len(segments))}
-    online_measured = {k: _online_reference(run_dir, k, series, loaded_w, fallback) for k in range(len(segments))}
-    # A reference shorter than two counter updates has no honest energy: it is shown, never divided by.
-    offline_refs = {k: r if r and not r["short_window"] else None for k, r in offline_measured.items()}
-    online_refs = {k: r if r and not r["short_window"] else None for k, r in online_measured.items()}
+    # The saturated prices first: the references' halves are compared on the work they did at those prices.
+    saturate = {k: x for k in range(len(segments)) if (x := _reference_replay(run_dir, k, series, fallback))}
+    prices, dynamic_prices, price_fit = _prices(saturate, sets, loaded_w, offline, options.get("slice_s", 0.25))
+    ratio = None if prices is None else prices.ratio
+    offline_measured = {k: _offline_rule((sets.get(f"reference s{k}") or {}).get("steady"), ratio)
+                        for k in range(len(segments))}  # fmt: skip
+    online_measured = {
+        k: _online_reference(run_dir, k, series, loaded_w, fallback, ratio) for k in range(len(segments))
+    }
+    # A reference that is too short, off the workload's mix or not steady is shown, never divided by.
+    offline_refs = {k: r if r and r["valid"] else None for k, r in offline_measured.items()}
+    online_refs = {k: r if r and r["valid"] else None for k, r in online_measured.items()}
     # Each segment's premium divides by its offline reference (the floor of this stack) where that is valid,
     # else by the one measured against the running server.
     references = {k: offline_refs[k] or online_refs[k] for k in offline_refs}
@@ -193,6 +281,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     rates: list[dict[str, Any]] = []
     per_request: list[dict[str, Any]] = []
     multisets: dict[int, list[list[tuple[int, int]]]] = defaultdict(list)
+    measured: dict[int, list[set[int]]] = defaultdict(list)  # each rate's measured requests, per segment
     replays: list[tuple[float, int, list[dict[str, Any]], Any, np.ndarray, dict[str, Any]]] = []
     for m in options["rates"]:
         for seg in segments:
@@ -205,16 +294,19 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             multisets[k].append(sorted((r["input_tokens"], r["output_tokens"]) for r in records))
             edges, e, u = series[(m, k)]
             # The window again from the raw data and the run's options (the same function the run used).
-            win = choose_window(records, edges, options["warmup_s"], options["window_s"])
+            win = choose_window(records, edges, options.get("warmup_share", WARMUP_SHARE))
             result = online_result(records, edges, e, loaded_w, win, window, read_polls(d / "polls.jsonl"),
                                    options["min_requests"], u, fallback)  # fmt: skip
             result.update(segment=k, drain_cut=window["drain_cut"])
-            result.update(premiums(result, references.get(k), sets.get(f"same requests s{k}")))
+            measured[k].append(measured_requests(records, win))
             rate = (result.get("prefill") or {}).get("tokens_per_s")
             replays.append((m, k, records, slices(records, edges, rate), e, result))
     # The saturate replays against the server cover the full batch, which the ladder's windows do not reach.
-    fit_replays = replays + [(-1.0, k, *_reference_replay(run_dir, k, series, fallback)) for k in range(len(segments))
-                             if _reference_replay(run_dir, k, series, fallback) is not None]  # fmt: skip
+    fit_replays = replays + [(REFERENCE_RATE, k, *x) for k, x in saturate.items()]
+    for _, k, _, _, _, result in replays:
+        result.update(premiums(result, references.get(k), sets.get(f"same requests s{k}"), prices, dynamic_prices))
+        if result.get("tokens", {}).get("output"):
+            result["input_per_output_token"] = result["tokens"]["input"] / result["tokens"]["output"]
     model, fit = _energy_model(fit_replays, loaded_w, offline_refs, sets, offline, options.get("slice_s", 0.25))
     for m in options["rates"]:
         windows = []
@@ -255,7 +347,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
                          if not w["verdict"]["valid"]],
             "requests_in_window": [w.get("steady", {}).get("completed", 0) for w in windows],
         }  # fmt: skip
-        entry.update(_budgets(valid, references, sets, u_idle, u_idle_offline, sensor))
+        entry.update(_budgets(valid, references, sets, u_idle, u_idle_offline, sensor, prices, dynamic_prices))
         rates.append(entry)
 
     reference = [{"segment": k, "source": used[k], **ref} for k, ref in references.items() if ref]
@@ -270,6 +362,11 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "workload": {
             "segments": [{k: v for k, v in s.items() if k != "lengths"} for s in segments],
             "identical_across_rates": all(all(x == xs[0] for x in xs) for xs in multisets.values()),
+            # the requests arriving in each rate's window: the smallest Jaccard index between two rates
+            "measured_overlap": [
+                {"segment": k, "requests": [len(x) for x in sets_], "jaccard_min": overlap(sets_)}
+                for k, sets_ in sorted(measured.items())
+            ],
         },
         "reference": {
             "source": source,
@@ -290,11 +387,14 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             "batch_size": (sets.get("reference s0") or {}).get("batch_size")
             or next((r["running_max"] for r in online_measured.values() if r), None),
             **{
-                key: budget([r.get(key) for r in reference], _reference_terms(reference, key, u_idle_offline, sensor))
+                key: budget(
+                    [r.get(key) for r in reference], _reference_terms(reference, key, u_idle_offline, sensor), log=True
+                )
                 for key in REFERENCE_KEYS
             },
         },
         "floor": _floor_ratios(floor, rates, reference, sets),
+        "prices": price_fit,
         "energy_model": fit,
         "offline_idle_power_w": offline.get("idle_power_w") if offline else None,
         "offline_results": offline["results"] if offline else [],
@@ -331,6 +431,7 @@ def _window_terms(w: dict[str, Any], u_idle_w: float) -> dict[str, float]:
         "interpolation": _rel(w["uncertainty_j"], w["energy_j"]),
         "interpolation_dynamic": _rel(w["uncertainty_j"], e_dyn),
         "prefill_placement": _rel(w["tokens"].get("input_uncertainty", 0.0), w["tokens"]["total"]),
+        "prefill_placement_input": _rel(w["tokens"].get("input_uncertainty", 0.0), w["tokens"]["input"]),
         "idle_power": _rel(u_idle_w * dur, e_dyn),
     }
 
@@ -352,8 +453,11 @@ def _budgets(
     u_idle_w: float,
     u_idle_offline_w: float,
     sensor: float,
+    prices: Prices | None,
+    dynamic_prices: Prices | None,
 ) -> dict[str, Any]:
-    """Every per-rate figure over the valid windows, with its uncertainty budget."""
+    """Every per-rate figure over the valid windows, with its uncertainty budget; positive quantities on the
+    log scale (geometric mean, an interval that stays positive)."""
     on = [_window_terms(w, u_idle_w) for w in valid]
     ref = [_reference_window_terms(references.get(w["segment"]), u_idle_offline_w) for w in valid]
     same = [sets.get(f"same requests s{w['segment']}") or {} for w in valid]
@@ -368,38 +472,45 @@ def _budgets(
     on_idle_series = [_rel(u_idle_w * w["same_requests"]["duration_s"], w["same_requests"]["online_dynamic_energy_j"])
                       for w in valid]  # fmt: skip
     sensor_all = [sensor] * len(valid)
+
+    def price(p: Prices | None) -> list[float]:
+        """The premium's term from the uncertainty of r (common: one r for every segment)."""
+        out = []
+        for w in valid:
+            r = references.get(w["segment"]) or {}
+            tokens = (w["tokens"]["input"], w["tokens"]["output"])
+            out.append(ratio_term(tokens, (r.get("input_tokens", 0.0), r.get("output_tokens", 0.0)), p))
+        return out
+
     plan: dict[str, tuple[dict[str, tuple[list[float], bool]], bool]] = {
         "j_per_output_token": ({"interpolation": (col(on, "interpolation"), False), "sensor": (sensor_all, True)},
-                               False),
+                               True),
         "j_per_token": ({"interpolation": (col(on, "interpolation"), False),
                          "prefill_placement": (col(on, "prefill_placement"), False),
-                         "sensor": (sensor_all, True)}, False),
+                         "sensor": (sensor_all, True)}, True),
         "j_per_input_token": ({"interpolation": (col(on, "interpolation"), False), "sensor": (sensor_all, True)},
-                              False),
+                              True),
         "dynamic_j_per_output_token": ({"interpolation": (col(on, "interpolation_dynamic"), False),
                                         "idle_power": (col(on, "idle_power"), True),
-                                        "sensor": (sensor_all, True)}, False),
+                                        "sensor": (sensor_all, True)}, True),
         "dynamic_j_per_token": ({"interpolation": (col(on, "interpolation_dynamic"), False),
                                  "prefill_placement": (col(on, "prefill_placement"), False),
-                                 "idle_power": (col(on, "idle_power"), True), "sensor": (sensor_all, True)}, False),
-        "idle_share": ({}, False),
+                                 "idle_power": (col(on, "idle_power"), True), "sensor": (sensor_all, True)}, True),
+        "idle_share": ({}, True),
         "average_power_w": ({"interpolation": (col(on, "interpolation"), False), "sensor": (sensor_all, True)},
-                            False),
-        "uncertainty_j_per_output_token": ({}, False),
-        "premium_output": ({"interpolation": (col(on, "interpolation"), False),
-                            "reference_interpolation": (col(ref, "interpolation"), False)}, True),
-        "premium_token": ({"interpolation": (col(on, "interpolation"), False),
-                           "prefill_placement": (col(on, "prefill_placement"), False),
-                           "reference_interpolation": (col(ref, "interpolation"), False)}, True),
-        "dynamic_premium_output": ({"interpolation": (col(on, "interpolation_dynamic"), False),
-                                    "idle_power": (col(on, "idle_power"), True),
-                                    "reference_interpolation": (col(ref, "interpolation_dynamic"), False),
-                                    "reference_idle_power": (col(ref, "idle_power"), True)}, True),
-        "dynamic_premium_token": ({"interpolation": (col(on, "interpolation_dynamic"), False),
-                                   "prefill_placement": (col(on, "prefill_placement"), False),
-                                   "idle_power": (col(on, "idle_power"), True),
-                                   "reference_interpolation": (col(ref, "interpolation_dynamic"), False),
-                                   "reference_idle_power": (col(ref, "idle_power"), True)}, True),
+                            True),
+        "uncertainty_j_per_output_token": ({}, True),
+        "input_per_output_token": ({"prefill_placement": (col(on, "prefill_placement_input"), False)}, True),
+        "premium": ({"interpolation": (col(on, "interpolation"), False),
+                     "prefill_placement": (col(on, "prefill_placement"), False),
+                     "reference_interpolation": (col(ref, "interpolation"), False),
+                     "prefill_price": (price(prices), True)}, True),
+        "dynamic_premium": ({"interpolation": (col(on, "interpolation_dynamic"), False),
+                             "prefill_placement": (col(on, "prefill_placement"), False),
+                             "idle_power": (col(on, "idle_power"), True),
+                             "reference_interpolation": (col(ref, "interpolation_dynamic"), False),
+                             "reference_idle_power": (col(ref, "idle_power"), True),
+                             "prefill_price": (price(dynamic_prices), True)}, True),
         "same_requests_premium": ({"interpolation": (edge, False), "offline_interpolation": (same_interp, False)},
                                   True),
         "same_requests_dynamic_premium": ({"interpolation": (edge, False), "idle_power": (on_idle_series, True),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from compare.experiment import default_rates, parse_rates
+from estimands.windows import WARMUP_SHARE
 from joulebench.commands import Command, command_main
 from loadgen.arrivals import PROCESSES
 from loadgen.errors import LoadgenError
@@ -92,17 +93,12 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="completed requests a valid window needs (default: 100; 20 on vLLM's CPU build)",
     )
     g.add_argument(
-        "--warmup-s",
+        "--warmup-share",
         type=float,
-        default=2.0,
-        help="the least warm-up before a window opens; it opens later if the requests in the system "
-        "are still settling (MSER-5), and never before the first request ends (default: %(default)s)",
-    )
-    g.add_argument(
-        "--window-s",
-        type=float,
-        default=600.0,
-        help="the longest window; it closes at the last arrival before that (default: %(default)s)",
+        default=WARMUP_SHARE,
+        metavar="F",
+        help="the share of each segment's requests whose arrivals are the warm-up: the window opens at the next "
+        "arrival and closes at the last, so every rate measures the same requests (default: %(default)s)",
     )
     g.add_argument(
         "--overlong",
@@ -172,8 +168,9 @@ def validate_compare(args: argparse.Namespace) -> None:
 
     check_engine_arguments(args)
     validate_traffic(args)
-    _seconds(args, ("window_s", "slice_s", "idle_max_s", "start_timeout_s", "reference_s"), ())
-    _seconds(args, ("warmup_s",), ("warmup_s",))
+    _seconds(args, ("slice_s", "idle_max_s", "start_timeout_s", "reference_s"), ())
+    if not (math.isfinite(args.warmup_share) and 0 <= args.warmup_share < 1):
+        raise LoadgenError(f"--warmup-share {args.warmup_share!r}: give a share of the requests in [0, 1)")
     if args.counterfactual and not 2 <= args.counterfactual <= 1000:
         raise LoadgenError(f"--counterfactual {args.counterfactual}: give 0 (not run) or K in 2–1000")
     for name, low in (("segments", 1), ("bin_batch", 0), ("max_num_seqs", 1), ("reference_batches", 2),

@@ -107,9 +107,8 @@ class Segment:
 def segment_options(args: argparse.Namespace, start_s: float, multiplier: float, trace_rate: float,
                     max_model_len: int | None) -> argparse.Namespace:  # fmt: skip
     """The replay options of one segment at one rate: its fixed requests, the process at that rate."""
-    opts = replay_options(args, multiplier, trace_rate)
+    opts = replay_options(args, multiplier, trace_rate, 60.0)  # a duration is not used with jb_first
     opts.jb_start, opts.jb_first, opts.jb_overlong = start_s, args.requests, args.overlong
-    opts.jb_duration = 60.0  # not used with jb_first
     opts.jb_max_model_len = max_model_len or 0
     return opts
 
@@ -384,7 +383,7 @@ class Comparison:
                 try:
                     series = self.meter.series(a, b, args.slice_s)
                     span = self.meter.energy(a, b)
-                    window = choose_window(records, series.edges, args.warmup_s, args.window_s)
+                    window = choose_window(records, series.edges, args.warmup_share)
                     reading = None if window is None else self.meter.energy(window.start_s, window.end_s)
                 except MonitorError as err:
                     self._lost_window(what, out, err)

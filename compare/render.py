@@ -36,24 +36,26 @@ def _ci(p: dict[str, Any] | None, digits: int = 3, suffix: str = "") -> str:
     text = _f(p["mean"], digits) + suffix
     if p.get("low") is not None:
         text += f" [{_f(p['low'], digits)}, {_f(p['high'], digits)}]"
+    if p.get("n", 0) == 1 and "note" in p:
+        return text + " (one segment: no interval)"
     return text + (f" (n={p['n']})" if p.get("n", 0) > 1 else "")
 
 
 def _rate_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["rate", "arrivals/s", "completed/s", "valid segments", "completed in windows", "J/out-token",
-            "J/token", "dynamic J/out-token", "idle share", "premium (J/out-token)", "premium (J/token)",
-            "dynamic premium", "same-requests premium", "TTFT p50/p99 ms", "TPOT p50/p99 ms"]  # fmt: skip
+    head = ["rate", "arrivals/s", "completed/s", "valid segments", "completed in windows", "input/output tokens",
+            "J/out-token", "J/token", "dynamic J/out-token", "idle share", "premium (same work)", "dynamic premium",
+            "same-requests premium", "TTFT p50/p99 ms", "TPOT p50/p99 ms"]  # fmt: skip
     rows = []
     for r in s["rates"]:
         lat = r["segments"][0].get("latency_s") or {}
         rows.append([
             r["label"] + (" (saturated: throughput only)" if r["saturated"] else ""), _f(r["offered_rate_per_s"]),
             _f(r["completed_rate_per_s"]), f"{len(r['valid_segments'])}/{len(r['segments'])}",
-            "/".join(str(n) for n in r["requests_in_window"]),
+            "/".join(str(n) for n in r["requests_in_window"]), _ci(r.get("input_per_output_token"), 3),
             _ci(r["j_per_output_token"]), _ci(r["j_per_token"]), _ci(r["dynamic_j_per_output_token"]),
             _ci(r["idle_share"], 2),
-            *(("–",) * 4 if r["saturated"] else (_ci(r[k], 3, "×") for k in
-              ("premium_output", "premium_token", "dynamic_premium_output", "same_requests_premium"))),
+            *(("–",) * 3 if r["saturated"] else (_ci(r[k], 3, "×") for k in
+              ("premium", "dynamic_premium", "same_requests_premium"))),
             f"{_ms(lat.get('ttft_s'), 'p50')}/{_ms(lat.get('ttft_s'), 'p99')}",
             f"{_ms(lat.get('tpot_s'), 'p50')}/{_ms(lat.get('tpot_s'), 'p99')}",
         ])  # fmt: skip
@@ -115,32 +117,54 @@ def _devices_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _reference_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["reference", "batch (running)", "steady part s", "tokens in/out", "avg power W", "J/out-token",
-            "J/token", "dynamic J/out-token", "output tokens/s", "idle share"]  # fmt: skip
+    head = ["reference", "batch (running)", "steady part s", "tokens in/out", "in/out: span vs pool",
+            "halves J/token", "avg power W", "J/out-token", "J/token", "dynamic J/out-token", "output tokens/s",
+            "idle share", "verdict"]  # fmt: skip
     ref = s["reference"]
     rows = []
     for where in ("offline", "online"):
         for r in ref.get(f"{where}_segments") or []:
             used = any(x["segment"] == r["segment"] and x["source"] == where for x in ref["segments"])
-            rows.append([f"{where} s{r['segment']}" + (" (used)" if used else ""),
-                         f"{ref['batch_size']} ({r['running_min']}–{r['running_max']})",
-                         _f(r["duration_s"]), f"{r['input_tokens']:,.0f}/{r['output_tokens']:,.0f}",
-                         _f(r["average_power_w"]),
-                         f"{_f(r['j_per_output_token'], 4)} ± {_f(r['uncertainty_j_per_output_token'], 2)}"
-                         + (" (short: not used)" if r["short_window"] else ""), _f(r["j_per_token"], 4),
-                         _f(r["dynamic_j_per_output_token"], 4), _f(r["output_tokens_per_s"]),
-                         _f(r["idle_share"], 2)])  # fmt: skip
+            rows.append(
+                [
+                    f"{where} s{r['segment']}" + (" (used)" if used else ""),
+                    f"{ref['batch_size']} ({r['running_min']}–{r['running_max']})",
+                    _f(r["duration_s"]),
+                    f"{r['input_tokens']:,.0f}/{r['output_tokens']:,.0f}",
+                    _mix(r.get("mix")),
+                    _halves(r.get("halves")),
+                    _f(r["average_power_w"]),
+                    f"{_f(r['j_per_output_token'], 4)} ± {_f(r['uncertainty_j_per_output_token'], 2)}",
+                    _f(r["j_per_token"], 4),
+                    _f(r["dynamic_j_per_output_token"], 4),
+                    _f(r["output_tokens_per_s"]),
+                    _f(r["idle_share"], 2),
+                    "valid" if r.get("valid") else "; ".join(r.get("reasons") or []),
+                ]
+            )
     if len(ref["segments"]) > 1:
-        rows.append([f"mean of those used ({ref['source']})", "", "", "", "", _ci(ref["j_per_output_token"], 4),
-                     _ci(ref["j_per_token"], 4), _ci(ref["dynamic_j_per_output_token"], 4), "", ""])  # fmt: skip
+        rows.append([f"mean of those used ({ref['source']})", "", "", "", "", "", "", _ci(ref["j_per_output_token"], 4),
+                     _ci(ref["j_per_token"], 4), _ci(ref["dynamic_j_per_output_token"], 4), "", "", ""])  # fmt: skip
     if ref.get("online_vs_offline"):
-        rows.append(["online ÷ offline (J/out-token)", "", "", "", "", _ci(ref["online_vs_offline"], 3, "×"),
-                     "", "", "", ""])  # fmt: skip
+        rows.append(["online ÷ offline (J/out-token)", "", "", "", "", "", "", _ci(ref["online_vs_offline"], 3, "×"),
+                     "", "", "", "", ""])  # fmt: skip
     return head, rows
 
 
+def _mix(m: dict[str, Any] | None) -> str:
+    """The span's input ÷ output tokens against its pool's."""
+    if not m or m.get("off") is None:
+        return "–"
+    return f"{m['span_input_per_output']:.3g} vs {m['pool_input_per_output']:.3g} ({100 * m['off']:+.1f} %)"
+
+
+def _halves(h: dict[str, Any] | None) -> str:
+    """The second half's J/token against the first's."""
+    return "–" if not h or h.get("off") is None else f"{100 * h['off']:+.1f} %"
+
+
 BUDGETED = (("j_per_output_token", "J/out-token"), ("dynamic_j_per_output_token", "dynamic J/out-token"),
-            ("premium_output", "premium"), ("dynamic_premium_output", "dynamic premium"),
+            ("premium", "premium"), ("dynamic_premium", "dynamic premium"),
             ("same_requests_premium", "same-requests premium"))  # fmt: skip
 
 
@@ -350,7 +374,7 @@ def _headline(s: dict[str, Any]) -> str:
         return f"No valid saturated reference ({why}): no premium. " + "; ".join(
             f"{r['label']}: {_ci(r['j_per_output_token'], 3)} J/out-token" for r in h["rates"]
         )
-    parts = [f"{r['label']} ({_f(r['offered_rate_per_s'])} arrivals/s): {_ci(r['premium_output'], 3, '×')}"
+    parts = [f"{r['label']} ({_f(r['offered_rate_per_s'])} arrivals/s): {_ci(r['premium'], 3, '×')}"
              for r in h["rates"]]  # fmt: skip
     text = (f"Online, an output token cost {'; '.join(parts)} the saturated reference's "
             f"{_ci(ref, 4)} J/out-token (batch {s['reference']['batch_size']}, steady state; valid windows only, "

@@ -56,12 +56,14 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def replay_options(args: argparse.Namespace, multiplier: float, trace_rate: float) -> argparse.Namespace:
+def replay_options(
+    args: argparse.Namespace, multiplier: float, trace_rate: float, duration_s: float
+) -> argparse.Namespace:
     """The replay options of one rung: ``trace`` scales time; the other processes get requests/s."""
     rate = multiplier if args.process in ("trace", "trace-resample") else multiplier * trace_rate
     return argparse.Namespace(
         jb_trace=args.trace, jb_trace_dir=args.trace_dir, jb_process=args.process, jb_rate=rate, jb_cv=args.cv,
-        jb_duration=args.warmup_s + args.window_s, jb_start=args.start, jb_seed=args.seed,
+        jb_duration=duration_s, jb_start=args.start, jb_seed=args.seed,
         jb_max_model_len=args.max_model_len or 0,
     )  # fmt: skip
 
@@ -71,12 +73,13 @@ def rate_plan(
 ) -> tuple[list[tuple[float, argparse.Namespace, int, float]], dict[str, Any]]:
     """Each rung of ``args.rates``: (multiplier, replay options, scheduled requests, offered requests/s: the
     multiplier × the trace's mean rate), and the trace's facts. Fails early on a bad trace or process."""
-    probe = replay_options(args, 1.0, 1.0)
+    duration = args.warmup_s + args.window_s
+    probe = replay_options(args, 1.0, 1.0, duration)
     probe.jb_max_model_len = max_model_len or 0
     trace, _ = build_schedule(probe)
     plan = []
     for m in args.rates:
-        opts = replay_options(args, m, trace.rate_per_s)
+        opts = replay_options(args, m, trace.rate_per_s, duration)
         opts.jb_max_model_len = max_model_len or 0
         _, schedule = build_schedule(opts)
         if len(schedule) == 0:

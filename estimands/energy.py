@@ -29,6 +29,7 @@ import numpy as np
 
 from estimands.attribution import EnergyModel, Slices, attribute
 from estimands.engine import prefill_rate, server_in_system, throttle_reasons, throttle_shares
+from estimands.prices import Prices, premium
 from estimands.summary import percentiles
 from estimands.tokens import tokens_in_window
 from estimands.windows import Window, slices_in, steadiness, verdict
@@ -48,10 +49,15 @@ DEFINITIONS = {
     "online_j_per_token": "the steady-state window's energy ÷ the input + output tokens processed in it (prefill "
     "where the engine did it, decode at each chunk)",
     "dynamic": "the same, less the server's loaded-idle power × the window's length",
-    "reference_j_per_output_token": "offline J/output-token of the same workload's lengths at a full batch "
-    "(--max-num-seqs running, closed loop), in steady state: the saturated reference, the floor of this stack",
-    "premium": "online J/output-token ÷ the saturated reference's (per token beside it)",
-    "dynamic_premium": "dynamic online J/output-token ÷ the reference's dynamic J/output-token",
+    "reference": "the same workload's lengths served closed loop at a full batch (--max-num-seqs running), over "
+    "its steady part (from when every request of the start cohort has ended to the last send), valid only with "
+    "its pool's input/output mix (±5 %) and halves that agree (±5 %): the saturated reference, the floor of this "
+    "stack",
+    "prices": "at saturation E = a·prefill tokens + b·decode tokens: r = a/b fitted on the reference's energy "
+    "slices (and the offline calibration sets where they ran), the scale b from each segment's reference",
+    "premium": "the window's energy ÷ what the same work (its prefill and decode tokens) costs at the saturated "
+    "reference's prices: one premium, whichever tokens a J/token counts",
+    "dynamic_premium": "the same with dynamic energies (less loaded-idle power × time) and dynamic prices",
     "same_requests_premium": "the replay's energy from its first send to its last token ÷ the offline energy of "
     "exactly those requests given to LLM.generate at once",
     "valid": "steady (no significant, material trend of requests in system or power), not saturated, enough "
@@ -256,26 +262,34 @@ def attribution_result(
                     "dynamic_se": se_dyn}  # fmt: skip
 
 
-def premiums(online: Mapping[str, Any], reference: Mapping[str, Any] | None,
-             same: Mapping[str, Any] | None) -> dict[str, float | None]:  # fmt: skip
-    """One window's premiums: against its segment's saturated reference (``reference``: the steady part of
-    ``run_saturated``) and, for the whole replay, against the same requests offline (``same``)."""
-    out: dict[str, float | None] = {}
-    for key, on, ref in (
-        ("premium_output", "j_per_output_token", "j_per_output_token"),
-        ("premium_token", "j_per_token", "j_per_token"),
-        ("dynamic_premium_output", "dynamic_j_per_output_token", "dynamic_j_per_output_token"),
-        ("dynamic_premium_token", "dynamic_j_per_token", "dynamic_j_per_token"),
-    ):
-        a, b = online.get(on), (reference or {}).get(ref)
-        out[key] = a / b if a is not None and b is not None and b > 0 and a > 0 else None
+def premiums(
+    online: Mapping[str, Any],
+    reference: Mapping[str, Any] | None,
+    same: Mapping[str, Any] | None,
+    prices: Prices | None,
+    dynamic_prices: Prices | None,
+) -> dict[str, float | None]:
+    """One window's premiums: its energy ÷ what its work costs at its segment's saturated reference
+    (``reference``: a steady part; ``estimands.prices``), attributional and dynamic; and, for the whole replay,
+    its energy ÷ the same requests served offline at once (``same``)."""
+    out: dict[str, float | None] = {"premium": None, "dynamic_premium": None}
+    tokens = (online.get("tokens") or {}).get("input"), (online.get("tokens") or {}).get("output")
+    if reference and tokens[0] is not None and tokens[1] is not None:
+        ref_tokens = (reference["input_tokens"], reference["output_tokens"])
+        dyn = online["energy_j"] - online["loaded_idle_power_w"] * online["window"]["duration_s"]
+        if prices is not None:
+            out["premium"] = premium(online["energy_j"], tokens, reference["energy_j"], ref_tokens, prices.ratio)
+        if dynamic_prices is not None:
+            out["dynamic_premium"] = premium(dyn, tokens, reference["dynamic_energy_j"], ref_tokens,
+                                             dynamic_prices.ratio)  # fmt: skip
     s = online.get("same_requests") or {}
     if same is not None and same.get("energy_j", 0) > 0 and s.get("ok"):
         out["same_requests_premium"] = s["online_energy_j"] / same["energy_j"]
-        dyn = same.get("dynamic_energy_j")
+        dyn_same = same.get("dynamic_energy_j")
         out["same_requests_dynamic_premium"] = (
-            s["online_dynamic_energy_j"] / dyn if dyn and dyn > 0 and s["online_dynamic_energy_j"] > 0 else None
-        )
+            s["online_dynamic_energy_j"] / dyn_same if dyn_same and dyn_same > 0 and s["online_dynamic_energy_j"] > 0
+            else None
+        )  # fmt: skip
     else:
         out["same_requests_premium"] = out["same_requests_dynamic_premium"] = None
     return out

@@ -1,11 +1,12 @@
 """The saturated reference: where a closed loop is in steady state, and its energy per token there.
 
 A closed loop (a saturate replay, or the offline engine kept at ``--max-num-seqs``) keeps ``concurrency``
-requests in flight, each sent as one ends. Its **steady part** runs from when the start cohort (the first
-``concurrency`` sends) has all had its first token — the synchronised prefill burst of the start is over,
-the batch is full and refilled as requests end — to the last send, after which the batch can no longer be
-refilled (``steady_span``; ``estimands.windows.saturated_window`` snaps the same span to energy slices).
-Over it (``span_figures``):
+requests in flight, each sent as one ends. Its **steady part** (``steady_span``) opens when every request of
+the start cohort (the first ``concurrency`` sends) has *ended*: every slot has turned over at least once, so
+the synchronised prefill burst of the start and the cohort's decode are both behind it, and the batch holds
+requests of every age, as it does for the rest of the run. It closes at the last send: after it the pool is
+dry and the batch can no longer be refilled. (``estimands.windows.saturated_window`` snaps the same span to
+energy slices.) Over it (``span_figures``):
 
 - **energy**: the monitor's reading of the span, all of the measured devices (attributional);
 - **tokens**: those processed inside the span (``estimands.tokens.tokens_in_window``): output at each chunk,
@@ -17,8 +18,12 @@ Over it (``span_figures``):
   sensor's own accuracy (NVML ±5 %) is a gain error: it cancels in the premium, so it is not in it.
 
 A reference is **valid** when its steady part is at least two counter updates long, every device was read
-across it, at least ``MIN_COMPLETED`` requests ended in it and none failed. Pure functions: the caller reads
-the energy (``loadgen.reference.measure`` from the monitor; ``joulebench report`` from the run directory).
+across it, at least ``MIN_COMPLETED`` requests ended in it, none failed, **its mix is the workload's** (the
+span's input ÷ output tokens within ``MIX_TOLERANCE`` of its pool's: the requests it was given) and **it is
+steady** (the J/token of its two halves within ``HALVES_TOLERANCE`` of each other; ``checks``). At a power cap
+J/output-token is linear in the mix, so a span that misses the cohort's prefill prices every premium high.
+Pure functions: the caller reads the energy (``loadgen.reference.measure`` from the monitor; ``joulebench
+report`` from the run directory; ``server.offline`` from its step log).
 """
 
 from __future__ import annotations
@@ -31,6 +36,10 @@ from estimands.tokens import tokens_in_window
 
 #: Requests that must end inside the steady part for a reference to be valid.
 MIN_COMPLETED = 20
+#: The span's input ÷ output tokens may differ from its pool's by this share, and its halves' J/token from
+#: each other by this share, for the reference to be valid.
+MIX_TOLERANCE = 0.05
+HALVES_TOLERANCE = 0.05
 #: A prefill rate so high that every prompt token falls at its request's first token (the other bound).
 AT_FIRST_TOKEN = 1e15
 #: The most batches a reference is grown to (``reference_size``), and the growth's margin over the estimate.
@@ -38,15 +47,64 @@ MAX_REFERENCE_BATCHES, REFERENCE_MARGIN = 1000, 1.25
 
 
 def steady_span(records: Sequence[Mapping[str, Any]], concurrency: int) -> tuple[float, float] | None:
-    """The closed loop's steady part, (start, end) Unix seconds: the start cohort's last first token → the
-    last send. None when there is none (no more sends than the cohort, or the cohort outlasts the sends)."""
+    """The closed loop's steady part, (start, end) Unix seconds: the start cohort's last end → the last send.
+    None when there is none (no more sends than the cohort, or the cohort outlasts the sends)."""
     sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
     if concurrency < 1 or len(sent) <= concurrency:
         return None
-    # a cohort request with no first token (it failed) counts from the last time it was seen
-    opened = max(r.get("first_token_s") or max(r.get("last_token_s") or 0.0, r["sent_s"]) for r in sent[:concurrency])
+    # a cohort request that failed ended when it was last seen
+    opened = max(max(r.get(k) or 0.0 for k in ("last_token_s", "first_token_s", "sent_s")) for r in sent[:concurrency])
     last = sent[-1]["sent_s"]
     return (opened, last) if last > opened else None
+
+
+def pool_mix(records: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+    """The input and output tokens the closed loop was given (its pool: every request, as asked)."""
+    return sum(int(r.get("input_tokens") or 0) for r in records), sum(int(r.get("output_tokens") or 0) for r in records)
+
+
+def checks(
+    span_tokens: tuple[float, float],
+    pool_tokens: tuple[float, float],
+    halves: Sequence[tuple[float, float, float] | None],
+    ratio: float | None,
+) -> dict[str, Any]:
+    """Whether the steady part has the workload's mix and is steady: its input ÷ output tokens against its
+    pool's (``MIX_TOLERANCE``), and the energy per unit of work of its first half against its second's
+    (``HALVES_TOLERANCE``); each with its relative difference, and the reasons it fails.
+
+    ``halves``: each half's (energy J, input tokens, output tokens), None where it was too short to read.
+    Work is priced at the saturated prices (``estimands.prices``: r·input + output, ``ratio`` = r): a plain
+    J/token of a half moves with the mix of the requests it happens to hold (±6 % between the halves of a
+    steady 240-request simulation), which is the mix check's business, not a sign of a transient. Without
+    prices (``ratio`` None) the halves are compared per token (r = 1)."""
+    reasons = []
+    span_ratio = span_tokens[0] / span_tokens[1] if span_tokens[1] > 0 else None
+    pool_ratio = pool_tokens[0] / pool_tokens[1] if pool_tokens[1] > 0 else None
+    mix_off = span_ratio / pool_ratio - 1 if span_ratio is not None and pool_ratio else None
+    if mix_off is None:
+        reasons.append("no mix: the span or its pool has no output tokens")
+    elif abs(mix_off) > MIX_TOLERANCE:
+        reasons.append(
+            f"not the workload's mix: the span processed {span_ratio:.3g} input tokens per output token, its pool "
+            f"holds {pool_ratio:.3g} ({100 * mix_off:+.1f} %, bound ±{100 * MIX_TOLERANCE:.0f} %): a longer reference"
+        )
+    r = 1.0 if ratio is None else ratio
+    per_work = [h[0] / (r * h[1] + h[2]) if h is not None and r * h[1] + h[2] > 0 else None for h in halves]
+    first, second = per_work
+    halves_off = second / first - 1 if first and second else None
+    if halves_off is None:
+        reasons.append("its halves were not both measured (each needs two counter updates)")
+    elif abs(halves_off) > HALVES_TOLERANCE:
+        reasons.append(
+            f"not steady: its second half cost {100 * halves_off:+.1f} % per unit of work against its first "
+            f"(bound ±{100 * HALVES_TOLERANCE:.0f} %)"
+        )
+    return {
+        "mix": {"span_input_per_output": span_ratio, "pool_input_per_output": pool_ratio, "off": mix_off},
+        "halves": {"j_per_work": per_work, "prefill_per_decode_token": ratio, "off": halves_off},
+        "reasons": reasons,
+    }
 
 
 def steady_seconds(records: list[dict[str, Any]], concurrency: int) -> float:
@@ -72,14 +130,19 @@ def reference_size(records: list[dict[str, Any]], batch: int, batches: int, targ
     return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
 
 
-def span_figures(records: Sequence[Mapping[str, Any]], t0: float, t1: float, reading: Any) -> dict[str, Any]:
+def span_figures(
+    records: Sequence[Mapping[str, Any]],
+    t0: float,
+    t1: float,
+    reading: Any,
+    halves: tuple[Any, Any],
+    ratio: float | None,
+) -> dict[str, Any]:
     """The reference's figures over its steady part ``t0``–``t1``, from the energy ``reading`` of that span
-    (a ``monitor.meter`` reading: ``energy_j``, ``uncertainty_j``, ``short_window``, ``uncovered_s``, ``kind``,
-    ``sources``): validity with its reasons, tokens, J/token and J/output token with their uncertainties."""
-    n_in, n_out = tokens_in_window(records, t0, t1)
-    n_in_late = tokens_in_window(records, t0, t1, AT_FIRST_TOKEN)[0]
-    u_in = abs(n_in_late - n_in) / 2
-    n_in = (n_in + n_in_late) / 2  # the middle of the two bounds, ± half their distance
+    and of its two halves (each a ``monitor.meter`` reading: ``energy_j``, ``uncertainty_j``, ``short_window``,
+    ``uncovered_s``, ``kind``, ``sources``): validity with its reasons, tokens, J/token and J/output token with
+    their uncertainties, and the mix and halves ``checks`` (the halves' work priced at ``ratio``)."""
+    n_in, u_in, n_out = _span_tokens(records, t0, t1)
     e, u_e = reading.energy_j, reading.uncertainty_j
     ended = [r for r in records if t0 <= (r.get("last_token_s") or -math.inf) < t1]
     failed = [r for r in records if r.get("status") != "ok"]
@@ -92,6 +155,13 @@ def span_figures(records: Sequence[Mapping[str, Any]], t0: float, t1: float, rea
         reasons.append(f"too few requests: {len(ended)} ended in the steady part, {MIN_COMPLETED} needed")
     if failed:
         reasons.append(f"{len(failed)} request(s) did not finish ok: a reference needs every one served")
+    tm = (t0 + t1) / 2
+    half_work = []
+    for (a, b), h in zip(((t0, tm), (tm, t1)), halves, strict=True):
+        h_in, _, h_out = _span_tokens(records, a, b)
+        half_work.append(None if h.short_window else (h.energy_j, h_in, h_out))
+    check = checks((n_in, n_out), pool_mix(records), half_work, ratio)
+    reasons += check["reasons"]
 
     def per(tokens: float, u_tokens: float) -> tuple[float | None, float | None]:
         if tokens <= 0 or e <= 0:
@@ -106,8 +176,16 @@ def span_figures(records: Sequence[Mapping[str, Any]], t0: float, t1: float, rea
         "kind": reading.kind, "sources": list(reading.sources), "input_tokens": n_in, "input_tokens_uncertainty": u_in,
         "output_tokens": n_out, "completed": len(ended), "average_power_w": e / (t1 - t0),
         "j_per_token": jt, "uncertainty_j_per_token": ujt, "j_per_output_token": jo,
-        "uncertainty_j_per_output_token": ujo,
+        "uncertainty_j_per_output_token": ujo, "mix": check["mix"], "halves": check["halves"],
     }  # fmt: skip
+
+
+def _span_tokens(records: Sequence[Mapping[str, Any]], t0: float, t1: float) -> tuple[float, float, float]:
+    """Input tokens (the middle of the two prefill bounds), their uncertainty (half the bounds' distance) and
+    output tokens processed between ``t0`` and ``t1``, without the engine's prefill rate."""
+    n_in, n_out = tokens_in_window(records, t0, t1)
+    n_in_late = tokens_in_window(records, t0, t1, AT_FIRST_TOKEN)[0]
+    return (n_in + n_in_late) / 2, abs(n_in_late - n_in) / 2, n_out
 
 
 def premiums(figures: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -2,7 +2,8 @@
 
 - **Type A**: the spread of the per-segment values, s/√n with n − 1 degrees of freedom: the workload's own
   variation (a different stretch of the trace) and re-measurement noise together. One segment: none, and
-  the report says so.
+  so **no interval**: the figure and its type B terms are given, never a 95 % interval that leaves out
+  the spread nobody measured.
 - **Type B**, each a relative standard uncertainty per segment, independent across segments or common to
   all of them (``correlated``): the monitor's counter interpolation, where prefill tokens fall at the
   window's edges, the loaded-idle power (dynamic figures; one measurement for every window, so common),
@@ -12,7 +13,8 @@
 Combined: u_c = √(u_A² + Σ u_B²); the 95 % interval is ±k·u_c with k Student's t at the
 Welch–Satterthwaite degrees of freedom (type B terms taken as exactly known, ν = ∞). Ratios are
 budgeted on the log scale (geometric mean, relative terms add in quadrature, interval symmetric in the
-log). Every term is reported relative to the mean, with the one that dominates named.
+log; positive quantities are budgeted so too, so that their intervals stay positive). Every term is reported
+relative to the mean, with the one that dominates named.
 """
 
 from __future__ import annotations
@@ -83,10 +85,10 @@ def budget(
     low, high = (math.exp(centre - half), math.exp(centre + half)) if log else (centre - half, centre + half)
     out: dict[str, Any] = {"mean": mean, "n": n, "k": k, "u_combined": uc, "terms": u}
     out["dominant"] = max(u, key=lambda name: u[name]) if u else None
-    if uc > 0:
+    if uc > 0 and n >= 2:
         out.update(low=low, high=high)
     else:
         out.update(low=None, high=None)
     if n == 1:
-        out["note"] = "one segment: no type A term (the spread over trace segments was not measured)"
+        out["note"] = "one segment: no type A term (the spread over trace segments was not measured), so no interval"
     return out

@@ -4,14 +4,16 @@ Pure functions over a replay's records and its energy slices, so ``joulebench re
 
 A replay sends a fixed workload (the same N requests at every rate, only their times scaled). Its
 *arrival phase* runs from the first to the last scheduled send; afterwards the system only drains. The
-steady-state window
+steady-state window is fixed in the workload's own order, so that every rate measures the same requests:
 
-- opens when the warm-up is over: the latest of ``min_warmup_s`` after the first send, the first
-  request's end (before it the system only fills), and the point MSER-5 (White, 1997) picks on the
-  requests-in-system series — the truncation after which the series' mean has the smallest standard
-  error, which cuts the initial transient;
-- closes at the last scheduled send (a drain is not steady) or ``max_window_s`` after it opened;
-- has its edges on the energy slices' grid, so its energy is a sum of slices.
+- it opens at the arrival of request ⌈``warmup_share`` × N⌉ (in the order they are scheduled, the same at
+  every rate): the requests before it are the warm-up, whatever the rate;
+- it closes at the last scheduled send (a drain is not steady);
+- its edges are on the energy slices' grid, so its energy is a sum of slices.
+
+Where MSER-5 (White, 1997) would cut the requests-in-system series is kept beside it (``mser_s``), not used to
+move the window: on a bursty trace MSER cuts at the trace's own bursts, a different place at each rate, and
+the rates would then measure different requests. Whether the window is steady is the tests' business.
 
 Steady state is tested, not assumed (``trend``): requests in the system and power, averaged over
 ``BLOCKS`` equal blocks, must show no trend that is both *significant* (Student's t on the slope of
@@ -127,6 +129,10 @@ def mser(values: Sequence[float], batch: int = 5) -> int:
     return best_d * batch
 
 
+#: The share of each workload's requests whose arrivals are the warm-up (``choose_window``).
+WARMUP_SHARE = 0.2
+
+
 @dataclass(frozen=True, slots=True)
 class Window:
     start_s: float
@@ -144,25 +150,39 @@ class Window:
 
 
 def choose_window(
-    records: Sequence[Mapping[str, Any]], edges: Sequence[float], min_warmup_s: float, max_window_s: float
+    records: Sequence[Mapping[str, Any]], edges: Sequence[float], warmup_share: float = WARMUP_SHARE
 ) -> Window | None:
-    """The steady-state window of one replay, its edges on ``edges`` (the energy slices); None when the
-    arrival phase holds no slice after the warm-up."""
+    """The steady-state window of one replay, its edges on ``edges`` (the energy slices): from the arrival of
+    request ⌈``warmup_share`` × N⌉ to the last arrival. None when that holds no slice."""
     e = np.asarray(edges, dtype=float)
     sched = np.sort([float(r["scheduled_s"]) for r in records])
     if len(sched) < 2 or len(e) < 2:
         return None
     first, last = float(sched[0]), float(sched[-1])
+    opened = float(sched[min(math.ceil(warmup_share * len(sched)), len(sched) - 1)])
     mids = 0.5 * (e[1:] + e[:-1])
     arrival = (mids >= first) & (mids <= last)
     n = in_system(records, mids[arrival])
     mser_t = float(mids[arrival][mser(n)]) if n.size else first
-    open_t = max(first + min_warmup_s, mser_t, min(end_of(r) for r in records))
-    lo = int(np.searchsorted(e, open_t, side="left"))
-    hi = int(np.searchsorted(e, min(last, e[min(lo, len(e) - 1)] + max_window_s), side="right")) - 1
+    lo = int(np.searchsorted(e, opened, side="left"))
+    hi = int(np.searchsorted(e, last, side="right")) - 1
     if lo >= len(e) or hi <= lo:
         return None
     return Window(float(e[lo]), float(e[hi]), float(e[lo]) - first, mser_t - first, last)
+
+
+def measured_requests(records: Sequence[Mapping[str, Any]], window: Window | None) -> set[int]:
+    """The workload's requests (by their place in the schedule) that arrive in the window."""
+    if window is None:
+        return set()
+    order = sorted(range(len(records)), key=lambda i: (records[i]["scheduled_s"], i))
+    return {rank for rank, i in enumerate(order) if window.start_s <= records[i]["scheduled_s"] < window.end_s}
+
+
+def overlap(sets: Sequence[set[int]]) -> float | None:
+    """The smallest Jaccard index between any two of ``sets``: 1 when every rate measured the same requests."""
+    pairs = [len(a & b) / len(a | b) for i, a in enumerate(sets) for b in sets[i + 1 :] if a | b]
+    return min(pairs) if pairs else None
 
 
 def saturated_window(records: Sequence[Mapping[str, Any]], edges: Sequence[float], concurrency: int) -> Window | None:

@@ -20,12 +20,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from estimands.prices import span_prices
 from estimands.reference import span_figures, steady_span
 from loadgen.errors import LoadgenError
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "reference.json"
+#: The slices the steady part's energy is read in, for its saturated prices.
+SLICE_S = 0.25
 
 
 def measure(
@@ -44,20 +47,28 @@ def measure(
 
     out: dict[str, Any] = {
         "run_id": run_id, "measured_at_s": time.time(), "concurrency": concurrency, "workload": dict(workload),
-        "definition": "saturate run, --concurrency in flight; steady part: the start cohort's last first token → "
-                      "the last send; all energy of the measured devices ÷ the tokens processed in it",
+        "definition": "saturate run, --concurrency in flight; steady part: the start cohort's last end → the last "
+                      "send; all energy of the measured devices ÷ the tokens processed in it; valid with the pool's "
+                      "mix and steady halves",
         "monitor": getattr(meter, "url", None),
     }  # fmt: skip
     span = steady_span(records, concurrency)
     if span is None:
-        why = f"no steady part: it needs more than {concurrency} requests sent, the last after the cohort's first token"
+        why = f"no steady part: it needs more than {concurrency} requests sent, the last after the cohort has ended"
         return out | {"valid": False, "reasons": [why]}
     t0, t1 = span
+    tm = (t0 + t1) / 2
     try:
-        reading = meter.energy(t0, t1)
+        reading, halves = meter.energy(t0, t1), (meter.energy(t0, tm), meter.energy(tm, t1))
+        series = meter.series(t0, t1, SLICE_S)
     except MonitorError as err:
         return out | {"valid": False, "reasons": [f"no energy for the steady part: {err}"], "start_s": t0, "end_s": t1}
-    return out | span_figures(records, t0, t1, reading)
+    prices = span_prices(records, series.edges, series.energy_j)
+    return (
+        out
+        | span_figures(records, t0, t1, reading, halves, None if prices is None else prices.ratio)
+        | {"prices": None if prices is None else prices.record()}
+    )
 
 
 def workload_of(records: Sequence[Mapping[str, Any]], options: Any) -> dict[str, Any]:

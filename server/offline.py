@@ -9,9 +9,10 @@ measured just before, so J/token is given both attributional (all energy in the 
 
 ``run_saturated`` measures the *saturated reference*: the engine kept full (closed loop: a request
 added as each one ends, ``concurrency`` running) by driving vLLM's engine step by step, and the energy
-and tokens of its steady part only — from when the start cohort (the first ``concurrency`` requests) has
-all had its first token (the synchronised prefill burst of the start is over) to when the pool runs out
-(the first step the batch can no longer be refilled). Each step's log is kept with the result.
+and tokens of its steady part only — from when every request of the start cohort (the first ``concurrency``
+requests) has ended (every slot has turned over) to when the pool runs out (the first step the batch can no
+longer be refilled): the rule of ``estimands.reference``; its halves' energy and tokens and its pool's tokens are
+kept for the mix and halves checks. Each step's log is kept with the result.
 """
 
 from __future__ import annotations
@@ -130,11 +131,12 @@ class OfflineRunner:
         concurrency: int,
         refill: bool,
         progress: Callable[[int, int], None] | None = None,
-    ) -> list[tuple[float, int, int, int, int, int]]:
+    ) -> list[tuple[float, int, int, int, int, int, int]]:
         """Serve ``requests`` through vLLM's engine step by step: ``concurrency`` added at once, then either
         one more as each ends (``refill``: closed loop) or the next ``concurrency`` when all have ended
         (static batches). Returns each step's (time, prefill tokens done, output tokens, requests in the
-        engine, requests completed so far, requests of the start cohort with a first token)."""
+        engine, requests completed so far, requests of the start cohort with a first token, requests of the
+        start cohort ended)."""
         from vllm import SamplingParams, TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -149,8 +151,8 @@ class OfflineRunner:
         self._runs += 1
         queue = list(range(len(requests)))[::-1]
         started: set[int] = set()
-        steps: list[tuple[float, int, int, int, int, int]] = []
-        running = done = cohort = 0
+        steps: list[tuple[float, int, int, int, int, int, int]] = []
+        running = done = cohort = cohort_done = 0
         first_cohort = min(concurrency, len(requests))
 
         def add() -> None:
@@ -182,14 +184,15 @@ class OfflineRunner:
                 if o.finished:
                     running -= 1
                     done += 1
+                    cohort_done += i < first_cohort
             fill()  # before the step is recorded: its count is what the engine holds for the next step
-            steps.append((t, step_in, step_out, running, done, cohort))
+            steps.append((t, step_in, step_out, running, done, cohort, cohort_done))
             if progress is not None:
                 progress(done, len(requests))
         return steps
 
     def _result(self, requests: Sequence[Request], batch_size: int, idle_w: float, t0: float, t1: float,
-                steps: list[tuple[float, int, int, int, int, int]]) -> OfflineResult:  # fmt: skip
+                steps: list[tuple[float, int, int, int, int, int, int]]) -> OfflineResult:  # fmt: skip
         served = (sum(x[1] for x in steps), sum(x[2] for x in steps))
         return measured("vLLM", self.meter, t0, t1, requests, batch_size, served, idle_w, len(steps))
 
@@ -221,18 +224,25 @@ class OfflineRunner:
         t0 = self.meter.now()
         steps = self._drive(requests, concurrency, refill=True, progress=progress)
         result = self._result(requests, concurrency, idle_w, t0, self.meter.now(), steps).summary()
-        # Steady: from the step by which the start cohort has all had its first token to the first step after
-        # which the batch can no longer be refilled (every request added, fewer in the engine than the
-        # concurrency).
+        # Steady: from the step by which the start cohort has all ended to the first step after which the batch
+        # can no longer be refilled (every request added, fewer in the engine than the concurrency).
         n = len(requests)
-        a = next((x[0] for x in steps if x[5] >= concurrency), None)
-        b = next((t for t, _, _, left, done, _ in steps if a is not None and t > a and left + done == n
+        a = next((x[0] for x in steps if x[6] >= concurrency), None)
+        b = next((t for t, _, _, left, done, *_ in steps if a is not None and t > a and left + done == n
                   and left < concurrency), None)  # fmt: skip
         if a is None or b is None:
             raise ServerError("the saturated run had no steady part: give it more requests")
         inside = [x for x in steps if a < x[0] <= b]
         reading = self.meter.energy(a, b)
         w_in, w_out = sum(x[1] for x in inside), sum(x[2] for x in inside)
+        m = (a + b) / 2
+        halves = []  # each half's energy and tokens: ``compare.analysis`` checks them at the run's prices
+        for lo, hi in ((a, m), (m, b)):
+            half = self.meter.energy(lo, hi)
+            tokens = [sum(x[c] for x in inside if lo < x[0] <= hi) for c in (1, 2)]
+            halves.append(None if half.short_window else {"energy_j": half.energy_j, "input_tokens": tokens[0],
+                                                          "output_tokens": tokens[1]})  # fmt: skip
+        pool = [sum(r.input_tokens for r in requests), sum(r.output_tokens for r in requests)]
         dyn = reading.energy_j - idle_w * (b - a)
         result["steady"] = {
             "start_s": a, "end_s": b, "duration_s": b - a, "steps": len(inside),
@@ -244,9 +254,11 @@ class OfflineRunner:
             "dynamic_j_per_output_token": dyn / w_out, "dynamic_j_per_token": dyn / (w_in + w_out),
             "uncertainty_j_per_output_token": reading.uncertainty_j / w_out,
             "output_tokens_per_s": w_out / (b - a), "idle_share": min(1.0, idle_w * (b - a) / reading.energy_j),
+            "completion_rate_per_s": (inside[-1][4] - inside[0][4]) / (b - a),
+            "pool_tokens": pool, "halves_measured": halves,
         }  # fmt: skip
-        result["steps_log"] = {"columns": ["t_s", "prefill_tokens", "output_tokens", "in_engine", "completed",
-                                           "cohort_started"], "rows": [list(x) for x in steps]}  # fmt: skip
+        columns = ["t_s", "prefill_tokens", "output_tokens", "in_engine", "completed", "cohort_started", "cohort_ended"]
+        result["steps_log"] = {"columns": columns, "rows": [list(x) for x in steps]}
         return result
 
 

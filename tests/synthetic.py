@@ -43,12 +43,14 @@ def simulate(
     start_s: float = 1000.0,
     noise_w: float = 0.0,
     seed: int = 0,
+    closed_loop: bool = False,
 ) -> Served:
     """A server with ``slots`` requests in service at once (FIFO queue beyond), each prefilled at
     ``prefill_tokens_per_s`` after admission, then decoded one token every ``itl_s``; its power is idle
     plus a cost per prefill token (spread over the prefill), per decode token (at the token) and per
     engine step (a slice's steps: the most tokens any request decoded in it), and white noise of
-    ``noise_w`` watts."""
+    ``noise_w`` watts. ``closed_loop``: each request is sent when it is admitted (a saturate replay's records:
+    arrivals all at 0 and ``slots`` in flight)."""
     from loadgen.records import RequestRecord
 
     free = [start_s] * slots
@@ -60,8 +62,9 @@ def simulate(
         first = admitted + n_in / prefill_tokens_per_s
         chunks = [(first + j * itl_s, 1) for j in range(n_out)]
         free[k] = chunks[-1][0]
+        sent = admitted if closed_loop else t
         r = RequestRecord(request_id=str(i), trace_index=i, scheduled_s=t, input_tokens=n_in, output_tokens=n_out,
-                          sent_s=t, first_token_s=first, last_token_s=chunks[-1][0], chunks=chunks,
+                          sent_s=sent, first_token_s=first, last_token_s=chunks[-1][0], chunks=chunks,
                           usage_input_tokens=n_in, usage_output_tokens=n_out, status="ok")  # fmt: skip
         records.append(r.to_json())
         prefill.append((admitted, first))
@@ -98,15 +101,28 @@ def _offline_result(label: str, served: Served, idle_w: float, batch: int) -> di
 
 
 def _steady_part(served: Served, batch: int, idle_w: float) -> dict:
-    """The saturated reference's steady part of a closed-loop simulation: from the batch-th completion
-    to the last admission."""
-    ends = sorted(r["last_token_s"] for r in served.records)
-    a, b = ends[batch - 1], max(lo for lo, _ in served.prefill)
+    """The saturated reference's steady part of a closed-loop simulation, by ``estimands.reference``'s rule
+    (the start cohort's last end → the last admission), with its halves' energy and tokens and its pool's
+    tokens, as ``server.offline`` keeps them."""
+    from estimands.reference import pool_mix
+
+    cohort = sorted(served.records, key=lambda r: r["sent_s"])[:batch]
+    a, b = max(r["last_token_s"] for r in cohort), max(lo for lo, _ in served.prefill)
     k = (served.edges[:-1] >= a) & (served.edges[1:] <= b)
     a, b = float(served.edges[:-1][k][0]), float(served.edges[1:][k][-1])
     e = float(served.energy_j[k].sum())
-    n_out = sum(1 for r in served.records for t, _ in r["chunks"] if a <= t < b)
-    n_in = sum(r["usage_input_tokens"] for r in served.records if a <= r["first_token_s"] < b)
+
+    def tokens(lo: float, hi: float) -> tuple[int, int]:
+        n_out = sum(1 for r in served.records for t, _ in r["chunks"] if lo <= t < hi)
+        return sum(r["usage_input_tokens"] for r in served.records if lo <= r["first_token_s"] < hi), n_out
+
+    n_in, n_out = tokens(a, b)
+    m = (a + b) / 2
+    halves = []
+    for lo, hi in ((a, m), (m, b)):
+        inside = (served.edges[:-1] >= lo - 1e-9) & (served.edges[1:] <= hi + 1e-9)
+        h_in, h_out = tokens(lo, hi)
+        halves.append({"energy_j": float(served.energy_j[inside].sum()), "input_tokens": h_in, "output_tokens": h_out})
     dyn = e - idle_w * (b - a)
     steps = round((b - a) / 0.02)  # simulate's default: a token every 20 ms for each running request
     return {"start_s": a, "end_s": b, "duration_s": b - a, "steps": steps, "running_min": batch,
@@ -115,7 +131,8 @@ def _steady_part(served: Served, batch: int, idle_w: float) -> dict:
             "j_per_output_token": e / n_out, "j_per_token": e / (n_in + n_out),
             "dynamic_j_per_output_token": dyn / n_out, "dynamic_j_per_token": dyn / (n_in + n_out),
             "uncertainty_j_per_output_token": 0.5 / n_out,
-            "output_tokens_per_s": n_out / (b - a), "idle_share": idle_w * (b - a) / e}  # fmt: skip
+            "output_tokens_per_s": n_out / (b - a), "idle_share": idle_w * (b - a) / e,
+            "pool_tokens": list(pool_mix(served.records)), "halves_measured": halves}  # fmt: skip
 
 
 def write_run(
@@ -130,19 +147,23 @@ def write_run(
     options: dict | None = None,
     gpus: int = 1,
     stale: tuple[float, int] | None = None,
+    online_reference: bool = True,
+    reference_batches: int = 30,
 ) -> Path:
     """A compare run directory as the experiment writes it, from simulated replays of one workload per
     segment at each rate, and simulated offline runs (the same requests at once, the saturated reference).
 
     ``gpus`` > 1: the monitor's reading of each replay splits its energy over that many GPUs (GPU i's share
-    ∝ i + 1); ``stale`` = (rate, segment): there the last GPU was not read for the last 5 s."""
+    ∝ i + 1); ``stale`` = (rate, segment): there the last GPU was not read for the last 5 s.
+    ``online_reference``: the saturate replay against the server too (``online/reference-K``), of the same
+    ``reference_batches`` × ``slots`` requests as the offline reference."""
     import csv
     import json
 
     from estimands.windows import choose_window
 
-    opts = {"rates": list(rates), "segments": segments, "requests": requests, "min_requests": 50, "warmup_s": 2.0,
-            "window_s": 600.0, **(options or {})}  # fmt: skip
+    opts = {"rates": list(rates), "segments": segments, "requests": requests, "min_requests": 50,
+            "warmup_share": 0.2, **(options or {})}  # fmt: skip
     source = "estimate" if estimated else "nvml"
     header = ["phase", "rate", "segment", "start_s", "end_s", "energy_j", "uncertainty_j"]
     workload: list[dict] = []
@@ -171,7 +192,7 @@ def write_run(
                                                                 "prefill_count": requests, "prompt_tokens": tokens,
                                                                 "running": 0, "waiting": 0}}]  # fmt: skip
             (d / "polls.jsonl").write_text("".join(json.dumps(p) + "\n" for p in polls))
-            w = choose_window(served.records, served.edges, opts["warmup_s"], opts["window_s"])
+            w = choose_window(served.records, served.edges, opts["warmup_share"])
             total, weights = float(served.energy_j.sum()), np.arange(1, gpus + 1) / sum(range(1, gpus + 1))
             span = float(served.edges[-1] - served.edges[0])
             missed = {f"gpu{gpus - 1}": 5.0} if stale == (m, k) else {}
@@ -193,10 +214,28 @@ def write_run(
                             zip(served.edges[:-1], served.edges[1:], served.energy_j, strict=True)]  # fmt: skip
         same = simulate(np.zeros(requests), lengths, slots=requests, idle_w=idle_w)
         offline.append(_offline_result(f"same requests s{k}", same, idle_w, requests))
-        pick = rng.integers(0, requests, 6 * slots)
-        ref = simulate(np.zeros(len(pick)), [lengths[i] for i in pick], slots=slots, idle_w=idle_w, slice_s=0.02)
+        pick = rng.integers(0, requests, reference_batches * slots)
+        pool = [lengths[i] for i in pick]
+        ref = simulate(np.zeros(len(pick)), pool, slots=slots, idle_w=idle_w, slice_s=0.02, closed_loop=True)
         offline.append({**_offline_result(f"reference s{k}", ref, idle_w, slots), "saturated": True,
                         "steady": _steady_part(ref, slots, idle_w)})  # fmt: skip
+        if online_reference:
+            sat = simulate(np.zeros(len(pick)), pool, slots=slots, idle_w=idle_w, closed_loop=True,
+                           start_s=50000.0 + 1000.0 * k)  # fmt: skip
+            d = run_dir / "online" / f"reference-{k}"
+            d.mkdir(parents=True)
+            (d / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sat.records))
+            tokens = sum(i for i, _ in pool)
+            polls = [{"t": float(sat.edges[0]), "server": {"prefill_s_sum": 0.0, "prefill_count": 0,
+                                                            "prompt_tokens": 0, "running": 0, "waiting": 0}},
+                     {"t": float(sat.edges[-1]), "server": {"prefill_s_sum": tokens / 20000.0,
+                                                             "prefill_count": len(pool), "prompt_tokens": tokens,
+                                                             "running": 0, "waiting": 0}}]  # fmt: skip
+            (d / "polls.jsonl").write_text("".join(json.dumps(x) + "\n" for x in polls))
+            (d / "window.json").write_text(json.dumps({"rate": None, "segment": k, "kind": "online reference",
+                                                       "concurrency": slots, "drain_cut": False}))  # fmt: skip
+            energy_rows += [["reference", -1.0, k, a, b, e, 0.05] for a, b, e in
+                            zip(sat.edges[:-1], sat.edges[1:], sat.energy_j, strict=True)]  # fmt: skip
     (run_dir / "offline").mkdir(parents=True)
     config = {"joulebench": "0", "command": ["joulebench", "compare"], "model": "m", "preset": "tiny",
               "weights": "dummy", "engine": {"max_num_seqs": slots},

@@ -12,6 +12,7 @@ from synthetic import simulate, write_run
 
 from compare.analysis import binning_gap
 from estimands.energy import online_result, premiums
+from estimands.prices import Prices
 from estimands.tokens import tokens_in_window
 from estimands.windows import choose_window
 from monitor.meter import MeterReading, settled, stable_power
@@ -36,7 +37,7 @@ def served(rate: float = 4.0, n: int = 300, seed: int = 0):
 
 def test_online_j_per_token_is_the_windows_energy_over_its_tokens():
     s = served()
-    w = choose_window(s.records, s.edges, 2.0, 600.0)
+    w = choose_window(s.records, s.edges)
     polls = [{"t": 0.0, "server": {"prefill_s_sum": 0.0, "prefill_count": 0, "prompt_tokens": 0}},
              {"t": 9e9, "server": {"prefill_s_sum": 10.0, "prefill_count": 300, "prompt_tokens": 200000}}]  # fmt: skip
     result = online_result(s.records, s.edges, s.energy_j, 100.0, w, {"clock": {"offset_s": 0.0}}, polls, 50)
@@ -57,23 +58,34 @@ def test_online_j_per_token_is_the_windows_energy_over_its_tokens():
     assert not none["verdict"]["valid"] and "no window" in none["verdict"]["reasons"][0]
 
 
-def test_premiums_divide_by_the_reference_and_by_the_same_requests_offline():
-    online = {"j_per_output_token": 2.0, "j_per_token": 0.5, "dynamic_j_per_output_token": 1.0,
-              "dynamic_j_per_token": 0.25, "same_requests": {"online_energy_j": 300.0, "online_dynamic_energy_j": 90.0,
-                                                             "ok": True}}  # fmt: skip
-    ref = {
-        "j_per_output_token": 0.5,
-        "j_per_token": 0.1,
-        "dynamic_j_per_output_token": 0.4,
-        "dynamic_j_per_token": 0.05,
-    }
-    p = premiums(online, ref, {"energy_j": 100.0, "dynamic_energy_j": 60.0})
-    assert p == pytest.approx({"premium_output": 4.0, "premium_token": 5.0, "dynamic_premium_output": 2.5,
-                               "dynamic_premium_token": 5.0, "same_requests_premium": 3.0,
-                               "same_requests_dynamic_premium": 1.5})  # fmt: skip
-    assert premiums(online, None, None) == dict.fromkeys(p)
+def test_premiums_price_the_window_s_work_and_divide_by_the_same_requests_offline():
+    # the window: 40 J (20 J dynamic over 2 s at 10 W idle) for 400 input and 100 output tokens
+    online = {"energy_j": 40.0, "loaded_idle_power_w": 10.0, "window": {"duration_s": 2.0},
+              "tokens": {"input": 400.0, "output": 100.0},
+              "same_requests": {"online_energy_j": 300.0, "online_dynamic_energy_j": 90.0, "ok": True}}  # fmt: skip
+    # the reference: 30 J (24 J dynamic) for 1000 input and 400 output tokens
+    ref = {"energy_j": 30.0, "dynamic_energy_j": 24.0, "input_tokens": 1000.0, "output_tokens": 400.0}
+    prices, dynamic = Prices(0.1, 0.01, 1.0, 9, 3, "test"), Prices(0.5, 0.0, 1.0, 9, 3, "test")
+    p = premiums(online, ref, {"energy_j": 100.0, "dynamic_energy_j": 60.0}, prices, dynamic)
+    # work at r = 0.1: window 40 + 100 = 140, reference 100 + 400 = 500; at r = 0.5: 300 and 900
+    assert p == pytest.approx({"premium": (40 / 140) / (30 / 500), "dynamic_premium": (20 / 300) / (24 / 900),
+                               "same_requests_premium": 3.0, "same_requests_dynamic_premium": 1.5})  # fmt: skip
+    assert premiums(online, None, None, prices, dynamic) == dict.fromkeys(p)
+    assert premiums(online, ref, None, None, None)["premium"] is None  # no prices, no premium
     failed = {**online, "same_requests": {**online["same_requests"], "ok": False}}  # not the same requests then
-    assert premiums(failed, ref, {"energy_j": 100.0})["same_requests_premium"] is None
+    assert premiums(failed, ref, {"energy_j": 100.0}, prices, dynamic)["same_requests_premium"] is None
+
+
+def test_one_premium_whatever_the_tokens_are_counted_as():
+    """With the window's mix equal to the reference's the premium is the J/token ratio (and the J/output-token
+    ratio) whatever r is; r's uncertainty then costs nothing, and more the further the mixes are apart."""
+    from estimands.prices import premium, ratio_term
+
+    for r in (0.0, 0.05, 2.0):
+        assert premium(50.0, (300.0, 100.0), 30.0, (600.0, 200.0), r) == pytest.approx((50 / 400) / (30 / 800))
+    prices = Prices(0.1, 0.02, 1.0, 9, 3, "test")
+    assert ratio_term((300.0, 100.0), (600.0, 200.0), prices) == pytest.approx(0.0)
+    assert ratio_term((100.0, 100.0), (600.0, 200.0), prices) > ratio_term((250.0, 100.0), (600.0, 200.0), prices)
 
 
 def test_the_binning_gap_checks_offline_then_online_with_and_without_idle():
@@ -139,15 +151,18 @@ def test_the_report_of_a_run_directory(tmp_path):
     assert ref["n"] == 2 and ref["low"] < ref["mean"] < ref["high"]
     for r in summary["rates"]:
         assert [w["segment"] for w in r["segments"]] == [0, 1] and r["valid_segments"] == [0, 1]
-        p = r["premium_output"]
+        p = r["premium"]
         assert p["n"] == 2 and p["low"] < p["mean"] < p["high"] and p["mean"] > 1  # online costs more than the floor
+        ratio = summary["prices"]["attributional"]["prefill_per_decode_token"]
         for w in r["segments"]:
             refk = summary["reference"]["segments"][w["segment"]]
-            assert w["premium_output"] == pytest.approx(w["j_per_output_token"] / refk["j_per_output_token"])
+            work = ratio * w["tokens"]["input"] + w["tokens"]["output"]
+            ref_work = ratio * refk["input_tokens"] + refk["output_tokens"]
+            assert w["premium"] == pytest.approx((w["energy_j"] / work) / (refk["energy_j"] / ref_work))
             a = w["attribution"]["attributional"]
             assert a["requests_j"] + a["unattributed_j"] == pytest.approx(w["attribution"]["replay_energy_j"])
     low, high = summary["rates"]
-    assert low["premium_output"]["mean"] > high["premium_output"]["mean"]  # fewer arrivals, more idle per token
+    assert low["premium"]["mean"] > high["premium"]["mean"]  # fewer arrivals, more idle per token
     assert [x["label"] for x in summary["headline"]["rates"]] == ["0.5x", "2x"]
     md = paths["md"].read_text()
     assert "saturated reference" in md and "weights: dummy" in md and "What each figure estimates" in md
@@ -181,22 +196,24 @@ def test_two_gpus_are_broken_down_and_a_stale_one_leaves_its_window_out(tmp_path
     assert "| 50 | – |" in table  # each GPU's loaded-idle power beside it
 
 
-def test_the_reference_does_not_move_with_the_window_or_the_warmup(tmp_path):
+def test_the_reference_does_not_move_with_the_warmup(tmp_path):
     from compare.analysis import analyze
 
-    run = write_run(tmp_path / "run", options={"warmup_s": 5.0, "window_s": 40.0})
+    run = write_run(tmp_path / "run", options={"warmup_share": 0.2})
     before = analyze(run)
     config = json.loads((run / "config.json").read_text())
-    config["options"].update(warmup_s=10.0, window_s=80.0)  # both doubled
+    config["options"].update(warmup_share=0.4)  # doubled
     (run / "config.json").write_text(json.dumps(config))
     after = analyze(run)
-    assert after["reference"] == before["reference"]
+    assert after["reference"] == before["reference"] and after["prices"] == before["prices"]
+    ratio = after["prices"]["attributional"]["prefill_per_decode_token"]
     durations = [[w["window"]["duration_s"] for w in r["segments"]] for r in (before["rates"][0], after["rates"][0])]
     assert durations[0] != durations[1]  # the windows did change
     for b, a in zip(before["rates"], after["rates"], strict=True):  # the premium moves only with the online side
         for wb, wa in zip(b["segments"], a["segments"], strict=True):
-            assert wa["premium_output"] / wb["premium_output"] == pytest.approx(
-                wa["j_per_output_token"] / wb["j_per_output_token"]
+            assert wa["premium"] / wb["premium"] == pytest.approx(
+                (wa["energy_j"] / (ratio * wa["tokens"]["input"] + wa["tokens"]["output"]))
+                / (wb["energy_j"] / (ratio * wb["tokens"]["input"] + wb["tokens"]["output"]))
             )
 
 
@@ -218,8 +235,10 @@ def test_a_measured_run_does_not_say_estimated_and_a_committed_run_reads_compres
 
     run = write_run(tmp_path / "run", segments=1)
     first = json.loads(write_report(run)["summary"].read_text())
-    p = first["rates"][0]["premium_output"]
+    p = first["rates"][0]["premium"]
     assert "type_a" not in p["terms"] and "no type A" in p["note"]  # one segment: type B only
+    assert p["low"] is None and p["high"] is None  # and so no interval
+    assert "(one segment: no interval)" in (run / "report.md").read_text()
     assert len(compress_raw(run)) == 1 + 2 * len(list(run.glob("online/*")))
     assert not list(run.rglob("*.jsonl")) and (run / "energy.csv.gz").exists()
     for stale in ("summary.json", "report.md", "report.html", "per_request.csv"):

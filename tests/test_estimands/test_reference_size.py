@@ -25,8 +25,8 @@ def test_a_pilot_too_short_is_grown_by_its_completion_rate():
 
 
 def test_a_long_enough_pilot_is_kept_and_growth_is_bounded():
-    slow = closed_loop(12, 4, 8.0)
-    assert steady_seconds(slow, 4) >= 10.0 and reference_size(slow, 4, 3, target_s=10.0) == 3
+    slow = closed_loop(16, 4, 8.0)  # the cohort ends at 8 s, the last send at 24 s
+    assert steady_seconds(slow, 4) >= 10.0 and reference_size(slow, 4, 4, target_s=10.0) == 4
     instant = closed_loop(12, 4, 1e-6)
     assert reference_size(instant, 4, 3, target_s=10.0) == MAX_REFERENCE_BATCHES
     failed = [{**r, "status": "http_error", "last_token_s": None} for r in closed_loop(12, 4, 0.1)]

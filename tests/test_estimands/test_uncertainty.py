@@ -47,10 +47,11 @@ def test_ratios_are_budgeted_on_the_log_scale():
     assert b["terms"]["interpolation"] == pytest.approx(0.01 / math.sqrt(2))
 
 
-def test_one_segment_says_that_type_a_was_not_measured():
+def test_one_segment_says_that_type_a_was_not_measured_and_gives_no_interval():
     b = budget([3.0], {"interpolation": ([0.1], False)})
     assert b["n"] == 1 and "type_a" not in b["terms"] and "no type A" in b["note"]
-    assert b["low"] == pytest.approx(3.0 - 1.96 * 0.3)
+    assert b["low"] is None and b["high"] is None  # its type B terms are kept, but no 95 % interval
+    assert b["terms"]["interpolation"] == pytest.approx(0.1) and b["u_combined"] == pytest.approx(0.1)
     assert budget([5.0])["low"] is None  # nothing known about its uncertainty: no interval
     assert budget([None, float("nan")])["mean"] is None
 

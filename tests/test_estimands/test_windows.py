@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from synthetic import simulate
 
-from estimands.windows import Window, choose_window, in_system, mser, steadiness, trend, verdict
+from estimands.windows import (
+    Window,
+    choose_window,
+    in_system,
+    measured_requests,
+    mser,
+    overlap,
+    steadiness,
+    trend,
+    verdict,
+)
 
 
 def poisson(rate: float, n: int, seed: int = 0) -> np.ndarray:
@@ -43,22 +53,31 @@ def test_mser_cuts_the_initial_transient():
     assert mser(20 + rng.normal(0, 1, 200)) < 30  # nothing to cut: little is cut
 
 
-def test_the_window_opens_after_the_warmup_and_closes_at_the_last_arrival():
+def test_the_window_opens_at_a_fixed_request_and_closes_at_the_last_arrival():
     served = simulate(poisson(5.0, 200), lengths(200), slots=8)
-    w = choose_window(served.records, served.edges, 2.0, 600.0)
-    first = min(r["scheduled_s"] for r in served.records)
-    last = max(r["scheduled_s"] for r in served.records)
-    assert w.start_s >= first + 2.0 and w.start_s >= min(r["last_token_s"] for r in served.records)
-    assert w.end_s <= last and last - w.end_s <= 0.25  # on the slice grid, at the last arrival
+    w = choose_window(served.records, served.edges, 0.2)
+    sched = sorted(r["scheduled_s"] for r in served.records)
+    assert 0 <= w.start_s - sched[40] < 0.25  # at the 41st arrival, on the slice grid
+    assert w.end_s <= sched[-1] and sched[-1] - w.end_s <= 0.25  # on the slice grid, at the last arrival
     assert np.isclose(served.edges, w.start_s).any() and np.isclose(served.edges, w.end_s).any()
-    capped = choose_window(served.records, served.edges, 2.0, 10.0)
-    assert capped.start_s == w.start_s and capped.duration_s == pytest.approx(10.0, abs=0.25)
-    assert choose_window(served.records, served.edges, 1e4, 600.0) is None  # a warm-up longer than the replay
+    assert choose_window(served.records, served.edges, 0.0).start_s <= sched[0] + 0.25
+
+
+def test_every_rate_measures_the_same_requests():
+    """The window is fixed in the workload's order: the same requests arrive in it at every rate, where a
+    window cut by MSER on each rate's own in-system series would not."""
+    arrivals, n = poisson(4.0, 300), lengths(300)
+    sets = []
+    for m in (0.5, 1.0, 2.0):
+        served = simulate(np.asarray(arrivals) / m, n, slots=8, slice_s=0.05)
+        sets.append(measured_requests(served.records, choose_window(served.records, served.edges, 0.2)))
+    assert overlap(sets) > 0.98 and min(len(x) for x in sets) >= 235
+    assert overlap([{1, 2, 3}, {2, 3, 4}]) == pytest.approx(0.5) and overlap([{1}]) is None
 
 
 def test_a_stable_queue_is_steady_and_valid():
     served = simulate(poisson(4.0, 400), lengths(400), slots=8)  # about 40 % busy
-    w = choose_window(served.records, served.edges, 2.0, 600.0)
+    w = choose_window(served.records, served.edges)
     st = steadiness(served.records, served.edges, served.energy_j, w)
     assert st["not_steady"] == [] and st["saturated"] == []
     assert st["completed"] >= 300
@@ -67,7 +86,7 @@ def test_a_stable_queue_is_steady_and_valid():
 
 def test_a_filling_window_is_not_steady_and_saturated():
     served = simulate(poisson(20.0, 400), lengths(400), slots=2)  # far more work arrives than two slots serve
-    w = choose_window(served.records, served.edges, 2.0, 600.0)
+    w = choose_window(served.records, served.edges)
     st = steadiness(served.records, served.edges, served.energy_j, w)
     assert st["in_system"]["end"] > 1.5 * st["in_system"]["start"]
     assert any("requests in system trend" in r for r in st["not_steady"])
@@ -80,7 +99,7 @@ def test_a_filling_window_is_not_steady_and_saturated():
 
 def test_power_that_drifts_makes_a_window_not_steady():
     served = simulate(poisson(4.0, 300), lengths(300), slots=8)
-    w = choose_window(served.records, served.edges, 2.0, 600.0)
+    w = choose_window(served.records, served.edges)
     drift = served.energy_j * np.linspace(1.0, 1.6, len(served.energy_j))  # e.g. clocks or heat creeping up
     st = steadiness(served.records, served.edges, drift, w)
     assert any(r.startswith("power trends from") for r in st["not_steady"]) and st["saturated"] == []
@@ -88,7 +107,7 @@ def test_power_that_drifts_makes_a_window_not_steady():
 
 def test_the_records_must_agree_with_the_servers_gauges():
     served = simulate(poisson(4.0, 300), lengths(300), slots=8)
-    w = choose_window(served.records, served.edges, 2.0, 600.0)
+    w = choose_window(served.records, served.edges)
     times = np.arange(w.start_s, w.end_s, 0.5)
     ours = in_system(served.records, times)
     agree = steadiness(served.records, served.edges, served.energy_j, w, (times, ours))

@@ -6,6 +6,7 @@ import json
 import logging
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from estimands.reference import MIN_COMPLETED, premiums, steady_span
 from loadgen import reference
 from loadgen.metrics import ReferenceCollector
-from monitor.meter import MeterReading
+from monitor.meter import MeterReading, MeterSeries
 
 
 class ConstantPower:
@@ -28,6 +29,11 @@ class ConstantPower:
         e = self.power_w * (t1 - t0)
         return MeterReading(t0, t1, e, 1.0, "gpu", ["nvml"], t1 - t0 < 0.2, uncovered_s=self.uncovered)
 
+    def series(self, t0: float, t1: float, step_s: float) -> MeterSeries:
+        edges = np.append(np.arange(t0, t1, step_s), t1)
+        e = self.power_w * np.diff(edges)
+        return MeterSeries(edges, e, np.full(len(e), 0.1), "gpu", ["nvml"])
+
 
 def closed_loop(n: int = 60, slots: int = 4, service_s: float = 1.0, ttft_s: float = 0.2, n_in: int = 100,
                 n_out: int = 10) -> list[dict]:  # fmt: skip
@@ -39,15 +45,16 @@ def closed_loop(n: int = 60, slots: int = 4, service_s: float = 1.0, ttft_s: flo
         first, last = sent + ttft_s, sent + service_s
         step = (last - first) / (n_out - 1)
         out.append({"request_id": str(i), "status": "ok", "sent_s": sent, "first_token_s": first, "last_token_s": last,
-                    "usage_input_tokens": n_in, "usage_output_tokens": n_out,
+                    "input_tokens": n_in, "output_tokens": n_out, "usage_input_tokens": n_in,
+                    "usage_output_tokens": n_out,
                     "chunks": [(first + j * step, 1) for j in range(n_out)]})  # fmt: skip
         free[k] = last
     return out
 
 
-def test_the_steady_part_opens_when_the_start_cohort_has_its_first_tokens_and_ends_at_the_last_send():
+def test_the_steady_part_opens_when_the_start_cohort_has_ended_and_ends_at_the_last_send():
     records = closed_loop(n=20, slots=4)
-    assert steady_span(records, 4) == pytest.approx((0.2, 4.0))  # 20 requests, 4 slots: 5 rounds
+    assert steady_span(records, 4) == pytest.approx((1.0, 4.0))  # 20 requests, 4 slots: 5 rounds
     assert steady_span(records[:4], 4) is None  # only the cohort: nothing refills the batch
     assert steady_span(records, 0) is None
 
@@ -57,7 +64,8 @@ def test_the_reference_is_energy_over_the_tokens_processed_in_its_steady_part():
     ref = reference.measure(records, ConstantPower(200.0), 4, {"trace": "azure-conv"}, "r1")
     assert ref["valid"], ref["reasons"]
     t0, t1 = ref["start_s"], ref["end_s"]
-    assert (t0, t1) == pytest.approx((0.2, 14.0))
+    assert (t0, t1) == pytest.approx((1.0, 14.0))
+    assert abs(ref["mix"]["off"]) < 0.05 and abs(ref["halves"]["off"]) < 0.05
     energy = 200.0 * (t1 - t0)
     # Output: ten tokens a second per slot. Prompts: between spread from the send and all at the first
     # token (the cohort's fall before the window in both, the last round's after), their middle.
