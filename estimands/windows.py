@@ -15,14 +15,34 @@ Where MSER-5 (White, 1997) would cut the requests-in-system series is kept besid
 move the window: on a bursty trace MSER cuts at the trace's own bursts, a different place at each rate, and
 the rates would then measure different requests. Whether the window is steady is the tests' business.
 
-Steady state is tested, not assumed (``trend``): requests in the system and power, averaged over
-``BLOCKS`` equal blocks, must show no trend that is both *significant* (Student's t on the slope of
-the block means, two-sided 5 %) and *material* (a change across the window of more than
-``IN_SYSTEM_CHANGE`` of the mean in-system count and more than one request, or more than
-``POWER_CHANGE`` of the mean power). A rate is *saturated* when its window's completions fall short
-of its arrivals by more than a stationary queue's swing (``SHORTFALL`` of the arrivals, two requests
-and twice the mean number in the system, whichever is most), when requests in the system grow, or when
-more than ``FAILED`` of its requests failed: a throughput figure, never an online premium.
+Steady state is tested, not assumed (``trend``): requests in the system and power must show no linear
+trend that is both *significant* (two-sided 5 %) and *material* (a change across the window of more than
+``IN_SYSTEM_CHANGE`` of the mean in-system count and more than one request, or more than ``POWER_CHANGE``
+of the mean power). Both series are strongly autocorrelated: a request stays in the system for many
+slices, so an ordinary t on the slope (or on a few block means, which stay correlated when a block is
+not many residence times long) calls a steady queue's slow swings a trend. The test therefore takes its
+variance from the series' own low frequencies, where a trend lives (Müller 2007, "A theory of robust
+long-run variance estimation", J. Econometrics 141; Lazarus, Lewis, Stock and Watson 2018, "HAR inference:
+recommendations for practice", JBES 36): the series' coefficients on the cosines cos(πj(i+½)/n) of its
+length (a type II DCT) are nearly uncorrelated, each with variance the spectrum at frequency j/2T. The
+first, a half cosine falling across the window, carries a linear trend with 99 % of a least-squares
+slope's efficiency; cosines 2 … q+1 estimate the variance, and their ratio is Student's t with q degrees
+of freedom — exact for a Gaussian series whose spectrum is known in shape, with no bandwidth to pick.
+The shape is the M/G/∞ one of requests that arrive uncorrelated and stay the window's recorded residence
+times S (shot noise of rectangular pulses: E[S² sinc²(fS)] / E[S²]), so each coefficient is divided by
+it: the correlation time comes from the records, not from a rule of thumb. Power follows requests in
+system (plus white noise and a cap, which only flatten its spectrum: the test is then conservative). Only
+cosines where the shape keeps ``SHAPE_MIN`` of its zero-frequency level are used, at most ``Q_MAX``; a
+window with fewer than ``Q_MIN`` (about four to five mean residence times, or ten slices) is *not
+tested* — its own series cannot tell a trend from a swing — and so never valid. In such a window a
+backlog that grows by more than ``SWING`` standard deviations of a stationary queue's change still names
+the rate saturated. ``benchmarks/steadiness.py`` gives the test's false-alarm and detection rates on
+windows simulated from the committed runs' residence times.
+
+A rate is *saturated* when its window's completions fall short of its arrivals by more than a stationary
+queue's swing (``SHORTFALL`` of the arrivals, two requests and twice the mean number in the system,
+whichever is most), when requests in the system grow, or when more than ``FAILED`` of its requests
+failed: a throughput figure, never an online premium.
 """
 
 from __future__ import annotations
@@ -36,7 +56,6 @@ import numpy as np
 
 from estimands.reference import steady_span
 
-BLOCKS = 5
 IN_SYSTEM_CHANGE = 0.25
 POWER_CHANGE = 0.10
 SHORTFALL = 0.10
@@ -54,6 +73,17 @@ CLOCK_OFFSET_MAX_S = 0.05
 #: at 0.5× the conversation trace's rate); it is reported per window, and a lowered limit is a sweep's
 #: setting, recorded as such.
 THROTTLED = ("hw_slowdown", "sw_thermal", "hw_thermal", "hw_power_brake")
+
+#: The trend test (``trend``): the variance of the trend comes from the series' cosines 2, 3, … up to the
+#: last where the spectrum's shape is at least ``SHAPE_MIN`` of its level at zero frequency, at most
+#: ``Q_MAX`` of them; with fewer than ``Q_MIN`` the window is too short, in residence times or in slices,
+#: to be tested.
+SHAPE_MIN = 0.1
+Q_MIN = 4
+Q_MAX = 16
+#: In a window too short to test, requests in system that grow by more than this many standard deviations
+#: of a stationary queue's change (at most √(2·mean) for Poisson arrivals) still mean a growing backlog.
+SWING = 4.0
 
 #: Student's t, two-sided 95 %, by degrees of freedom (1–30); 1.96 beyond.
 T95 = (
@@ -84,32 +114,61 @@ def in_system(records: Sequence[Mapping[str, Any]], times_s: Sequence[float]) ->
 
 @dataclass(frozen=True, slots=True)
 class Trend:
-    """A linear trend of block means across a window."""
+    """A linear trend across a window, tested against the series' own low-frequency variance."""
 
     mean: float
-    change: float  # fitted change from the window's start to its end
+    change: float  # the linear trend's change from the window's start to its end
     t_stat: float
-    significant: bool  # |t| beyond Student's 95 % at BLOCKS − 2 degrees of freedom
+    significant: bool  # |t| beyond Student's 95 % at ``df`` degrees of freedom
+    tested: bool = True  # False: too short to test (``trend``); then never significant
+    df: int = 0  # cosines that estimate the variance
+    correlation_s: float = 0.0  # the residence times' correlation time, E[S²] / (2 E[S])
+    slices: int = 0
 
     def material(self, share: float, floor: float = 0.0) -> bool:
         return abs(self.change) > max(share * abs(self.mean), floor)
 
 
-def trend(times_s: Sequence[float], values: Sequence[float], blocks: int = BLOCKS) -> Trend:
-    """The slope of ``values`` over time from ``blocks`` block means (which tames autocorrelation)."""
+def shape(residence_s: Sequence[float], frequency_hz: np.ndarray) -> np.ndarray:
+    """The spectrum of requests in system relative to its value at zero frequency when requests arrive
+    without correlation and stay ``residence_s`` (M/G/∞ shot noise of rectangular pulses):
+    E[S² sinc²(f S)] / E[S²]."""
+    s = np.asarray(residence_s, dtype=float)
+    s = s[s > 0]
+    if not s.size:
+        return np.ones(len(frequency_hz))
+    w = s**2
+    return (w * np.sinc(np.outer(frequency_hz, s)) ** 2).sum(axis=1) / w.sum()
+
+
+def trend(times_s: Sequence[float], values: Sequence[float], residence_s: Sequence[float]) -> Trend:
+    """The linear trend of ``values`` (equally spaced at ``times_s``) and its t, which allows for the
+    correlation that requests staying ``residence_s`` in the system give the series (module docstring).
+    Not tested when fewer than ``Q_MIN`` cosines are left to estimate the variance."""
     t, y = np.asarray(times_s, dtype=float), np.asarray(values, dtype=float)
-    mean = float(y.mean()) if len(y) else math.nan
-    if len(y) < 2 * blocks or t[-1] <= t[0]:
-        return Trend(mean, 0.0, 0.0, False)
-    parts = np.array_split(np.arange(len(y)), blocks)
-    bt = np.array([t[p].mean() for p in parts])
-    by = np.array([y[p].mean() for p in parts])
-    slope, intercept = np.polyfit(bt, by, 1)
-    resid = by - (slope * bt + intercept)
-    s2 = float(resid @ resid) / (blocks - 2)
-    se = math.sqrt(s2 / float(((bt - bt.mean()) ** 2).sum()))
-    t_stat = float(slope / se) if se > 0 else (math.inf if slope else 0.0)
-    return Trend(mean, float(slope * (t[-1] - t[0])), t_stat, abs(t_stat) > t95(blocks - 2))
+    n = len(y)
+    mean = float(y.mean()) if n else math.nan
+    s = np.asarray(residence_s, dtype=float)
+    tau = float((s**2).mean() / (2 * s.mean())) if s.size and s.mean() > 0 else 0.0
+    if n < 2 * (Q_MIN + 1) or t[-1] <= t[0]:
+        return Trend(mean, 0.0, 0.0, False, False, 0, tau, n)
+    span = (t[-1] - t[0]) * n / (n - 1)
+    j = np.arange(1, min(Q_MAX + 1, n // 2) + 1)
+    h = shape(s, j / (2 * span))
+    usable = int(np.argmin(h >= SHAPE_MIN)) if (h < SHAPE_MIN).any() else len(j)
+    q = usable - 1
+    if q < Q_MIN:
+        return Trend(mean, 0.0, 0.0, False, False, max(q, 0), tau, n)
+    j, h = j[:usable], h[:usable]
+    u = (np.arange(n) + 0.5) / n
+    basis = np.sqrt(2.0 / n) * np.cos(np.pi * np.outer(j, u))
+    c = basis @ y
+    a = float(basis[0] @ (u - 0.5))  # the first cosine's coefficient of a unit change across the window
+    change = float(c[0] / a)
+    level = float((c[1:] ** 2 / h[1:]).mean())  # the spectrum at zero frequency, from the higher cosines
+    se = math.sqrt(level * h[0]) / abs(a)
+    t_stat = change / se if se > 0 else (math.inf if change else 0.0)
+    return Trend(mean, change, t_stat, abs(t_stat) > t95(q), True, q, tau, n)
 
 
 def mser(values: Sequence[float], batch: int = 5) -> int:
@@ -223,8 +282,9 @@ def steadiness(
     mids = 0.5 * (e[1:] + e[:-1])[k]
     power = np.asarray(slice_energy_j, dtype=float)[k] / np.diff(e)[k]
     n = in_system(records, mids)
-    n_trend, p_trend = trend(mids, n), trend(mids, power)
     t0, t1 = window.start_s, window.end_s
+    stays = residence(records, t0, t1)
+    n_trend, p_trend = trend(mids, n, stays), trend(mids, power, stays)
     arrivals = sum(1 for r in records if t0 <= r["scheduled_s"] < t1)
     completed = sum(1 for r in records if r["status"] == "ok" and t0 <= (r.get("last_token_s") or -math.inf) < t1)
     failed = sum(1 for r in records if r["status"] != "ok" and t0 <= r["scheduled_s"] < t1)
@@ -238,8 +298,19 @@ def steadiness(
                       **_trend_json(n_trend)},
         "power_w": _trend_json(p_trend),
         "not_steady": [],
+        "not_tested": [],
         "saturated": [],
     }  # fmt: skip
+    if not n_trend.tested:
+        stay = float(np.mean(stays)) if stays else 0.0
+        out["not_tested"].append(
+            f"{n_trend.slices} slices ({window.duration_s:.1f} s, {window.duration_s / stay if stay else 0:.1f} "
+            f"times the {stay:.2f} s its requests stay on average) leave {n_trend.df} of the {Q_MIN} cosines "
+            "a trend test needs"
+        )
+        start, end = out["in_system"]["start"], out["in_system"]["end"]
+        if end - start > max(IN_SYSTEM_CHANGE * n_trend.mean, 1.0, SWING * math.sqrt(2 * n_trend.mean)):
+            out["saturated"].append(f"the backlog grows from {start:.0f} to {end:.0f} requests across the window")
     if n_trend.significant and n_trend.material(IN_SYSTEM_CHANGE, 1.0):
         out["not_steady"].append(
             f"requests in system trend from {n_trend.mean - n_trend.change / 2:.1f} to "
@@ -273,8 +344,17 @@ def steadiness(
     return out
 
 
+def residence(records: Sequence[Mapping[str, Any]], t0: float, t1: float) -> list[float]:
+    """How long the window's requests stayed in the system (scheduled to their end): those scheduled in the
+    window, else those in the system during it."""
+    inside = [r for r in records if t0 <= r["scheduled_s"] < t1]
+    inside = inside or [r for r in records if r["scheduled_s"] < t1 and end_of(r) > t0]
+    return [end_of(r) - float(r["scheduled_s"]) for r in inside]
+
+
 def _trend_json(t: Trend) -> dict[str, Any]:
-    return {"mean": t.mean, "change": t.change, "t_stat": t.t_stat, "significant": t.significant}
+    return {"mean": t.mean, "change": t.change, "t_stat": t.t_stat, "significant": t.significant,
+            "tested": t.tested, "df": t.df, "correlation_s": t.correlation_s}  # fmt: skip
 
 
 def verdict(
@@ -290,6 +370,7 @@ def verdict(
     device not read across the window (``uncovered_s``: device → seconds missed; its sum is too small)."""
     reasons = [f"saturated: {r}" for r in steady["saturated"]]
     reasons += [f"not steady: {r}" for r in steady["not_steady"] if f"saturated: {r}" not in reasons]
+    reasons += [f"not tested for steadiness: {r}" for r in steady.get("not_tested", [])]
     if steady["completed"] < min_requests:
         reasons.append(f"too few requests: {steady['completed']} completed in the window, {min_requests} needed")
     if short_window:
