@@ -161,8 +161,9 @@ def table_rows(live: dict[str, Any]) -> list[dict[str, str]]:
             rows.append(("Loaded-idle power", fmt_fixed(live.get("idle_power_w"), "W"), live.get("idle_note", "")))
         rows += reference_rows(live)
         sources = ", ".join((figures or {}).get("sources") or [])
-        rows.append(("Source", f"{live.get('kind') or (figures or {}).get('kind') or '–'} ({sources or '–'})",
-                     live.get("note") or "measured"))  # fmt: skip
+        kind = live.get("kind") or (figures or {}).get("kind") or "–"
+        simulated = ", simulated" if live.get("simulated") else ""
+        rows.append(("Source", f"{kind} ({sources or '–'}{simulated})", live.get("note") or "measured"))
     return [dict(zip(("figure", "value", "note"), r, strict=True)) for r in rows]
 
 

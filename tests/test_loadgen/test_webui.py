@@ -78,5 +78,8 @@ def test_the_table_says_what_each_phase_is_and_what_went_wrong():
     rows = {r["figure"]: r for r in table_rows(live)}
     assert rows["J / token"]["value"] == "1.250" and rows["Source"]["note"] == "an estimate"
     assert rows["Window"]["value"].endswith("(10.0 s)") and "Current power" not in rows
+    simulated = table_rows(live | {"kind": "gpu", "simulated": ["a fake GPU"], "note": "Simulated, not measured: …"})
+    source = {r["figure"]: r for r in simulated}["Source"]
+    assert source["value"] == "gpu (estimate, simulated)" and source["note"].startswith("Simulated, not measured")
     section = add_report_section("<html><body><div id=root></div></body></html>", live)
     assert section.index("Energy (joulebench)") < section.index("<div id=root>") and "1.250" in section
