@@ -119,6 +119,7 @@ class Run:
     current_power_w: float | None = None
     kind: str = ""
     sources: list[str] = field(default_factory=list)
+    simulated: list[str] = field(default_factory=list)  # what simulates the measured devices, as the monitor says
     gap_s: float = 0.0
     stopping_s: float | None = None  # STOP (or the run's own stop) was seen
     result: dict[str, Any] | None = None
@@ -360,6 +361,7 @@ class Cockpit:
             run.power_w["total"] = reading.energy_j / (b - a)
         run.current_power_w = reading.energy_j / (b - a)
         run.kind, run.sources = reading.kind, list(reading.sources)
+        run.simulated = sorted({d["simulated"] for d in chosen.values() if d.get("simulated")})
         run.timeline.add_power(a, run.power_w)
 
     # -- the result -----------------------------------------------------------------------------------
@@ -464,13 +466,15 @@ class Cockpit:
         figures = self.live_figures(run)
         ref = getattr(self.environment, "jb_reference", None)
         estimated = "estimate" in (run.sources or (figures or {}).get("sources") or [])
+        notes = [f"Simulated, not measured: {'; '.join(run.simulated)}."] if run.simulated else []
+        notes += [ESTIMATE_NOTE] if estimated else []
         return {
             "run_id": run.run_id, "phase": run.phase, "error": run.error, "monitor_error": run.monitor_error,
             "monitor": run.meter.url if run.meter is not None else None, "run_dir": str(run.folder),
             "figures": figures, "final_error": (run.result or {}).get("energy", {}).get("error"),
             "idle_power_w": run.idle_power_w, "idle_note": run.idle_note,
             "current_power_w": run.current_power_w, "power_w": run.power_w, "kind": run.kind,
-            "estimated": estimated, "note": ESTIMATE_NOTE if estimated else "",
+            "estimated": estimated, "simulated": run.simulated, "note": " ".join(notes),
             "window": {"start_s": run.first_s, "base_s": run.base_s, "reset_s": run.reset_s, "end_s": run.end_s,
                        "until_s": run.until_s},
             "schedule": run.schedule, "expected": run.expected,

@@ -144,18 +144,25 @@ def with_uncertainty(value: float | None, u: float | None, digits: int = 4) -> s
 def figure_rows(f: Mapping[str, Any], idle_note: str = "") -> list[tuple[str, str, str]]:
     """(figure, value, definition) rows of ``energy_figures`` for a table."""
     u = f.get("uncertainty_j")
-    joules = "–" if f.get("energy_j") is None else f"{fmt_fixed(f['energy_j'], 'J')} ± {fmt(u, 2)} J"
+    # An estimate's ± would be the monitor's interpolation term alone, a fraction of a percent, while the
+    # model's own error is tens of percent and not known here: no ± beside an estimate.
+    estimated = bool(f.get("estimated"))
+    plus_minus = (lambda v, _u: fmt(v)) if estimated else with_uncertainty
+    joules = "–" if f.get("energy_j") is None else fmt_fixed(f["energy_j"], "J") + (
+        " (estimated)" if estimated else f" ± {fmt(u, 2)} J")  # fmt: skip
+    measured = f"all energy of the measured devices ({f.get('kind') or '–'}) in the window"
     idle_note = idle_note or f"lowest {IDLE_BLOCK_S:g} s average in the {IDLE_LOOKBACK_S:g} s before the run"
     return [
-        ("Energy", joules, f"all energy of the measured devices ({f.get('kind') or '–'}) in the window"),
+        ("Energy", joules, measured + ("; estimated from CPU utilization: its error, tens of %, is not known "
+                                       "here, so no ± is shown" if estimated else "")),
         ("Average power", fmt_fixed(f.get("average_power_w"), "W"), "energy ÷ the window's length"),
         ("Loaded-idle power", fmt_fixed(f.get("idle_power_w"), "W"), idle_note),
         ("Dynamic energy", fmt_fixed(f.get("dynamic_energy_j"), "J"), "energy − loaded-idle power × the window"),
         ("Tokens in / out", f"{f.get('input_tokens', 0):,} / {f.get('output_tokens', 0):,}",
          "of the requests that finished ok in the window"),
-        ("J / output token", with_uncertainty(f.get("j_per_output_token"), f.get("uncertainty_j_per_output_token")),
+        ("J / output token", plus_minus(f.get("j_per_output_token"), f.get("uncertainty_j_per_output_token")),
          "energy ÷ output tokens"),
-        ("J / token", with_uncertainty(f.get("j_per_token"), f.get("uncertainty_j_per_token")),
+        ("J / token", plus_minus(f.get("j_per_token"), f.get("uncertainty_j_per_token")),
          "energy ÷ (input + output tokens), as the Grafana panels"),
         ("Dynamic J / output token", fmt(f.get("dynamic_j_per_output_token")), "dynamic energy ÷ output tokens"),
         ("Dynamic J / token", fmt(f.get("dynamic_j_per_token")), "dynamic energy ÷ (input + output tokens)"),

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from loadgen.arrivals import CLOSED_LOOP
 from loadgen.errors import LoadgenError
 from loadgen.ledger import figure_rows, fmt_fixed, with_uncertainty
 from loadgen.options import CHOICES, LOCUST_OPTIONS, check_options
@@ -64,17 +65,23 @@ def htmlsafe_json(data: Any) -> str:
     return text
 
 
+#: A saturate run's own fields. After one, the form shows the command line's values for them again: the
+#: last start's would make the next START another saturate run, which replaces the stack's reference.
+REFERENCE_FIELDS = ("jb_process", "jb_first", "jb_concurrency")
+
+
 def form_args(args: dict[str, Any], options: Any, dispatchers: int) -> dict[str, Any]:
     """Locust's ``templateArgs`` with joulebench's fields in fill order, as choices where they are, with
-    the current values; and the user count the dispatchers'."""
+    the current values (but a saturate run's own, ``REFERENCE_FIELDS``); and the user count the dispatchers'."""
     extra = dict(args.get("extra_options") or {})
+    after_reference = getattr(options, "jb_process", None) == CLOSED_LOOP
     ordered: dict[str, Any] = {}
     for name in LOCUST_OPTIONS:
         if name not in extra:
             continue
         entry = dict(extra[name])
         given = entry.get("default_value")  # the command line's
-        value = getattr(options, name, given)
+        value = given if after_reference and name in REFERENCE_FIELDS else getattr(options, name, given)
         entry["default_value"] = value
         if name in CHOICES:
             choices = list(CHOICES[name])
@@ -161,8 +168,9 @@ def table_rows(live: dict[str, Any]) -> list[dict[str, str]]:
             rows.append(("Loaded-idle power", fmt_fixed(live.get("idle_power_w"), "W"), live.get("idle_note", "")))
         rows += reference_rows(live)
         sources = ", ".join((figures or {}).get("sources") or [])
-        rows.append(("Source", f"{live.get('kind') or (figures or {}).get('kind') or '–'} ({sources or '–'})",
-                     live.get("note") or "measured"))  # fmt: skip
+        kind = live.get("kind") or (figures or {}).get("kind") or "–"
+        simulated = ", simulated" if live.get("simulated") else ""
+        rows.append(("Source", f"{kind} ({sources or '–'}{simulated})", live.get("note") or "measured"))
     return [dict(zip(("figure", "value", "note"), r, strict=True)) for r in rows]
 
 

@@ -349,6 +349,7 @@ def create_app(sampler: Sampler, registry: CollectorRegistry | None = None) -> F
                     "source": d.source,
                     "kind": d.kind,
                     "method": d.method or None,
+                    "simulated": d.simulated or None,
                     "energy_j": w.energy_j,
                     "uncertainty_j": w.uncertainty_j,
                     "average_power_w": w.average_power_w,

@@ -229,6 +229,7 @@ class LocalMeter:
                     "kind": d.kind,
                     "source": d.source,
                     "method": d.method or None,
+                    "simulated": d.simulated or None,
                     "energy_j": w.energy_j,
                     "uncertainty_j": w.uncertainty_j,
                     "short_window": w.short_window,

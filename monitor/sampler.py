@@ -403,6 +403,7 @@ def state_json(state: DeviceState) -> dict[str, Any]:
         "name": d.name,
         "uuid": d.uuid,
         "method": d.method or None,
+        "simulated": d.simulated or None,
         "stale": state.stale,
         "errors_total": state.errors_total,
         "last_error": state.last_error or None,

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from joulebench import __version__
 from joulebench.commands import Command, command_main
 from joulebench.errors import JoulebenchError
-from joulebench.processes import write_pidfile
+from joulebench.processes import tail, write_pidfile
 from server.binning import largest_batch
 from server.errors import ServerError
 from server.hf import STATIC_BATCHES, TransformersOptions, transformers_install
@@ -80,6 +81,25 @@ def validate_serve(args: argparse.Namespace) -> None:
         raise ServerError(f"--start-timeout-s {args.start_timeout_s}: give seconds in (0, 86400]")
 
 
+def starting_lines(console: Any, server: Any, what: str, every_s: float = 10.0) -> Callable[[float], None]:
+    """``wait_ready``'s tick: where no terminal shows the spinner (a container's log, `docker compose logs`),
+    a line at the start and one every ``every_s`` with the end of the server's own log, so a start of a
+    minute or more is not a silent one."""
+    if console.is_terminal:
+        return lambda elapsed: None
+    console.print(f"starting {what} — its log: {server.log_path}", soft_wrap=True, markup=False, highlight=False)
+    shown = [0.0]
+
+    def tick(elapsed: float) -> None:
+        if elapsed - shown[0] >= every_s:
+            shown[0] = elapsed
+            last = tail(server.log_path, 1)[:200]
+            console.print(f"{server.name} not ready after {elapsed:.0f} s; its log ends: {last}", soft_wrap=True,
+                          markup=False, highlight=False)  # fmt: skip
+
+    return tick
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -106,7 +126,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.pidfile is not None:
             write_pidfile(args.pidfile, server.pid)
         with console.status(f"starting {what} — log: {server.log_path}"):
-            took = server.wait_ready(args.start_timeout_s)
+            took = server.wait_ready(args.start_timeout_s, starting_lines(console, server, what))
         (run_dir / "server.json").write_text(json.dumps(server.record(), indent=2) + "\n")
         print(f"{server.name} ready in {took:.0f} s at {server.url} (model {spec.name}, weights {spec.weights})",
               flush=True)  # fmt: skip

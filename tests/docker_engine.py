@@ -2,8 +2,10 @@
 
 ``DockerEngine`` starts Debian's ``dockerd`` with its own data root, exec root, pid file and socket (no
 iptables, no default bridge: the stack's own network is the only one), and stops it by that pid, so it
-never touches an engine someone else runs. ``base_image`` makes the images' base without a registry:
-Debian bookworm with Python 3.11 by debootstrap from the mirror apt already uses, imported as an image.
+never touches an engine someone else runs. A test's engine dies with the test; a detached one (the stack
+brought up by hand, tests/stack.py) outlives the command that started it until ``stop``, from any process.
+``base_image`` makes the images' base without a registry: Debian bookworm with Python 3.11 by debootstrap
+from the mirror apt already uses, imported as an image.
 """
 
 from __future__ import annotations
@@ -40,12 +42,20 @@ class DockerEngine:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DOCKER_", "COMPOSE_"))}
         return env | {"DOCKER_HOST": f"unix://{self.socket}", "COMPOSE_BAKE": "false"}
 
-    def start(self, timeout_s: float = 120) -> DockerEngine:
+    def answers(self) -> bool:
+        return self.socket.exists() and self.docker("version", timeout_s=30, check=False).returncode == 0
+
+    def start(self, timeout_s: float = 120, detached: bool = False) -> DockerEngine:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.child.start()
+        if detached:  # its own session, no parent-death signal: it runs on after this process
+            with self.child.log_path.open("ab") as out:
+                proc = subprocess.Popen(self.child.command, stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        else:
+            proc = self.child.start().proc
         deadline = time.monotonic() + timeout_s
-        while self.docker("version", timeout_s=30, check=False).returncode != 0:
-            if self.child.poll() is not None:
+        while not self.answers():
+            if proc.poll() is not None:
                 raise self.child.failed("exited while starting")
             if time.monotonic() > deadline:
                 raise self.child.failed(f"did not answer within {timeout_s:.0f} s")
@@ -58,15 +68,32 @@ class DockerEngine:
             raise AssertionError(f"docker {' '.join(args)} failed ({run.returncode}):\n{run.stdout}{run.stderr}")
         return run
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 60) -> None:
         """SIGTERM to dockerd by its pid file (it stops its containerd), then unmount what it left mounted
         under its roots (its network namespace, at least)."""
-        if self.pidfile.is_file() and self.child.poll() is None:
-            os.kill(int(self.pidfile.read_text()), signal.SIGTERM)
-            self.child.wait(timeout_s=60)  # past that: killed, and an error with the end of its log
+        pid = int(self.pidfile.read_text()) if self.pidfile.is_file() else None
+        if pid is not None and _is_dockerd(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout_s
+            while _is_dockerd(pid):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    raise self.child.failed(f"did not stop within {timeout_s:.0f} s of SIGTERM: killed")
+                if self.child.proc is not None:
+                    self.child.proc.poll()  # reaps our own child, so that its pid goes
+                time.sleep(0.2)
         self.child.stop()
         for mount in reversed(mounts_under(self.root)):
             subprocess.run(["umount", mount], check=True)
+
+
+def _is_dockerd(pid: int) -> bool:
+    """Whether ``pid`` is a live dockerd (not a zombie, not a reused pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.index("(") + 1 : stat.rindex(")")] == "dockerd" and stat[stat.rindex(")") + 2] != "Z"
 
 
 def mounts_under(root: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """``python tests/fake_gpu_joulebench.py [--settings-file F] [--fail-set-call N] [--no-permission] -- ARGS``:
 the real ``joulebench`` command in its own process, with one fake GPU at the NVML boundary whose power
-follows the machine's CPU load (80 W idle, up to 280 W).
+follows the machine's CPU load (80 W idle, up to 280 W); the monitor reports it as simulated.
 
 ``--settings-file`` keeps the GPU's locked clocks and power limit in a JSON file, so another process (the
 sweep's restore guard, the test) sees the same GPU; ``--fail-set-call N`` fails the Nth settings call;
@@ -31,6 +31,9 @@ def main() -> int:
     parser.add_argument("args", nargs=argparse.REMAINDER)
     ours = parser.parse_args()
     lib = FakeNvml(make_gpus(1, power_w=IDLE_W))
+    # The library says so, and the monitor passes it on with the device (Locust's Energy tab shows it): the CI
+    # stack, and one brought up by hand with its override, must not pass this GPU off as measured.
+    lib.SIMULATED = "a fake GPU (tests/fake_gpu_joulebench.py) whose power follows the CPU load, 80-280 W"
     gpu = lib.gpus[0]
     gpu.settings_file = ours.settings_file
     gpu.fail_set_call = ours.fail_set_call

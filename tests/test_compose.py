@@ -1,11 +1,12 @@
-"""The compose stack, for real: docker-compose.yml's `cpu` profile built and brought up by `docker compose`
-on a Docker engine of the test's own, with CI's override (tests/compose/ci.yml: a local base image, Debian's
-Prometheus, no Grafana, one fake GPU at the NVML boundary). vLLM's CPU build serves the tiny preset; a
-replay starts through Locust's web API with the start form's fields and runs to its end; then every
-Prometheus target is up, every panel of every dashboard has data, the J/token recording rule agrees with
-the report's figure (the monitor's window energy over the records' tokens) within the scrape band, the
-records are in the `runs` volume, and `compose down` leaves no container or network (the volumes only
-until `down -v`). Each step's time is printed at the end.
+"""The compose stack, for real: docker-compose.yml's `cpu` profile brought up by `python tests/stack.py up`
+(`make stack-cpu`, the by-hand path: a Docker engine of its own and CI's override, tests/compose/ci.yml: a
+local base image, Debian's Prometheus, no Grafana, one simulated GPU at the NVML boundary) and taken down by
+`tests/stack.py down`. vLLM's CPU build serves the tiny preset; a replay starts through Locust's web API with
+the start form's fields and runs to its end; then every Prometheus target is up, every panel of every
+dashboard has data, the J/token recording rule agrees with the report's figure (the monitor's window energy
+over the records' tokens) within the scrape band, the Energy tab says its GPU is simulated, the records are
+in the `runs` volume, and `compose down` leaves no container or network (the volumes only until `down -v`).
+Each step's time is printed at the end.
 
 Needs root (it starts dockerd) and what `make test` installs as root: docker.io, debootstrap, the compose
 plugin, the wheelhouse (wheels/) and the traces (traces/)."""
@@ -16,17 +17,19 @@ import contextlib
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx2
 import pytest
-from docker_engine import DockerEngine, base_image
+from docker_engine import DockerEngine
 from paths import ROOT
+from stack import PROJECT, Stack, missing_tools
 from stack_checks import (
     RULE_WINDOW_S,
     SCRAPE_S,
@@ -34,7 +37,6 @@ from stack_checks import (
     instant,
     loadgen_counts,
     rule_against_report,
-    wait_http,
 )
 
 from loadgen.records import read_records
@@ -44,10 +46,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it starts a Docker engine of its own (CI is root)"),
 ]
 
-BASE = "joulebench-ci/bookworm-python:local"
-PROJECT = "joulebench"  # docker-compose.yml's name
-COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "tests" / "compose" / "ci.yml")
-ENV_FILE = ROOT / ".env.example"  # not a developer's .env; the environment below overrides it
+STACK_PY = ROOT / "tests" / "stack.py"
 SECONDS, RATE = 75.0, 2.0
 #: The web UI's start form, as a user fills it in: two users (one dispatcher per worker), the baked-in
 #: conversation trace at 2 Poisson arrivals a second, clipped to 256 tokens so two cores keep up.
@@ -61,14 +60,6 @@ FORM = {
 #: Before it, the stack's reference: a saturate run from the same form, the trace's first 64 requests kept
 #: 8 in flight (closed loop), each sent as one ends.
 SATURATE = {**FORM, "jb_process": "saturate", "jb_concurrency": 8, "jb_first": 64}
-
-
-def missing_tools() -> list[str]:
-    missing = [t for t in ("dockerd", "docker", "debootstrap") if shutil.which(t) is None]
-    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode:
-        missing.append("the docker CLI's compose plugin")
-    missing += [f"{d}/ (make {d})" for d in ("wheels", "traces") if not any((ROOT / d).glob("*.*"))]
-    return missing
 
 
 def counted(ui: str, want: float, timeout_s: float = 30.0) -> float:
@@ -92,64 +83,31 @@ def free_low_port() -> int:
     raise AssertionError("no free port in 20000-32000")
 
 
-class Stack:
-    """`docker compose` on the users' file and CI's override, against ``engine``."""
-
-    def __init__(self, engine: DockerEngine, locust_port: int, logs: Path) -> None:
-        self.engine = engine
-        self.logs = logs
-        self.locust_port = locust_port
-        self.env = engine.env | {
-            "COMPOSE_PROFILES": "cpu", "GRAFANA_ADMIN_PASSWORD": "not-used-in-ci", "JB_CI_BASE": BASE,
-            "LOCUST_PORT": str(locust_port), "PUBLISH_ADDRESS": "127.0.0.1",
-        }  # fmt: skip
-
-    def compose(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
-        files = [f for path in COMPOSE_FILES for f in ("-f", str(path))]
-        command = ["docker", "compose", "--project-directory", str(ROOT), "--env-file", str(ENV_FILE), *files, *args]
-        run = subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout_s)
-        assert run.returncode == 0, f"docker compose {' '.join(args)} failed:\n{run.stdout[-4000:]}{run.stderr[-4000:]}"
-        return run
-
-    def alive(self) -> None:
-        """Raises, with the services' log tails, if a container of the stack has stopped or is restarting."""
-        ps = self.engine.docker("ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}",
-                                "--format", "{{.Names}} {{.State}} {{.Status}}").stdout  # fmt: skip
-        if bad := [line for line in ps.splitlines() if line.split()[1] != "running"]:
-            raise AssertionError("; ".join(bad) + "\n" + self.tail())
-
-    def tail(self) -> str:
-        text = self.compose("logs", "--no-color", "--timestamps").stdout
-        self.logs.write_text(text)
-        lines = text.splitlines()
-        return f"(all of it in {self.logs})\n" + "\n".join(lines[-60:])
-
-    def address(self, service: str, port: int) -> str:
-        """http://IP:PORT of the service's container on the stack's network (the host reaches it directly)."""
-        (cid,) = self.compose("ps", "-q", service).stdout.split()
-        ip = self.engine.docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", cid)
-        return f"http://{ip.stdout.strip()}:{port}"
-
-    def project_objects(self) -> dict[str, set[str]]:
-        label = f"label=com.docker.compose.project={PROJECT}"
-        return {
-            kind: set(self.engine.docker(*cmd, "--filter", label).stdout.split())
-            for kind, cmd in (("containers", ("ps", "-aq")), ("networks", ("network", "ls", "-q")),
-                              ("volumes", ("volume", "ls", "-q")))
-        }  # fmt: skip
+class Up(NamedTuple):
+    stack: Stack
+    printed: str  # what `up` told the user
+    state: dict  # its stack.json: the services' addresses, the steps' times
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[DockerEngine]:
+def up(tmp_path: Path) -> Iterator[Up]:
+    """The stack as `tests/stack.py up` leaves it (its engine's root short: containerd's sockets live under
+    it); `tests/stack.py down --purge` after the test, whatever happened."""
     if missing := missing_tools():
         pytest.fail(f"the compose test needs {', '.join(missing)}: run `make test` as root")
-    root = Path(f"/tmp/jb-docker-{os.getpid()}")  # short: containerd's sockets live under it
-    engine = DockerEngine(root)
+    root = Path(f"/tmp/jb-docker-{os.getpid()}")
+    port = free_low_port()
     try:
-        yield engine.start()
+        run = subprocess.run([sys.executable, str(STACK_PY), "--root", str(root), "up", "--locust-port", str(port)],
+                             capture_output=True, text=True, timeout=3600)  # fmt: skip
+        assert run.returncode == 0, f"tests/stack.py up failed:\n{run.stdout[-4000:]}{run.stderr[-6000:]}"
+        stack = Stack(DockerEngine(root), port, tmp_path / "compose.log")
+        yield Up(stack, run.stdout, json.loads((root / "stack.json").read_text()))
     finally:
-        engine.stop()
-        shutil.rmtree(root)
+        down = subprocess.run([sys.executable, str(STACK_PY), "--root", str(root), "down", "--purge"],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert down.returncode == 0, f"tests/stack.py down failed:\n{down.stdout}{down.stderr}"
+        assert not root.exists()
 
 
 def final_figures(ui: str, deadline: float, stack: Stack) -> dict:
@@ -170,25 +128,14 @@ def timed(timings: dict[str, float], step: str) -> Iterator[None]:
         timings[step] = time.monotonic() - t0
 
 
-def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
-    timings: dict[str, float] = {}
-    with timed(timings, "base image (debootstrap + import)"):
-        base_image(engine, BASE, tmp_path)
-    stack = Stack(engine, free_low_port(), tmp_path / "compose.log")
-    with timed(timings, "images (compose build)"):
-        stack.compose("build", timeout_s=2400)
+def test_compose_up_replay_checks_and_down(up, tmp_path, capsys):
+    stack, timings = up.stack, dict(up.state["timings"])
+    monitor, prom, ui = (up.state["urls"][k] for k in ("monitor", "prometheus", "locust"))
+    assert ui == f"http://127.0.0.1:{stack.locust_port}" and ui in up.printed
+    assert "the GPU is simulated" in up.printed, up.printed
+    started = stack.compose("logs", "vllm-cpu").stdout  # vLLM's minute of starting is not a silent one
+    assert "starting vLLM" in started and "not ready after 10 s; its log ends: " in started, started[-3000:]
     try:
-        with timed(timings, "stack up (compose up to vLLM ready)"):
-            stack.compose("up", "--detach", "--no-build")
-            vllm, monitor = stack.address("vllm-cpu", 8000), stack.address("monitor-cpu", 9400)
-            prom, ui = stack.address("prometheus", 9090), f"http://127.0.0.1:{stack.locust_port}"
-            for url in (f"{prom}/-/ready", f"{monitor}/healthz", ui, f"{vllm}/health"):
-                wait_http(url, 1200, stack.alive)
-            deadline = time.monotonic() + 120
-            while len(httpx2.get(f"{ui}/stats/requests", timeout=10).json().get("workers", [])) < 2:
-                assert time.monotonic() < deadline, f"Locust's workers did not connect\n{stack.tail()}"
-                time.sleep(1.0)
-
         with timed(timings, "saturate run (the stack's reference)"):
             r = httpx2.post(f"{ui}/swarm", data=SATURATE, timeout=30)
             assert r.status_code == 200 and r.json()["success"], r.text
@@ -226,6 +173,10 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
             assert stored["j_per_token"] == pytest.approx(ref["j_per_token"])
             assert {r["status"] for r in records} == {"ok"}, {r["status"] for r in records}
             assert list(runs.glob("runs/serve-*/vllm.log")), "vLLM's log is not in the runs volume"
+            tab = httpx2.get(f"{ui}/stats/requests", timeout=10).json()["extended_stats"][0]["data"]
+            source = next(r for r in tab if r["figure"] == "Source")  # the Energy tab: the GPU is no measurement
+            assert source["value"] == "gpu (nvml, simulated)", source
+            assert source["note"].startswith("Simulated, not measured: a fake GPU (tests/fake_gpu_"), source
 
             targets = httpx2.get(f"{prom}/api/v1/targets", timeout=10).json()["data"]["activeTargets"]
             assert {t["labels"]["job"]: t["health"] for t in targets} == {"monitor": "up", "vllm": "up", "locust": "up"}

@@ -36,6 +36,9 @@ class Device:
     name: str
     uuid: str = ""
     method: str = ""  # how an attributed device's share is taken ("cpu_time_share"); "" for a device read directly
+    # what simulates the device, as its library says (the tests' fake NVML, the CI stack's GPU): its energy is
+    # no measurement; "" for hardware
+    simulated: str = ""
 
 
 class EnergyReading(NamedTuple):

@@ -136,6 +136,7 @@ class NvmlSource:
                     index=i,
                     name=_text(lib.nvmlDeviceGetName(h)),
                     uuid=uuids[i],
+                    simulated=str(getattr(lib, "SIMULATED", "") or ""),  # a library that simulates says so
                 )
                 try:
                     lib.nvmlDeviceGetTotalEnergyConsumption(h)
@@ -156,7 +157,8 @@ class NvmlSource:
         return list(self._devices)
 
     def describe(self) -> str:
-        names = ", ".join(f"{d.key} {d.name}" for d in self._devices)
+        names = ", ".join(f"{d.key} {d.name}" + (f" (simulated: {d.simulated})" if d.simulated else "")
+                          for d in self._devices)  # fmt: skip
         return f"nvml: {len(self._devices)} GPU(s) ({names})"
 
     def _handle(self, device: Device) -> Any:

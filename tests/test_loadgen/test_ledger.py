@@ -56,3 +56,10 @@ def test_the_table_names_both_quotients_and_the_dynamic_ones():
     assert rows["J / output token"][1] == "1.000 ± 0.010" and rows["J / token"][1] == "0.2500 ± 0.0025"
     assert rows["Dynamic J / output token"][1] == "0.5000" and rows["Loaded-idle power"][2] == "measured"
     assert rows["Energy"][1] == "100.0 J ± 1.0 J"
+
+
+def test_an_estimate_gets_no_plus_minus_it_has_not_got():
+    f = energy_figures(169.4, 0.028, 0.0, 10.0, 300, 100, 5.0, "host", sources=["estimate"])
+    rows = {r[0]: r for r in figure_rows(f)}
+    assert rows["Energy"][1] == "169.4 J (estimated)" and "no ± is shown" in rows["Energy"][2]
+    assert rows["J / output token"][1] == "1.694" and rows["J / token"][1] == "0.4235"

@@ -38,6 +38,15 @@ def test_the_form_lists_fields_in_fill_order_as_choices_with_the_last_runs_value
     assert args["num_users"] == args["spawn_rate"] == 3 and args["host"] == "http://h"
 
 
+def test_after_a_saturate_run_the_form_is_no_reference_run_again():
+    after = form_args(locust_args(), options(jb_process="saturate", jb_first=64, jb_concurrency=8, jb_rate=3.0), 2)
+    fields = {k: e["default_value"] for k, e in after["extra_options"].items()}
+    assert (fields["jb_process"], fields["jb_first"], fields["jb_concurrency"]) == ("trace", 0, 256)
+    assert fields["jb_rate"] == 3.0  # the rest keeps the last start's values
+    again = form_args(locust_args(), options(jb_process="poisson", jb_first=64), 2)["extra_options"]
+    assert again["jb_process"]["default_value"] == "poisson" and again["jb_first"]["default_value"] == 64
+
+
 def test_the_page_gets_its_arguments_back_and_the_charts_scripts():
     page = ("<html><head></head><body><div id=root></div><script>\n      window.templateArgs = "
             + json.dumps(locust_args()) + "\n    </script></body></html>")  # fmt: skip
@@ -78,5 +87,8 @@ def test_the_table_says_what_each_phase_is_and_what_went_wrong():
     rows = {r["figure"]: r for r in table_rows(live)}
     assert rows["J / token"]["value"] == "1.250" and rows["Source"]["note"] == "an estimate"
     assert rows["Window"]["value"].endswith("(10.0 s)") and "Current power" not in rows
+    simulated = table_rows(live | {"kind": "gpu", "simulated": ["a fake GPU"], "note": "Simulated, not measured: …"})
+    source = {r["figure"]: r for r in simulated}["Source"]
+    assert source["value"] == "gpu (estimate, simulated)" and source["note"].startswith("Simulated, not measured")
     section = add_report_section("<html><body><div id=root></div></body></html>", live)
     assert section.index("Energy (joulebench)") < section.index("<div id=root>") and "1.250" in section

@@ -142,6 +142,21 @@ def test_devices_lists_everything(gpus):
     assert gpu0["power_w"] == pytest.approx(300.0)
 
 
+def test_a_simulated_gpu_is_said_so_in_every_answer(gpus):
+    client, _, _ = gpus
+    assert {d["device"]: d["simulated"] for d in client.get("/v1/devices").json()["devices"]} == {
+        "gpu0": None, "gpu1": None, "host": None}  # fmt: skip
+    lib = FakeNvml(make_gpus(1, power_w=80.0, period_s=0.05))
+    lib.SIMULATED = "a fake GPU"
+    src = NvmlSource(lib=lib, visible_devices=None)
+    with Sampler([(src, src.open())], interval_s=0.005, status_interval_s=0.1) as s, TestClient(create_app(s)) as c:
+        time.sleep(0.4)
+        now = s.now()
+        assert [d["simulated"] for d in c.get("/v1/devices").json()["devices"]] == ["a fake GPU"]
+        energy = c.get("/v1/energy", params={"start": now - 0.3, "end": now}).json()
+        assert [d["simulated"] for d in energy["devices"]] == ["a fake GPU"]
+
+
 def test_the_api_is_read_only(gpus):
     client, _, _ = gpus
     assert client.post("/v1/energy").status_code == 405

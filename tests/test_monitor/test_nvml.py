@@ -54,6 +54,16 @@ def test_opens_visible_gpus_and_reads_joules():
     assert not lib.initialized
 
 
+def test_a_library_that_simulates_its_gpus_is_reported_so_and_hardware_is_not():
+    assert NvmlSource(lib=FakeNvml(make_gpus(1))).open()[0].simulated == ""  # no word from the library: hardware
+    lib = FakeNvml(make_gpus(1))
+    lib.SIMULATED = "power follows the CPU load"
+    src = NvmlSource(lib=lib)
+    assert src.open()[0].simulated == "power follows the CPU load"
+    assert "(simulated: power follows the CPU load)" in src.describe()
+    src.close()
+
+
 def test_status_is_in_si_units():
     lib = FakeNvml(make_gpus(1, power_w=321.0))
     src = NvmlSource(lib=lib, visible_devices=None)

