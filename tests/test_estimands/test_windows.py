@@ -89,7 +89,7 @@ def test_a_window_too_short_to_test_is_not_tested_and_not_valid():
     """Fewer than ten slices, or too few residence times for the test to tell a trend from the queue's own
     slow swings: "not tested", and so not valid (before issue 29 such a window had t = 0 and passed)."""
     served = simulate(poisson(4.0, 400), lengths(400), slots=8)
-    w = choose_window(served.records, served.edges, 2.0, 600.0)
+    w = choose_window(served.records, served.edges)
     short = Window(w.start_s, w.start_s + 2.0, w.warmup_s, w.mser_s, w.arrival_end_s)  # 8 slices
     st = steadiness(served.records, served.edges, served.energy_j, short)
     v = verdict(st, min_requests=1)
