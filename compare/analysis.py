@@ -237,6 +237,37 @@ def _prefill_fallback(sets: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
             "method": "calibrated offline: the prefill-heavy set's input tokens ÷ its duration"}  # fmt: skip
 
 
+def _saturated(
+    run_dir: Path,
+    segments: int,
+    series: dict[tuple[float, int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+    loaded_w: float,
+    fallback: dict[str, Any] | None,
+    sets: dict[str, dict[str, Any]],
+    offline: dict[str, Any] | None,
+    slice_s: float,
+) -> tuple[dict[int, Any], tuple[Prices | None, Prices | None, dict[str, Any]], dict[int, dict[str, Any] | None]]:
+    """The saturate replays, the saturated prices, and each segment's online reference: the prices first, since
+    the references' halves are compared on the work they did at those prices."""
+    saturate = {k: x for k in range(segments) if (x := _reference_replay(run_dir, k, series, fallback))}
+    prices = _prices(saturate, sets, loaded_w, offline, slice_s)
+    ratio = None if prices[0] is None else prices[0].ratio
+    online = {k: _online_reference(run_dir, k, series, loaded_w, fallback, ratio) for k in range(segments)}
+    return saturate, prices, online
+
+
+def online_references(run_dir: Path) -> dict[int, dict[str, Any] | None]:
+    """Each segment's online reference with its verdict, from the run directory as it stands (the comparison
+    asks it whether the offline phase is needed)."""
+    config = read_json(run_dir / CONFIG) or {}
+    idle = read_json(run_dir / IDLE) or {}
+    segments = len(config.get("workload") or [])
+    series = read_energy_series(run_dir / ENERGY)
+    loaded_w = idle.get("loaded", {}).get("power_w", 0.0)
+    slice_s = (config.get("options") or {}).get("slice_s", 0.25)
+    return _saturated(run_dir, segments, series, loaded_w, None, {}, None, slice_s)[2]
+
+
 def analyze(run_dir: Path) -> dict[str, Any]:
     """The comparison's figures from the run directory's files."""
     config = read_json(run_dir / CONFIG)
@@ -260,15 +291,12 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     series = read_energy_series(run_dir / ENERGY)
     options = config["options"]
     segments = config.get("workload") or []
-    # The saturated prices first: the references' halves are compared on the work they did at those prices.
-    saturate = {k: x for k in range(len(segments)) if (x := _reference_replay(run_dir, k, series, fallback))}
-    prices, dynamic_prices, price_fit = _prices(saturate, sets, loaded_w, offline, options.get("slice_s", 0.25))
+    saturate, (prices, dynamic_prices, price_fit), online_measured = _saturated(
+        run_dir, len(segments), series, loaded_w, fallback, sets, offline, options.get("slice_s", 0.25)
+    )
     ratio = None if prices is None else prices.ratio
     offline_measured = {k: _offline_rule((sets.get(f"reference s{k}") or {}).get("steady"), ratio)
                         for k in range(len(segments))}  # fmt: skip
-    online_measured = {
-        k: _online_reference(run_dir, k, series, loaded_w, fallback, ratio) for k in range(len(segments))
-    }
     # A reference that is too short, off the workload's mix or not steady is shown, never divided by.
     offline_refs = {k: r if r and r["valid"] else None for k, r in offline_measured.items()}
     online_refs = {k: r if r and r["valid"] else None for k, r in online_measured.items()}
@@ -283,10 +311,12 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     multisets: dict[int, list[list[tuple[int, int]]]] = defaultdict(list)
     measured: dict[int, list[set[int]]] = defaultdict(list)  # each rate's measured requests, per segment
     replays: list[tuple[float, int, list[dict[str, Any]], Any, np.ndarray, dict[str, Any]]] = []
-    for m in options["rates"]:
+    axis = "load" if options.get("loads") else "rate"
+    steps = options.get("loads") or options["rates"]
+    for m in steps:
         for seg in segments:
             k = seg["segment"]
-            d = replay_dir(run_dir, m, k)
+            d = replay_dir(run_dir, m, k, axis)
             window = read_json(d / "window.json")
             if window is None or (m, k) not in series:
                 continue
@@ -308,7 +338,9 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         if result.get("tokens", {}).get("output"):
             result["input_per_output_token"] = result["tokens"]["input"] / result["tokens"]["output"]
     model, fit = _energy_model(fit_replays, loaded_w, offline_refs, sets, offline, options.get("slice_s", 0.25))
-    for m in options["rates"]:
+    capacities = [r["completion_rate_per_s"] for r in online_measured.values() if r and r.get("completion_rate_per_s")]
+    capacity_per_s = float(np.mean(capacities)) if capacities else None
+    for m in steps:
         windows = []
         for _, k, records, sl, e, result in (x for x in replays if x[0] == m):
             attribution, attributed = attribution_result(records, sl, e, loaded_w, model)
@@ -338,7 +370,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         valid = [w for w in windows if w["verdict"]["valid"]]
         shown = [w.get("steady") for w in (valid or windows) if w.get("steady")]  # rates over valid windows
         entry: dict[str, Any] = {
-            "rate": m, "label": rate_label(m), "segments": windows,
+            "rate": m, "axis": axis, "label": rate_label(m, axis), "segments": windows,
             "offered_rate_per_s": _mean_of(shown, "arrival_rate_per_s"),
             "completed_rate_per_s": _mean_of(shown, "completion_rate_per_s"),
             "saturated": any(w["verdict"]["saturated"] or w["drain_cut"] for w in windows),
@@ -348,6 +380,14 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             "requests_in_window": [w.get("steady", {}).get("completed", 0) for w in windows],
         }  # fmt: skip
         entry.update(_budgets(valid, references, sets, u_idle, u_idle_offline, sensor, prices, dynamic_prices))
+        # the load: the rung itself on the load axis, else the offered rate over the capacity the references measured
+        entry["load"] = (
+            m
+            if axis == "load"
+            else (
+                entry["offered_rate_per_s"] / capacity_per_s if capacity_per_s and entry["offered_rate_per_s"] else None
+            )
+        )
         rates.append(entry)
 
     reference = [{"segment": k, "source": used[k], **ref} for k, ref in references.items() if ref]
@@ -384,6 +424,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
                 {"segment": k, "valid": bool(online_refs[k]), **r} for k, r in online_measured.items() if r
             ],
             "online_vs_offline": _online_vs_offline(online_refs, offline_refs),
+            "capacity_per_s": capacity_per_s,
             "batch_size": (sets.get("reference s0") or {}).get("batch_size")
             or next((r["running_max"] for r in online_measured.values() if r), None),
             **{
@@ -577,8 +618,9 @@ def _headline_figures(rates: list[dict[str, Any]]) -> dict[str, Any]:
     """The premium at every rate with a valid window, and the rates left out with why."""
     shown = [r for r in rates if r["valid_segments"] and not r["saturated"]]
     return {
-        "rates": [{"rate": r["rate"], "label": r["label"], "offered_rate_per_s": r["offered_rate_per_s"],
-                   "segments": len(r["valid_segments"]), **{k: r[k] for k in ("j_per_output_token", *RATIOS)}}
+        "rates": [{"rate": r["rate"], "label": r["label"], "load": r.get("load"),
+                   "offered_rate_per_s": r["offered_rate_per_s"], "segments": len(r["valid_segments"]),
+                   **{k: r[k] for k in ("j_per_output_token", "j_per_token", "input_per_output_token", *RATIOS)}}
                   for r in shown],
         "left_out": [{"rate": r["rate"], "label": r["label"],
                       "why": "saturated: a throughput figure, not an online one" if r["saturated"] else

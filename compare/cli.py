@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from compare.experiment import default_rates, parse_rates
+from compare.experiment import DEFAULT_LOADS, default_rates, parse_rates
 from estimands.windows import WARMUP_SHARE
 from joulebench.commands import Command, command_main
 from loadgen.arrivals import PROCESSES
@@ -23,6 +23,16 @@ COMPARE_DESCRIPTION = (
     "Exit status: 0 complete; 1 finished, but windows without energy (the monitor restarted; listed in the "
     "report); 2 an error (vLLM died: the report covers what finished); 130/143 stopped by SIGINT/SIGTERM."
 )
+
+
+def _loads(text: str) -> list[float]:
+    try:
+        loads = parse_rates(text)
+    except LoadgenError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("--rates", "--loads")) from None
+    if loads[-1] >= 1:
+        raise argparse.ArgumentTypeError(f"--loads {text!r}: shares of capacity below 1 (at 1 the queue never drains)")
+    return loads
 
 
 def _rates(text: str) -> list[float]:
@@ -46,9 +56,8 @@ def add_traffic_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--rates",
         type=_rates,
-        default=default_rates(),
         metavar="LIST",
-        help="multiples of the trace's own rate, e.g. 0.25,0.5,1,2,4 (the default); the ladder stops above "
+        help="multiples of the trace's own rate, e.g. 0.25,0.5,1,2,4 (sweep's default); the ladder stops above "
         "the first saturated rate",
     )
     g.add_argument(
@@ -76,6 +85,14 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "CPU build)",
     )
     add_traffic_arguments(parser)
+    parser.add_argument(
+        "--loads",
+        type=_loads,
+        metavar="LIST",
+        help="arrival rates as shares of the server's capacity for this workload (the saturated reference's "
+        f"completion rate, measured first), in (0, 1): compare's default axis, "
+        f"{','.join(f'{x:g}' for x in DEFAULT_LOADS)}; --rates instead gives multiples of the trace's own rate",
+    )
     g = parser.add_argument_group("workload and windows")
     g.add_argument(
         "--requests",
@@ -134,7 +151,10 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="idle power is measured in 2 s blocks until three agree, at most this long (default: %(default)s)",
     )
     g.add_argument("--slice-s", type=float, default=0.25, help="energy slices for attribution (default: %(default)s)")
-    g.add_argument("--no-offline", action="store_true", help="skip the offline runs (no premium, no binning)")
+    g.add_argument("--offline", choices=("auto", "on", "off"), default="auto",
+                   help="the offline phase (vLLM's engine driven directly: the offline reference, the same requests "
+                   "at once, the binning estimator's bins, the prices' calibration sets); auto: only where a "
+                   "segment's online reference is not valid (default: %(default)s)")  # fmt: skip
     g.add_argument("--no-binning", action="store_true", help="skip measuring the binning estimator's bins")
     g.add_argument("--bin-batch", type=int, default=0,
                    help="requests per bin batch; 0: the largest batch the KV cache and --max-num-seqs hold, as "
@@ -168,6 +188,13 @@ def validate_compare(args: argparse.Namespace) -> None:
 
     check_engine_arguments(args)
     validate_traffic(args)
+    if args.rates is not None and args.loads is not None:
+        raise LoadgenError("--rates and --loads: give one axis, not both")
+    if args.rates is None and args.loads is None:
+        args.loads = list(DEFAULT_LOADS)
+    if args.loads is not None and args.online_reference == "off":
+        raise LoadgenError("--loads needs the online reference (its completion rate is the capacity): drop "
+                           "--online-reference off, or give --rates")  # fmt: skip
     _seconds(args, ("slice_s", "idle_max_s", "start_timeout_s", "reference_s"), ())
     if not (math.isfinite(args.warmup_share) and 0 <= args.warmup_share < 1):
         raise LoadgenError(f"--warmup-share {args.warmup_share!r}: give a share of the requests in [0, 1)")
@@ -242,6 +269,8 @@ def validate_sweep(args: argparse.Namespace) -> None:
     if not args.sm_clocks.strip() and not args.power_limits.strip():
         raise LoadgenError("nothing to sweep: give --sm-clocks and/or --power-limits")
     validate_traffic(args)
+    if args.rates is None:
+        args.rates = default_rates()
     _seconds(args, ("window_s",))
     _seconds(args, ("warmup_s", "settle_s"), ("warmup_s", "settle_s"))
     if args.max_model_len is not None and not 2 <= args.max_model_len < 2**31:

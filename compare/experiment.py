@@ -62,7 +62,7 @@ from compare.rundir import (
     replay_dir,
     write_json,
 )
-from estimands.reference import reference_size, steady_seconds
+from estimands.reference import capacity, reference_size, steady_seconds
 from joulebench import __version__
 from joulebench.errors import JoulebenchError
 from joulebench.processes import Child, free_port, write_pidfile
@@ -161,6 +161,8 @@ class Comparison:
         self.segments: list[Segment] = []
         self.measured: list[tuple[float, int, bool]] = []  # (rate, segment, valid) of every window read
         self.reference_batches: dict[int, int] = {}  # segment → the saturated reference's size, once sized
+        self.capacity: dict[int, float] = {}  # segment → requests/s its saturated reference completed
+        self.multipliers: dict[tuple[float, int], float] = {}  # (rung, segment) → the replay's rate multiplier
 
     def say(self, text: str) -> None:
         self.console.print(f"[bold]compare[/bold] {text}")
@@ -248,16 +250,16 @@ class Comparison:
 
             stopped: Stopped | None = None
             try:
-                self._ladder(target, idle["loaded"]["power_w"])
-                if args.online_reference == "on":  # the offline one's validity is known only after it
+                if args.online_reference == "on":  # first: its completion rate is the load axis' capacity
                     self._online_references(target)
+                self._ladder(target, idle["loaded"]["power_w"])
                 if args.counterfactual:
                     self._counterfactual(target, idle["loaded"]["power_w"])
             except Stopped as err:
                 stopped = err
             if server is not None:
                 server.stop()
-            if stopped is None and not args.no_offline:
+            if stopped is None and self._offline_needed():
                 try:
                     self._offline(options)
                 except Stopped as err:
@@ -351,16 +353,22 @@ class Comparison:
         if not energy_csv.exists():
             energy_csv.write_text(",".join(ENERGY_COLUMNS) + "\n")
         trace_rate = self.config["trace"]["rate_per_s"]
+        axis = "load" if args.loads else "rate"
         run_index = 0
-        for m in args.rates:
+        for value in args.loads or args.rates:
             saturated = False
             for seg in self.segments:
                 run_index += 1  # every replay its own prompts: none is served from another's prefix cache
-                out = replay_dir(self.run_dir, m, seg.index)
+                m = self._multiplier(value, seg, trace_rate)
+                if m is None:
+                    continue
+                self.multipliers[(value, seg.index)] = m
+                out = replay_dir(self.run_dir, value, seg.index, axis)
                 opts = segment_options(args, seg.start_s, m, trace_rate, self.config["max_model_len"])
                 _, schedule = build_schedule(opts)
                 offered = (len(schedule) - 1) / schedule.times_s[-1] if schedule.times_s[-1] > 0 else 0.0
-                what = f"online {rate_label(m)} ({offered:.2f} req/s), segment {seg.index + 1}/{len(self.segments)}"
+                label = rate_label(value, axis)
+                what = f"online {label} ({offered:.2f} req/s), segment {seg.index + 1}/{len(self.segments)}"
                 self._check_monitor()
                 gone = self._server_gone(target)
                 try:
@@ -391,9 +399,10 @@ class Comparison:
                 if span.uncovered_s:  # kept in window.json, judged in its verdict; no undercounted series
                     self._incomplete_energy(what, out, span.uncovered_s)
                 else:
-                    append_series(energy_csv, "online", m, seg.index, series)
+                    append_series(energy_csv, "online", value, seg.index, series)
                 record = {
-                    "rate": m, "segment": seg.index, "offered_rate_per_s": offered, "process_rate": opts.jb_rate,
+                    "rate": value, "axis": axis, "multiplier": m, "segment": seg.index, "offered_rate_per_s": offered,
+                    "process_rate": opts.jb_rate, "capacity_per_s": self.capacity.get(seg.index),
                     "series": [a, b], "energy_j": float(np.sum(series.energy_j)), "kind": series.kind,
                     "sources": series.sources, "method": series.method, "drain_cut": cut, "clock": clock,
                     "overlong": summary.get("overlong"),
@@ -405,11 +414,38 @@ class Comparison:
                 result = online_result(records, series.edges, series.energy_j, loaded_idle_w, window, record,
                                        read_polls(out / "polls.jsonl"), args.min_requests)  # fmt: skip
                 saturated = saturated or cut or result["verdict"]["saturated"]
-                self.measured.append((m, seg.index, bool(result["verdict"]["valid"])))
+                self.measured.append((value, seg.index, bool(result["verdict"]["valid"])))
                 self._say_window(what, records, result, cut)
             if saturated:
-                self.say(f"saturated at {rate_label(m)}: the ladder stops here")
+                self.say(f"saturated at {rate_label(value, axis)}: the ladder stops here")
                 break
+
+    def _multiplier(self, value: float, seg: Segment, trace_rate: float) -> float | None:
+        """The replay's rate multiplier for a rung: ``--rates``' own, or the load × the segment's capacity over
+        its arrival rate at 1× (the segment's own for the trace's times, the trace's mean for the others)."""
+        if not self.args.loads:
+            return value
+        cap = self.capacity.get(seg.index)
+        if cap is None:
+            self.problems.append(f"load {value:g}, segment {seg.index + 1}: no capacity (its online reference "
+                                 "measured no steady part), not replayed")  # fmt: skip
+            return None
+        own = (len(seg.lengths) - 1) / seg.span_s if seg.span_s > 0 else trace_rate
+        return value * cap / (own if self.args.process in ("trace", "trace-resample") else trace_rate)
+
+    def _offline_needed(self) -> bool:
+        """``--offline``: on, off, or (auto) where a segment's online reference is not valid."""
+        mode = self.args.offline
+        if mode != "auto":
+            return mode == "on"
+        from compare.analysis import online_references
+
+        refs = online_references(self.run_dir)
+        bad = [k for k in range(len(self.segments)) if not (refs.get(k) or {}).get("valid")]
+        if bad:
+            self.say(f"offline: the online reference of segment(s) {', '.join(str(k + 1) for k in bad)} is not "
+                     "valid, so the offline phase runs")  # fmt: skip
+        return bool(bad)
 
     def _say_window(self, what: str, records: list[dict[str, Any]], result: dict[str, Any], cut: bool) -> None:
         ok = sum(1 for r in records if r["status"] == "ok")
@@ -494,8 +530,12 @@ class Comparison:
             write_json(out / "window.json", {"rate": None, "segment": seg.index, "kind": "online reference",
                                              "concurrency": batch, "batches": batches, "series": [a, b],
                                              "drain_cut": cut, "span_reading": reading_json(span)})  # fmt: skip
+            cap = capacity(records, batch)
+            if cap is not None:
+                self.capacity[seg.index] = cap
             self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok, steady part "
-                     f"{steady_seconds(records, batch):.1f} s")  # fmt: skip
+                     f"{steady_seconds(records, batch):.1f} s, capacity "
+                     f"{'–' if cap is None else f'{cap:.3g}'} requests/s")  # fmt: skip
 
     def _saturate(self, target: str, seg: Segment, batches: int, out: Path, prompt_seed: int,
                   what: str) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:  # fmt: skip
@@ -524,9 +564,11 @@ class Comparison:
         rates = valid or [m for m, _, _ in self.measured]
         if not rates:
             return
-        m, seg, args = max(rates), self.segments[0], self.args
+        value, seg, args = max(rates), self.segments[0], self.args
+        m = self.multipliers.get((value, seg.index), value)
         opts = segment_options(args, seg.start_s, m, self.config["trace"]["rate_per_s"], self.config["max_model_len"])
-        self.say(f"counterfactual at {rate_label(m)}: one request in {args.counterfactual} left out, ABBA")
+        label = rate_label(value, "load" if args.loads else "rate")
+        self.say(f"counterfactual at {label}: one request in {args.counterfactual} left out, ABBA")
         result = counterfactual(args, opts, target, self.meter, self.run_dir / "counterfactual", args.counterfactual,
                                 loaded_idle_w, self.console, slice_s=args.slice_s)  # fmt: skip
         ratio = result["ratio"]
@@ -628,6 +670,10 @@ def _exit_words(code: int) -> str:
         except ValueError:
             pass
     return f"exited with code {code}"
+
+
+#: compare's default ladder: arrival rates as shares of the server's capacity for the workload.
+DEFAULT_LOADS = (0.25, 0.5, 0.75)
 
 
 def default_rates() -> list[float]:

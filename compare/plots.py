@@ -21,6 +21,7 @@ def draw(s: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     unit = " (estimated)" if s["estimated"] else ""
     if not rates:
         return paths
+    paths["premium"] = _premium(s, out_dir / "premium_vs_load.png", unit)
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for key, color, name in (("j_per_output_token", "C0", "online"), ("dynamic_j_per_output_token", "C2",
@@ -103,6 +104,42 @@ def draw(s: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     ax.grid(alpha=0.3)
     paths["latency"] = _save(fig, out_dir / "latency_vs_energy.png")
     return paths
+
+
+def _premium(s: dict[str, Any], path: Path, unit: str) -> Path:
+    """The answer in one picture: the premium against load with its 95 % intervals (left), and the absolute
+    J/output-token beside the saturated reference's (right). Valid windows only; no bar where one segment
+    gave no interval."""
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in s["rates"] if r["valid_segments"] and not r["saturated"]]
+    by_load = all(r.get("load") for r in shown)
+    x_of = (lambda r: r["load"]) if by_load else (lambda r: r["offered_rate_per_s"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, name in ((left, "premium", "premium (× the same work at saturation)"),
+                          (right, "j_per_output_token", f"J per output token{unit}")):  # fmt: skip
+        pts = [(x_of(r), r[key]) for r in shown if r[key].get("mean")]
+        if pts:
+            x = np.array([p[0] for p in pts], dtype=float)
+            y = np.array([p[1]["mean"] for p in pts])
+            lo = np.array([p[1]["low"] if p[1].get("low") is not None else p[1]["mean"] for p in pts])
+            hi = np.array([p[1]["high"] if p[1].get("high") is not None else p[1]["mean"] for p in pts])
+            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o-", color="C0", capsize=4, label="online, 95 %")
+            for xi, yi, b in zip(x, y, (p[1] for p in pts), strict=True):
+                ax.annotate(f"{yi:.3g}" + ("" if b.get("low") is not None else " (n=1)"), (xi, yi),
+                            textcoords="offset points", xytext=(6, 6), fontsize=8)  # fmt: skip
+        ax.set_xlabel("load (share of the server's capacity)" if by_load else "arrival rate in the window (requests/s)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3, which="both")
+    left.axhline(1.0, color="C1", ls="--", label="saturated reference")
+    ref = s["reference"]["j_per_output_token"].get("mean")
+    if ref:
+        right.axhline(ref, color="C1", ls="--", label="saturated reference")
+    right.set_yscale("log")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    fig.suptitle("What a token costs online against the same work at saturation")
+    return _save(fig, path)
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -42,14 +42,16 @@ def _ci(p: dict[str, Any] | None, digits: int = 3, suffix: str = "") -> str:
 
 
 def _rate_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    head = ["rate", "arrivals/s", "completed/s", "valid segments", "completed in windows", "input/output tokens",
-            "J/out-token", "J/token", "dynamic J/out-token", "idle share", "premium (same work)", "dynamic premium",
-            "same-requests premium", "TTFT p50/p99 ms", "TPOT p50/p99 ms"]  # fmt: skip
+    head = ["rung", "load", "arrivals/s", "completed/s", "valid segments", "completed in windows",
+            "input/output tokens", "J/out-token", "J/token", "dynamic J/out-token", "idle share",
+            "premium (same work)", "dynamic premium", "same-requests premium", "TTFT p50/p99 ms",
+            "TPOT p50/p99 ms"]  # fmt: skip
     rows = []
     for r in s["rates"]:
         lat = r["segments"][0].get("latency_s") or {}
         rows.append([
-            r["label"] + (" (saturated: throughput only)" if r["saturated"] else ""), _f(r["offered_rate_per_s"]),
+            r["label"] + (" (saturated: throughput only)" if r["saturated"] else ""), _f(r.get("load"), 2),
+            _f(r["offered_rate_per_s"]),
             _f(r["completed_rate_per_s"]), f"{len(r['valid_segments'])}/{len(r['segments'])}",
             "/".join(str(n) for n in r["requests_in_window"]), _ci(r.get("input_per_output_token"), 3),
             _ci(r["j_per_output_token"]), _ci(r["j_per_token"]), _ci(r["dynamic_j_per_output_token"]),
@@ -355,12 +357,28 @@ def _estimated_banner(s: dict[str, Any]) -> str:
     )
 
 
-def _headline(s: dict[str, Any]) -> str:
+def _measured(s: dict[str, Any]) -> str:
+    """What was measured, in one line: model and weights, the energy's source, the trace and the workload."""
+    c = s["config"]
+    devices = sorted({f"{d.get('name') or d.get('kind') or d.get('device')} ({d.get('source')})" for d in s["devices"]})
+    w = s["workload"]["segments"]
+    trace = (c.get("trace") or {}).get("name")
+    work = f"{len(w)} segment(s) of {w[0]['requests']} requests" if w else "no workload"
+    cap = s["reference"].get("capacity_per_s")
+    return (f"Measured: {c.get('preset') or c.get('model')} (weights {c.get('weights')}) on "
+            f"{', '.join(devices) or 'no device'}; the {trace} trace, {work}, the same requests at every load"
+            + (f"; capacity {_f(cap)} requests/s (the saturated reference's completion rate)" if cap else "")
+            + ".")  # fmt: skip
+
+
+def _headline(s: dict[str, Any]) -> list[str]:
+    """The answer: one sentence per load with a valid window, then what was left out and why."""
     h = s["headline"]
     ref = s["reference"]["j_per_output_token"]
     if not h["rates"]:
         why = "; ".join(f"{x['label']}: {x['why']}" for x in h["left_out"]) or "no rate was measured"
-        return f"No premium: no rate has a valid window ({why})."
+        return [f"No premium: no load has a valid window ({why})."]
+    lines = []
     if ref.get("mean") is None:
         measured = s["reference"]["offline_segments"] + s["reference"]["online_segments"]
         short = [f"{r['duration_s']:.2f} s" for r in measured if r["short_window"]]
@@ -371,17 +389,23 @@ def _headline(s: dict[str, Any]) -> str:
             if measured
             else "none was measured"
         )
-        return f"No valid saturated reference ({why}): no premium. " + "; ".join(
-            f"{r['label']}: {_ci(r['j_per_output_token'], 3)} J/out-token" for r in h["rates"]
-        )
-    parts = [f"{r['label']} ({_f(r['offered_rate_per_s'])} arrivals/s): {_ci(r['premium'], 3, '×')}"
-             for r in h["rates"]]  # fmt: skip
-    text = (f"Online, an output token cost {'; '.join(parts)} the saturated reference's "
-            f"{_ci(ref, 4)} J/out-token (batch {s['reference']['batch_size']}, steady state; valid windows only, "
-            "95 % intervals over trace segments where there are several).")  # fmt: skip
+        lines.append(f"No valid saturated reference ({why}): no premium.")
+    for r in h["rates"]:
+        where = (f"At {r['label']}" + (" of capacity" if r["label"].startswith("load") else "")
+                 + f" ({_f(r['offered_rate_per_s'])} requests/s, {r['segments']} valid window(s))")  # fmt: skip
+        text = (f"{where}, an output token cost {_ci(r['j_per_output_token'], 3)} J "
+                f"({_ci(r['j_per_token'], 3)} J per token, {_f((r.get('input_per_output_token') or {}).get('mean'))} "
+                "input tokens per output token)")  # fmt: skip
+        if (r.get("premium") or {}).get("mean") is not None:
+            text += f": {_ci(r['premium'], 3, '×')} what the same work costs at saturation"
+        lines.append(text + ".")
+    if ref.get("mean") is not None:
+        lines.append(f"Saturated reference: {_ci(ref, 4)} J per output token (batch {s['reference']['batch_size']}, "
+                     "steady state, the workload's mix). 95 % intervals over trace segments; one segment gives the "
+                     "figure without one.")  # fmt: skip
     if h["left_out"]:
-        text += " Left out: " + "; ".join(f"{x['label']} ({x['why']})" for x in h["left_out"]) + "."
-    return text
+        lines.append("Left out: " + "; ".join(f"{x['label']} ({x['why']})" for x in h["left_out"]) + ".")
+    return lines
 
 
 def _definitions(s: dict[str, Any]) -> list[str]:
@@ -405,16 +429,18 @@ def _html_table(head: list[str], rows: list[list[str]]) -> str:
 
 
 _SECTIONS = (
-    ("Online against the saturated reference, per rate", _rate_table,
-     "Figures are means over the rate's valid windows (one per trace segment) with 95 % intervals (Student's t over "
-     "segments; ratios on the log scale) where there are two or more. J/token: the steady-state window's energy ÷ "
-     "the tokens processed in it. Premium: online ÷ the saturated reference of the same segment. Same-requests "
-     "premium: the whole replay's energy ÷ the same requests served offline at once. A saturated rate is a "
-     "throughput figure: no premium."),
+    ("Online against the saturated reference, per load", _rate_table,
+     "Figures are geometric means over the load's valid windows (one per trace segment) with 95 % intervals "
+     "(Student's t over segments, on the log scale) where there are two or more; one segment gives the figure and "
+     "no interval. J/token: the steady-state window's energy ÷ the tokens processed in it. Premium: the window's "
+     "energy ÷ what the same work (its prefill and decode tokens) costs at the saturated reference's prices. "
+     "Same-requests premium: the whole replay's energy ÷ the same requests served offline at once. A saturated "
+     "load is a throughput figure: no premium."),
     ("Windows and their verdicts", _windows_table,
-     "Each replay's steady-state window: from the end of the warm-up (the later of --warmup-s and MSER-5 on the "
-     "requests in system) to the last arrival. Trend t: Student's t of the slope of five block means (|t| > 3.18 "
-     "and a material change make a window not steady). ± monitor: the energy monitor's interpolation only."),
+     "Each replay's steady-state window: from the arrival of the request after the warm-up share (--warmup-share "
+     "of the workload, the same requests at every load) to the last arrival; where MSER-5 would cut is shown "
+     "beside it. Trend t: the slope's t against the series' own low-frequency variance (a window too short for "
+     "that is not tested, and not valid). ± monitor: the energy monitor's interpolation only."),
     ("Energy per device", _devices_table,
      "Each summed device's energy over the window (or, where the monitor did not read the window itself, over the "
      "whole replay), its share and mean power, beside its idle power. Not read: seconds of the window the device's "
@@ -430,11 +456,13 @@ _SECTIONS = (
      "The compute-bound floor: board power limit ÷ peak dense BF16 rate × 2 × parameters (datasheet figures in "
      "summary.json); measured ÷ floor says how far each estimand is from it (Fernandez et al. 2025, Table 4)."),
     ("The saturated reference", _reference_table,
-     "The segment's lengths (sampled) served closed loop with --max-num-seqs running, measured from when the start "
-     "cohort has all had its first token (the start's prefill burst is over) to when the pool runs dry: offline "
-     "(vLLM's engine driven directly) and, unless "
-     "--online-reference off, online (a saturate replay against the running server). Each segment's premium divides "
-     "by its offline reference where that is valid (at least two counter updates long), else by the online one."),
+     "The segment's lengths (sampled) served closed loop with --max-num-seqs running, measured from when every "
+     "request of the start cohort has ended (every slot has turned over) to when the pool runs dry: online (a "
+     "saturate replay against the running server) and, where --offline runs, offline (vLLM's engine driven "
+     "directly). Valid: at least two counter updates long, its input/output tokens within 5 % of its pool's, and "
+     "its halves within 5 % of each other per unit of work. Each segment's premium divides by its offline reference "
+     "where that is valid, else by the online one; the saturated prices (r, a prefill token's cost in decode "
+     "tokens) are in summary.json."),
     ("Workload", _workload_table, "The same requests at every rate: only their arrival times change."),
     ("Energy attributed to requests", _attribution_table,
      "Each slice's dynamic energy (less loaded-idle power) is shared among the requests working in it by their "
@@ -485,43 +513,52 @@ _CSS = (
     "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;font-size:13px;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 6px;"
     "text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}.warn{background:#fff3cd;padding:.6em;"
-    "border:1px solid #e0c060}.note{color:#555;font-size:13px}img{max-width:100%}"
+    "border:1px solid #e0c060}.note{color:#555;font-size:13px}img{max-width:100%}.headline{font-size:16px}"
 )
 
 
 def write_documents(run_dir: Path, s: dict[str, Any], plots: dict[str, Path]) -> tuple[Path, Path]:
-    """``report.md`` and ``report.html`` of the summary ``s``, with the ``plots`` drawn from it."""
+    """``report.md`` and ``report.html`` of the summary ``s``, with the ``plots`` drawn from it. The first screen
+    answers: what was measured, one sentence per load, and the premium against load beside the absolute J/token."""
     title = f"joulebench: online vs offline energy per token — {s['config'].get('preset') or s['config'].get('model')}"
     status = _status(s["config"])
     banner = _estimated_banner(s)
+    headline = [_measured(s), *_headline(s)]
+    first = plots.get("premium")
+    rest = {k: p for k, p in plots.items() if k != "premium"}
 
     md = [f"# {title}", ""]
     md += [x + "\n" for x in (banner, status) if x]
-    md += [_headline(s), ""]
-    md += [f"- {line}" for line in _provenance(s)] + [""]
+    md += [f"- {line}" for line in headline] + [""]
+    if first is not None:
+        md += [f"![premium](plots/{first.name})", ""]
+    md += ["## Provenance", ""] + [f"- {line}" for line in _provenance(s)] + [""]
     md += ["## What each figure estimates", ""] + [f"- {line}" for line in _definitions(s)] + [""]
     for name, table, note in _SECTIONS:
         head, rows = table(s)
         if rows or table is not _devices_table:
             md += [f"## {name}", "", note, "", _md_table(head, rows)]
-    md += ["## Plots", ""] + [f"![{k}](plots/{p.name})" for k, p in plots.items()] + [""]
+    md += ["## Plots", ""] + [f"![{k}](plots/{p.name})" for k, p in rest.items()] + [""]
     (run_dir / "report.md").write_text("\n".join(md))
+
+    def img(k: str, p: Path) -> str:
+        data = base64.b64encode(p.read_bytes()).decode()
+        return f"<figure><img alt='{k}' src='data:image/png;base64,{data}'></figure>"
 
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style>"
          f"</head><body><h1>{html.escape(title)}</h1>"]  # fmt: skip
     h += [f"<p class='warn'>{_md_inline(x)}</p>".replace("\n- ", "<br>– ") for x in (banner, status) if x]
-    h += [f"<p>{html.escape(_headline(s))}</p><ul>"]
-    h += [f"<li>{_md_inline(line)}</li>" for line in _provenance(s)] + ["</ul>"]
+    h += ["<ul class='headline'>"] + [f"<li>{_md_inline(line)}</li>" for line in headline] + ["</ul>"]
+    if first is not None:
+        h.append(img("premium", first))
+    h += ["<h2>Provenance</h2><ul>"] + [f"<li>{_md_inline(line)}</li>" for line in _provenance(s)] + ["</ul>"]
     h += ["<h2>What each figure estimates</h2><ul>"] + [f"<li>{_md_inline(x)}</li>" for x in _definitions(s)]
     h += ["</ul>"]
     for name, table, note in _SECTIONS:
         head, rows = table(s)
         if rows or table is not _devices_table:
             h += [f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(note)}</p>", _html_table(head, rows)]
-    h += ["<h2>Plots</h2>"]
-    for k, p in plots.items():
-        data = base64.b64encode(p.read_bytes()).decode()
-        h.append(f"<figure><img alt='{k}' src='data:image/png;base64,{data}'></figure>")
+    h += ["<h2>Plots</h2>"] + [img(k, p) for k, p in rest.items()]
     h.append("</body></html>")
     (run_dir / "report.html").write_text("\n".join(h))
     return run_dir / "report.md", run_dir / "report.html"

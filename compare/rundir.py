@@ -6,6 +6,7 @@
     RUN_DIR/idle.json                   device-idle and loaded-idle power (``IDLE``)
     RUN_DIR/energy.csv                  every replay's energy slices (``ENERGY``, ``ENERGY_COLUMNS``)
     RUN_DIR/online/<rate>x-<segment>/   one replay: requests.jsonl, polls.jsonl, window.json, replay.json
+    RUN_DIR/online/load<L>-<segment>/   the same on the load axis (a share of the server's capacity)
     RUN_DIR/online/reference-<segment>/ the saturate replay against the server (its rate is ``REFERENCE_RATE``)
     RUN_DIR/offline/offline.json        the offline engine's sets (``OFFLINE``)
     RUN_DIR/counterfactual/             the counterfactual check's runs and counterfactual.json
@@ -38,12 +39,13 @@ SUMMARY_EXTRAS = ("per_request", "power_series")
 REFERENCE_RATE = -1.0
 
 
-def rate_label(multiplier: float) -> str:
-    return f"{multiplier:g}x"
+def rate_label(value: float, axis: str = "rate") -> str:
+    """A rung of the ladder: ``0.5x`` the trace's own rate, or ``load 0.25`` of the server's capacity."""
+    return f"{value:g}x" if axis == "rate" else f"load {value:g}"
 
 
-def replay_dir(run_dir: Path, multiplier: float, segment: int) -> Path:
-    return run_dir / "online" / f"{rate_label(multiplier)}-{segment}"
+def replay_dir(run_dir: Path, value: float, segment: int, axis: str = "rate") -> Path:
+    return run_dir / "online" / (f"{value:g}x-{segment}" if axis == "rate" else f"load{value:g}-{segment}")
 
 
 def reference_dir(run_dir: Path, segment: int) -> Path:

@@ -58,6 +58,16 @@ def steady_span(records: Sequence[Mapping[str, Any]], concurrency: int) -> tuple
     return (opened, last) if last > opened else None
 
 
+def capacity(records: Sequence[Mapping[str, Any]], concurrency: int) -> float | None:
+    """The server's capacity for this workload: requests completed a second in the closed loop's steady part."""
+    span = steady_span(records, concurrency)
+    if span is None:
+        return None
+    t0, t1 = span
+    done = sum(1 for r in records if r.get("status") == "ok" and t0 <= (r.get("last_token_s") or -math.inf) < t1)
+    return done / (t1 - t0) if done else None
+
+
 def pool_mix(records: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
     """The input and output tokens the closed loop was given (its pool: every request, as asked)."""
     return sum(int(r.get("input_tokens") or 0) for r in records), sum(int(r.get("output_tokens") or 0) for r in records)

@@ -70,7 +70,7 @@ class CompareRun:
     """``joulebench compare`` on the tiny preset in its own session (as from a terminal), on a small trace in
     the Azure format (2 requests/s); remembers every descendant it saw, to check that none is left."""
 
-    def __init__(self, tmp_path: Path, *extra: str, rates: str = "1", requests: int = 16, warmup_s: float = 1):
+    def __init__(self, tmp_path: Path, *extra: str, rates: str = "1", requests: int = 16, warmup_share: float = 0.1):
         from synthetic import azure_trace
 
         self.run_dir = tmp_path / "run"
@@ -78,9 +78,9 @@ class CompareRun:
         cmd = [
             sys.executable, "-m", "joulebench", "compare", "--model", "tiny", "--model-cache",
             str(tmp_path / "models"), "--max-model-len", "1024", "--max-num-seqs", "8", "--trace", str(trace),
-            "--rates", rates, "--warmup-s", str(warmup_s), "--requests", str(requests), "--min-requests", "4",
+            "--rates", rates, "--warmup-share", str(warmup_share), "--requests", str(requests), "--min-requests", "4",
             "--reference-batches", "2", "--reference-s", "2", "--source", "estimate", "--idle-max-s", "8",
-            "--bin-batch", "2", "--out", str(self.run_dir), *extra,
+            "--bin-batch", "2", "--offline", "on", "--out", str(self.run_dir), *extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)  # fmt: skip

@@ -168,9 +168,16 @@ def test_the_report_of_a_run_directory(tmp_path):
     assert "saturated reference" in md and "weights: dummy" in md and "What each figure estimates" in md
     assert "ESTIMATED" not in md
     page = paths["html"].read_text()
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
+    assert page.index("alt='premium'") < page.index("<h2>Provenance")  # the answer on the first screen
     assert not re.search(r"(src|href)=['\"]https?://", page)  # opens offline
-    for name in ("j_per_token_vs_rate", "power_over_time", "per_request_energy", "latency_vs_energy"):
+    for name in (
+        "premium_vs_load",
+        "j_per_token_vs_rate",
+        "power_over_time",
+        "per_request_energy",
+        "latency_vs_energy",
+    ):
         assert (run / "plots" / f"{name}.png").stat().st_size > 1000
 
 

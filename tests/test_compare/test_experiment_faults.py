@@ -76,15 +76,15 @@ def test_monitor_restarted_mid_run_costs_only_its_window(tmp_path, who):
         mock_server("--ttft-ms", "20", "--itl-ms", "2") as target,
         running("monitor", "--source", "estimate", "--quiet") as (external, monitor_url),
     ):
-        extra = ["--target", target, "--no-offline", "--segments", "2"]
+        extra = ["--target", target, "--offline", "off", "--segments", "2"]
         if who == "external":
             extra += ["--monitor", monitor_url]
-        run = CompareRun(tmp_path, *extra, warmup_s=3)
+        run = CompareRun(tmp_path, *extra, warmup_share=0.4)
         run.wait_until("the first replay", lambda: len(records_in(run.run_dir, 1.0)) >= 1)
         if who == "external":
             external.kill()
             external.wait()
-            # down across the first window's start (3 s in at 2 requests/s), then back on its port
+            # down across the first window's start (its 7th request, 3 s in at 2 requests/s), then back on its port
             run.wait_until("the first window", lambda: len(records_in(run.run_dir, 1.0)) >= 9)
             port = int(monitor_url.rsplit(":", 1)[1])
             restarted = _start_monitor(port)
