@@ -29,5 +29,6 @@ def saturating(rel_se: float = 0.0) -> Profile:
     n = np.array(LEVELS, dtype=float)
     p = 100 + 600 * (1 - np.exp(-n / 6))
     d = 0.005 + 0.0001 * n
-    return Profile(64, 2048, 100.0, 0.0, Curve(tuple(n), tuple(p), tuple(rel_se * p)),
-                   Curve(tuple(n), tuple(d), tuple(rel_se * d), "linear"), 2e-5, 0.0, 0.005, 0.0, "saturating")  # fmt: skip
+    power = Curve(tuple(n), tuple(p), tuple(rel_se * p))
+    step = Curve(tuple(n), tuple(d), tuple(rel_se * d), "linear")
+    return Profile(64, 2048, 100.0, 0.0, power, step, 2e-5, 0.0, 0.005, 0.0, "saturating")

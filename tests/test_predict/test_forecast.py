@@ -48,6 +48,6 @@ def test_j_per_output_token_falls_with_load_toward_the_reference():
 
 
 def test_interval_is_the_median_and_the_95_percent_of_replicates():
-    out = interval(list(np.arange(1.0, 1002.0)) + [np.nan])
+    out = interval([*np.arange(1.0, 1002.0), np.nan])
     assert out["median"] == 501.0 and out["replicates"] == 1001
     assert out["low"] == pytest.approx(26.0) and out["high"] == pytest.approx(976.0)
