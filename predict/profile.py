@@ -132,7 +132,7 @@ def load(path: Path) -> Profile:
     try:
         data = json.loads(target.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PredictError(f"{target}: no such profile (run `joulebench profile` to measure one)") from None
+        raise PredictError(f"{target}: no such profile (profile.json, or a run directory holding one)") from None
     except (OSError, UnicodeDecodeError) as err:
         raise PredictError(f"{target}: cannot read it ({err})") from None
     except json.JSONDecodeError as err:
