@@ -161,7 +161,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 COMMANDS = [
     Command("predict", "predict online J/token and the premium at given loads from a profile",
-            "Simulate continuous batching on a profile (joulebench profile) under arrivals at each load; "
+            "Simulate continuous batching on a profile (profile.json) under arrivals at each load; "
             "print J/token, J/output-token, premium and latency with 95 % intervals beside the Little's-law "
             "baseline, and write predict.json and predict.png.", add_arguments, run, validate),
 ]  # fmt: skip
