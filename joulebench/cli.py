@@ -17,9 +17,16 @@ def commands() -> list[Command]:
     from compare import cli as compare_cli
     from loadgen import cli as loadgen_cli
     from monitor import cli as monitor_cli
+    from predict import cli as predict_cli
     from server import cli as server_cli
 
-    return [*monitor_cli.COMMANDS, *server_cli.COMMANDS, *compare_cli.COMMANDS, *loadgen_cli.COMMANDS]
+    return [
+        *monitor_cli.COMMANDS,
+        *server_cli.COMMANDS,
+        *compare_cli.COMMANDS,
+        *predict_cli.COMMANDS,
+        *loadgen_cli.COMMANDS,
+    ]
 
 
 DESCRIPTION = "What LLM serving costs in energy: online vs offline joules per token."
