@@ -90,8 +90,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         type=_loads,
         metavar="LIST",
         help="arrival rates as shares of the server's capacity for this workload (the saturated reference's "
-        f"completion rate, measured first), in (0, 1): compare's default axis, "
-        f"{','.join(f'{x:g}' for x in DEFAULT_LOADS)}; --rates instead gives multiples of the trace's own rate",
+        "completion rate, measured first), in (0, 1): compare's default axis, "
+        f"{','.join(f'{x:g}' for x in DEFAULT_LOADS['gpu'])} ({','.join(f'{x:g}' for x in DEFAULT_LOADS['cpu'])} "
+        "on vLLM's CPU build); --rates instead gives multiples of the trace's own rate",
     )
     g = parser.add_argument_group("workload and windows")
     g.add_argument(
@@ -100,9 +101,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="requests per segment, the same at every rate (default: 200; 60 on vLLM's CPU build)",
     )
-    g.add_argument("--segments", type=int, default=1, metavar="K",
-                   help="independent workloads spread over the trace, each measured at every rate: K ≥ 2 gives "
-                   "every figure an interval from their spread (default: %(default)s)")  # fmt: skip
+    g.add_argument("--segments", type=int, metavar="K",
+                   help="independent workloads spread over the trace, each measured at every load: K ≥ 2 gives "
+                   "every figure an interval from their spread (default: 3; 1 on vLLM's CPU build)")  # fmt: skip
     g.add_argument(
         "--min-requests",
         type=int,
@@ -190,9 +191,7 @@ def validate_compare(args: argparse.Namespace) -> None:
     validate_traffic(args)
     if args.rates is not None and args.loads is not None:
         raise LoadgenError("--rates and --loads: give one axis, not both")
-    if args.rates is None and args.loads is None:
-        args.loads = list(DEFAULT_LOADS)
-    if args.loads is not None and args.online_reference == "off":
+    if args.rates is None and args.online_reference == "off":
         raise LoadgenError("--loads needs the online reference (its completion rate is the capacity): drop "
                            "--online-reference off, or give --rates")  # fmt: skip
     _seconds(args, ("slice_s", "idle_max_s", "start_timeout_s", "reference_s"), ())

@@ -111,9 +111,12 @@ def reading_json(reading: Any) -> dict[str, Any]:
 
 
 def append_series(path: Path, phase: str, rate: float, segment: int, series: Any) -> None:
-    """A replay's energy slices, appended to ``energy.csv`` (``ENERGY_COLUMNS``)."""
+    """A replay's energy slices, appended to ``energy.csv`` (``ENERGY_COLUMNS``; the header first, if new)."""
+    new = not path.exists()
     with path.open("a", newline="") as f:
         w = csv.writer(f)
+        if new:
+            w.writerow(ENERGY_COLUMNS)
         for k in range(len(series.energy_j)):
             w.writerow([phase, rate, segment, repr(float(series.edges[k])), repr(float(series.edges[k + 1])),
                         repr(float(series.energy_j[k])), repr(float(series.uncertainty_j[k]))])  # fmt: skip

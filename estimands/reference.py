@@ -125,18 +125,21 @@ def steady_seconds(records: list[dict[str, Any]], concurrency: int) -> float:
 
 def reference_size(records: list[dict[str, Any]], batch: int, batches: int, target_s: float) -> int:
     """The batches a saturated reference needs for a steady part of ``target_s``, from a pilot of ``batches``:
-    the pilot's, where its steady part already lasts that long; else as many more as the pilot's completion
-    rate says (``REFERENCE_MARGIN`` over the estimate, a start cohort and a drain beside it), at most
-    ``MAX_REFERENCE_BATCHES``. A fast server (an H200, vLLM's CPU build on the tiny model) finishes 3 × 256
-    requests before its counter updates twice."""
+    the pilot's, where its steady part already lasts that long; else enough to keep sending until its start
+    cohort has ended (the pilot's cohort: the same first requests) and ``REFERENCE_MARGIN`` × ``target_s``
+    beyond, at the pilot's completion rate, at most ``MAX_REFERENCE_BATCHES``. A fast server (an H200, vLLM's
+    CPU build on the tiny model) finishes 3 × 256 requests before its longest first request has ended."""
     if steady_seconds(records, batch) >= target_s:
         return batches
     done = [r for r in records if r["status"] == "ok" and r.get("last_token_s")]
     if len(done) < 2:
         return batches
-    span = max(r["last_token_s"] for r in done) - min(r["sent_s"] for r in done)
+    start = min(r["sent_s"] for r in done)
+    span = max(r["last_token_s"] for r in done) - start
     rate = len(done) / max(span, 1e-3)  # completions a second, with batch in flight
-    need = 2 * batch + REFERENCE_MARGIN * rate * target_s
+    cohort = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])[:batch]
+    cohort_s = max(max(r.get(k) or 0.0 for k in ("last_token_s", "first_token_s", "sent_s")) for r in cohort) - start
+    need = batch + rate * (cohort_s + REFERENCE_MARGIN * target_s)  # sends by then: the cohort, one per completion
     return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
 
 

@@ -1,6 +1,6 @@
 """The packages' arrows point one way, read from the code itself (every import, also inside functions).
 
-- ``loadgen``, ``server`` and ``monitor`` never import ``compare``, nor one another's CLI modules;
+- ``loadgen``, ``server`` and ``monitor`` never import ``compare`` or ``predict``, nor one another's CLI modules;
 - no module but ``joulebench/__main__.py`` imports ``joulebench.cli`` (it gathers every package's commands);
 - ``joulebench.commands`` (the command plumbing) and ``joulebench.errors`` import none of the packages;
 - nothing imports a ``_private`` name from another module of the project;
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from paths import ROOT
 
-PACKAGES = ("joulebench", "estimands", "monitor", "server", "loadgen", "compare")
+PACKAGES = ("joulebench", "estimands", "monitor", "server", "loadgen", "compare", "predict")
 BASE = ("monitor", "server", "loadgen")  # the three that run alone
 
 
@@ -52,8 +52,8 @@ def violations(root: Path) -> list[str]:
                 if top not in PACKAGES:
                     continue
                 at = f"{where}:{line} imports {target}"
-                if package in BASE and top == "compare":
-                    found.append(f"{at}: {package} must not depend on compare")
+                if package in BASE and top in ("compare", "predict"):
+                    found.append(f"{at}: {package} must not depend on {top}")
                 if package in BASE and top in BASE and top != package and target.endswith(".cli"):
                     found.append(f"{at}: another package's CLI module")
                 if package in BASE and top in BASE and top != package:
