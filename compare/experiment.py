@@ -259,6 +259,8 @@ class Comparison:
                 stopped = err
             if server is not None:
                 server.stop()
+                # the monitor attributed energy to its processes by this file; nothing reads it after
+                (self.run_dir / "server.pid").unlink(missing_ok=True)
             if stopped is None and self._offline_needed():
                 try:
                     self._offline(options)
@@ -273,8 +275,7 @@ class Comparison:
 
         from compare.report import write_report
 
-        paths = write_report(self.run_dir)
-        self.say(f"report: {paths['md']} and {paths['html']}")
+        write_report(self.run_dir)
         if stopped is not None:
             stopped.args = (f"{stopped}: the report covers what finished ({self.run_dir})",)
             raise stopped

@@ -129,9 +129,12 @@ def _premium(s: dict[str, Any], path: Path, unit: str) -> Path:
                 ax.annotate(f"{yi:.3g}" + ("" if b.get("low") is not None else " (n=1)"), (xi, yi),
                             textcoords="offset points", xytext=(6, 6), fontsize=8)  # fmt: skip
         ax.set_xlabel("load (share of the server's capacity)" if by_load else "arrival rate in the window (requests/s)")
+        if by_load:
+            ax.set_xlim(0, 1)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3, which="both")
     left.axhline(1.0, color="C1", ls="--", label="saturated reference")
+    left.set_ylim(bottom=0)
     ref = s["reference"]["j_per_output_token"].get("mean")
     if ref:
         right.axhline(ref, color="C1", ls="--", label="saturated reference")

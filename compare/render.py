@@ -29,7 +29,7 @@ def _ms(p: dict[str, Any] | None, key: str) -> str:
     return "–" if v is None else f"{1000 * v:.0f}"
 
 
-def _ci(p: dict[str, Any] | None, digits: int = 3, suffix: str = "") -> str:
+def _ci(p: dict[str, Any] | None, digits: int = 3, suffix: str = "", alone: bool = True) -> str:
     """``mean [low, high] (n)`` of a ``spread``; the mean alone from one segment."""
     if not p or p.get("mean") is None:
         return "–"
@@ -37,7 +37,7 @@ def _ci(p: dict[str, Any] | None, digits: int = 3, suffix: str = "") -> str:
     if p.get("low") is not None:
         text += f" [{_f(p['low'], digits)}, {_f(p['high'], digits)}]"
     if p.get("n", 0) == 1 and "note" in p:
-        return text + " (one segment: no interval)"
+        return text + (" (one segment: no interval)" if alone else "")
     return text + (f" (n={p['n']})" if p.get("n", 0) > 1 else "")
 
 
@@ -393,14 +393,17 @@ def _headline(s: dict[str, Any]) -> list[str]:
     for r in h["rates"]:
         where = (f"At {r['label']}" + (" of capacity" if r["label"].startswith("load") else "")
                  + f" ({_f(r['offered_rate_per_s'])} requests/s, {r['segments']} valid window(s))")  # fmt: skip
-        text = (f"{where}, an output token cost {_ci(r['j_per_output_token'], 3)} J "
-                f"({_ci(r['j_per_token'], 3)} J per token, {_f((r.get('input_per_output_token') or {}).get('mean'))} "
-                "input tokens per output token)")  # fmt: skip
+        text = (f"{where}, an output token cost {_ci(r['j_per_output_token'], 3, alone=False)} J "
+                f"({_ci(r['j_per_token'], 3, alone=False)} J per token, "
+                f"{_f((r.get('input_per_output_token') or {}).get('mean'))} input tokens per output "
+                "token)")  # fmt: skip
         if (r.get("premium") or {}).get("mean") is not None:
-            text += f": {_ci(r['premium'], 3, '×')} what the same work costs at saturation"
-        lines.append(text + ".")
+            text += f": {_ci(r['premium'], 3, '×', alone=False)} what the same work costs at saturation"
+        one = r["segments"] == 1
+        lines.append(text + (" (one segment: no interval)." if one else "."))
     if ref.get("mean") is not None:
-        lines.append(f"Saturated reference: {_ci(ref, 4)} J per output token (batch {s['reference']['batch_size']}, "
+        lines.append(f"Saturated reference: {_ci(ref, 4, alone=False)} J per output token (batch "
+                     f"{s['reference']['batch_size']}, "
                      "steady state, the workload's mix). 95 % intervals over trace segments; one segment gives the "
                      "figure without one.")  # fmt: skip
     if h["left_out"]:

@@ -56,10 +56,11 @@ FORM = {
     "jb_monitor": "http://monitor:9400", "jb_runs_dir": "/data", "jb_first": 0,
 }  # fmt: skip
 # Locust's form keeps a swarm's values for the next (the UI shows them filled in): the replay's form states
-# jb_first=0 (every request the duration holds), or the saturate run's 64 would carry over.
-#: Before it, the stack's reference: a saturate run from the same form, the trace's first 64 requests kept
-#: 8 in flight (closed loop), each sent as one ends.
-SATURATE = {**FORM, "jb_process": "saturate", "jb_concurrency": 8, "jb_first": 64}
+# jb_first=0 (every request the duration holds), or the saturate run's 192 would carry over.
+#: Before it, the stack's reference: a saturate run from the same form, the trace's first 192 requests kept
+#: 8 in flight (closed loop), each sent as one ends: 24 batches, so that its steady part (from the start
+#: cohort's last end to the last send) holds enough requests for its mix and halves to be checked.
+SATURATE = {**FORM, "jb_process": "saturate", "jb_concurrency": 8, "jb_first": 192}
 
 
 def counted(ui: str, want: float, timeout_s: float = 30.0) -> float:
@@ -141,9 +142,9 @@ def test_compose_up_replay_checks_and_down(up, tmp_path, capsys):
             assert r.status_code == 200 and r.json()["success"], r.text
             saturated = final_figures(ui, time.monotonic() + 900, stack)
             ref = saturated["run_reference"]
-            assert ref and ref["valid"], ref
-            assert ref["concurrency"] == 8 and ref["workload"]["requests"] == 64
-            before = counted(ui, 64)  # the workers' counts reach the master with their next report
+            assert ref and ref["valid"], (ref or {}).get("reasons")
+            assert ref["concurrency"] == 8 and ref["workload"]["requests"] == 192
+            before = counted(ui, 192)  # the workers' counts reach the master with their next report
 
         with timed(timings, "replay (Locust's web API, to the last response)"):
             r = httpx2.post(f"{ui}/swarm", data=FORM, timeout=30)
