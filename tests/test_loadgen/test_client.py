@@ -62,6 +62,17 @@ def test_a_stalled_server_times_out(url, client):
     assert r.status == "timeout" and r.first_token_s is not None and "0.5 s" in r.error
 
 
+def test_the_timeout_limits_silence_not_the_stream(client):
+    # 60 tokens 20 ms apart: a 1.2 s stream under a 0.3 s timeout, more than three times the timeout. The default
+    # client's timer once counted every wait of the stream against one timeout_s (libev's stop keeps what is
+    # left), and cut it after about 15 tokens.
+    with mock_server("--ttft-ms", "1", "--itl-ms", "20") as u:
+        r = run(u, 60, timeout_s=0.3, client=client)
+    assert r.status == "ok", r.error
+    assert r.usage_output_tokens == 60 and sum(n for _, n in r.chunks) == 60
+    assert r.e2e_s > 3 * 0.3
+
+
 def test_a_dropped_connection_is_a_disconnect(url, client):
     r = run(url, 10, mock_fault="disconnect", client=client)
     assert r.status == "disconnect" and len(r.chunks) == 5
