@@ -22,6 +22,7 @@ from loadgen.options import OPTIONS, add_locust_options, build_schedule, check_o
 from loadgen.records import RecordWriter, read_records
 from loadgen.summary import summarize
 from loadgen.traces import Trace
+from loadgen.webguard import check_login_password
 
 if TYPE_CHECKING:
     from monitor.meter import MonitorClient
@@ -407,6 +408,7 @@ def validate_locust(extra: list[str]) -> None:
     if known.host is not None:
         normalize_target(known.host, "--host")
     check_options(known, locust=True)
+    check_login_password(extra)
 
 
 LOCUST_DESCRIPTION = (

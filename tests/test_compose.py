@@ -49,6 +49,7 @@ PROJECT = "joulebench"  # docker-compose.yml's name
 COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "tests" / "compose" / "ci.yml")
 ENV_FILE = ROOT / ".env.example"  # not a developer's .env; the environment below overrides it
 SECONDS, RATE = 75.0, 2.0
+LOCUST_PASSWORD = "not-used-in-ci-either"
 #: The web UI's start form, as a user fills it in: two users (one dispatcher per worker), the baked-in
 #: conversation trace at 2 Poisson arrivals a second, clipped to 256 tokens so two cores keep up.
 FORM = {
@@ -101,7 +102,7 @@ class Stack:
         self.locust_port = locust_port
         self.env = engine.env | {
             "COMPOSE_PROFILES": "cpu", "GRAFANA_ADMIN_PASSWORD": "not-used-in-ci", "JB_CI_BASE": BASE,
-            "LOCUST_PORT": str(locust_port), "PUBLISH_ADDRESS": "127.0.0.1",
+            "LOCUST_PORT": str(locust_port), "PUBLISH_ADDRESS": "127.0.0.1", "LOCUST_PASSWORD": LOCUST_PASSWORD,
         }  # fmt: skip
 
     def compose(self, *args: str, timeout_s: float = 300) -> subprocess.CompletedProcess:
@@ -152,9 +153,9 @@ def engine(tmp_path: Path) -> Iterator[DockerEngine]:
         shutil.rmtree(root)
 
 
-def final_figures(ui: str, deadline: float, stack: Stack) -> dict:
+def final_figures(operator: httpx2.Client, deadline: float, stack: Stack) -> dict:
     """The run's Energy tab once it has stopped by itself with its figures (and reference) stored."""
-    while (live := httpx2.get(f"{ui}/joulebench/live", timeout=10).json())["phase"] != "final":
+    while (live := operator.get("/joulebench/live").json())["phase"] != "final":
         assert time.monotonic() < deadline, f"the run never stored its final figures\n{stack.tail()}"
         stack.alive()
         time.sleep(1.0)
@@ -177,29 +178,33 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
     stack = Stack(engine, free_low_port(), tmp_path / "compose.log")
     with timed(timings, "images (compose build)"):
         stack.compose("build", timeout_s=2400)
+    ui = f"http://127.0.0.1:{stack.locust_port}"
+    operator = httpx2.Client(base_url=ui, timeout=30)  # Locust's UI asks for the login .env sets
     try:
         with timed(timings, "stack up (compose up to vLLM ready)"):
             stack.compose("up", "--detach", "--no-build")
             vllm, monitor = stack.address("vllm-cpu", 8000), stack.address("monitor-cpu", 9400)
-            prom, ui = stack.address("prometheus", 9090), f"http://127.0.0.1:{stack.locust_port}"
-            for url in (f"{prom}/-/ready", f"{monitor}/healthz", ui, f"{vllm}/health"):
+            prom = stack.address("prometheus", 9090)
+            for url in (f"{prom}/-/ready", f"{monitor}/healthz", f"{ui}/login", f"{vllm}/health"):
                 wait_http(url, 1200, stack.alive)
+            assert operator.get("/joulebench/live").status_code == 302
+            operator.post("/joulebench/login", data={"username": "admin", "password": LOCUST_PASSWORD})
             deadline = time.monotonic() + 120
-            while len(httpx2.get(f"{ui}/stats/requests", timeout=10).json().get("workers", [])) < 2:
+            while len(operator.get("/stats/requests").json().get("workers", [])) < 2:
                 assert time.monotonic() < deadline, f"Locust's workers did not connect\n{stack.tail()}"
                 time.sleep(1.0)
 
         with timed(timings, "saturate run (the stack's reference)"):
-            r = httpx2.post(f"{ui}/swarm", data=SATURATE, timeout=30)
+            r = operator.post("/swarm", data=SATURATE)
             assert r.status_code == 200 and r.json()["success"], r.text
-            saturated = final_figures(ui, time.monotonic() + 900, stack)
+            saturated = final_figures(operator, time.monotonic() + 900, stack)
             ref = saturated["run_reference"]
             assert ref and ref["valid"], ref
             assert ref["concurrency"] == 8 and ref["workload"]["requests"] == 64
             before = counted(ui, 64)  # the workers' counts reach the master with their next report
 
         with timed(timings, "replay (Locust's web API, to the last response)"):
-            r = httpx2.post(f"{ui}/swarm", data=FORM, timeout=30)
+            r = operator.post("/swarm", data=FORM)
             assert r.status_code == 200 and r.json()["success"], r.text
             started = time.time()
             deadline = time.monotonic() + SECONDS + 600
@@ -211,7 +216,7 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
                 assert time.monotonic() < deadline, f"the replay did not finish: {c}\n{stack.tail()}"
                 stack.alive()
                 time.sleep(2.0)
-            replayed = final_figures(ui, deadline, stack)
+            replayed = final_figures(operator, deadline, stack)
 
         with timed(timings, "checks"):
             runs = tmp_path / "runs"
@@ -246,6 +251,7 @@ def test_compose_up_replay_checks_and_down(engine, tmp_path, capsys):
                 f"premium per token {p:.3f} (report {rule.report_j / ref_j:.3f}; reference {ref_j:.5f} J/token)"
             )
     finally:
+        operator.close()
         stack.tail()
         with timed(timings, "down (compose down, then down -v)"):
             kept = stack.project_objects()

@@ -8,7 +8,6 @@ the records (first scheduled send → last request's end) and the records' token
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -18,12 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-from servers import mock_server, monitor
+from servers import locust, mock_server, monitor, wait_for
 
 from joulebench.processes import free_port
 from loadgen.records import read_records
@@ -38,29 +36,6 @@ IDLE_HISTORY_S = 11.0
 def write_trace(path: Path, n: int, gap_s: float) -> Path:
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i * gap_s},40,8\n" for i in range(n)))
     return path
-
-
-@contextlib.contextmanager
-def locust(*args: str, log: Path) -> Iterator[subprocess.Popen]:
-    with log.open("w") as out, subprocess.Popen(
-        [sys.executable, "-m", "joulebench", "locust", *args], stdout=out, stderr=subprocess.STDOUT
-    ) as proc:  # fmt: skip
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(timeout=30)
-
-
-def wait_for(what: str, check, timeout_s: float = 30.0, every_s: float = 0.3):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(httpx2.TransportError):
-            if value := check():
-                return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every_s)
 
 
 def expected_figures(monitor_url: str, records: list[dict], start_s: float | None = None) -> dict[str, float]:
