@@ -21,7 +21,7 @@ from loadgen.faults import FAULTS, check_fault
 from loadgen.options import OPTIONS, add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, read_records
 from loadgen.summary import summarize
-from loadgen.traces import Trace
+from loadgen.traces import NAMED, Trace
 from loadgen.webguard import check_login_password
 
 if TYPE_CHECKING:
@@ -203,6 +203,7 @@ def prepare_replay(args: argparse.Namespace) -> Replay:
 
     validate_replay(args)
     options = _options(args)
+    _check_apart(options, args.summary)
     target = normalize_target(args.target)
     _, max_len = served_model(target)
     if not options.jb_max_model_len and max_len:
@@ -218,6 +219,29 @@ def prepare_replay(args: argparse.Namespace) -> Replay:
     if args.summary is not None:
         _check_writable(args.summary, "the summary")
     return Replay(options, target, trace, schedule, meter)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # a hard link is the same file too
+    except OSError:
+        return False
+
+
+def _check_apart(options: argparse.Namespace, summary: Path | None) -> None:
+    """The files a replay writes are neither its trace nor each other: written over, the trace or the records
+    would be lost."""
+    records = Path(options.jb_records)
+    inputs = [] if options.jb_trace in NAMED else [("--trace", "the trace", Path(options.jb_trace))]
+    outputs = [("--records", records, inputs)]
+    if summary is not None:
+        outputs.append(("--summary", summary, [*inputs, ("--records", "the records file", records)]))
+    for flag, path, others in outputs:
+        for other_flag, what, other in others:
+            if _same_file(path, other):
+                raise LoadgenError(f"{flag} {path}: that is {what} ({other_flag}): give {flag} another path")
 
 
 def _check_writable(path: Path, what: str) -> None:

@@ -156,6 +156,27 @@ def test_bad_input_is_one_line_before_any_traffic(tmp_path, trace, args, message
     assert sent == []  # not one request
 
 
+@pytest.mark.parametrize(
+    ("records", "summary", "message"),
+    [("r.jsonl", "trace.csv", "--summary {tmp}/trace.csv: that is the trace (--trace): give --summary another path"),
+     ("r.jsonl", "r.jsonl", "--summary {tmp}/r.jsonl: that is the records file (--records)"),
+     ("r.jsonl", "link.jsonl", "--summary {tmp}/link.jsonl: that is the records file (--records)"),
+     ("trace.csv", "s.json", "--records {tmp}/trace.csv: that is the trace (--trace)")],
+)  # fmt: skip
+def test_the_summary_and_records_never_overwrite_the_trace_or_each_other(tmp_path, trace, records, summary,
+                                                                         message):  # fmt: skip
+    (tmp_path / "r.jsonl").write_text('{"request_id": "0", "run_id": "earlier"}\n')
+    os.link(tmp_path / "r.jsonl", tmp_path / "link.jsonl")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with mock_server("--record-arrivals") as url:
+        cmd = replay(url, tmp_path / records, "--trace", trace, "--append", "--summary", str(tmp_path / summary))
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        sent = httpx2.get(f"{url}/mock/arrivals").json()["arrivals_s"]
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert message.format(tmp=tmp_path) in run.stderr and "Traceback" not in run.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and sent == []
+
+
 def test_a_mock_server_port_out_of_range_is_one_line():
     run = joulebench("mock-server", "--port", "70000")
     assert run.returncode == 2
