@@ -297,7 +297,9 @@ def run_replay(args: argparse.Namespace) -> int:
             gevent.sleep(0.2)
     runner.quit()  # here, not in the signal handler: when it returns, requests in flight are recorded
     if (err := getattr(env, "jb_error", None)) is not None:
-        raise LoadgenError(f"the replay stopped: {err}; records so far are in {options.jb_records}")
+        written, sent = getattr(env, "jb_recorded", (0, 0))
+        lost = f"{sent - written} of the {sent} requests sent have no record; " if sent > written else ""
+        raise LoadgenError(f"the replay stopped: {err}; {lost}the records so far are in {options.jb_records}")
     run_id = env.jb_plan.get()["run_id"]
     records = [r for r in read_records(Path(options.jb_records)) if r.get("run_id") == run_id]
     summary = summarize(records)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -175,6 +177,23 @@ def test_the_summary_and_records_never_overwrite_the_trace_or_each_other(tmp_pat
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert message.format(tmp=tmp_path) in run.stderr and "Traceback" not in run.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and sent == []
+
+
+def test_a_disk_that_fills_mid_run_leaves_whole_records_and_says_how_many_requests_have_none(tmp_path, trace):
+    """The records file may grow to 3000 bytes (RLIMIT_FSIZE: a write past it fails as on a full disk, part of
+    it written): before, the file ended in half a record and the replay's stop was a traceback."""
+    records = tmp_path / "r.jsonl"
+    with mock_server("--ttft-ms", "5", "--itl-ms", "20") as url:
+        run = subprocess.run(replay(url, records, "--trace", trace), capture_output=True, text=True, timeout=60,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000)))  # fmt: skip
+    assert run.returncode == 2 and run.stderr.count("error") == 1 and "Traceback" not in run.stderr, run.stderr
+    m = re.search(r"cannot write the request records to \S+: File too large; (\d+) of the (\d+) requests sent "
+                  r"have no record; the records so far are in ", run.stderr)  # fmt: skip
+    assert m, run.stderr
+    text = records.read_text()
+    assert text.endswith("\n") and 0 < len(text) <= 3000
+    kept = [json.loads(line) for line in text.splitlines()]  # every line whole
+    assert len(kept) == int(m.group(2)) - int(m.group(1)) and int(m.group(1)) >= 1
 
 
 def test_a_mock_server_port_out_of_range_is_one_line():
