@@ -99,13 +99,35 @@ def replay_metrics(environment: Any) -> ReplayMetrics:
     return environment.jb_metrics
 
 
+#: The signals that asked this Locust process to stop (a headless run they cut short exits 128 + the signal).
+_SIGNALLED: list[int] = []
+
+
 def _interrupt_in_main() -> None:
     """Ctrl-C (SIGINT) as a KeyboardInterrupt in Locust's main greenlet only, where its main loop takes it
     (writes the --html report, shuts down). Python raises it in whichever greenlet runs when the signal lands:
     one inside Locust's stop (a run stopping itself) left the runner half-stopped, and Locust hung at exit
-    until SIGTERM. ``joulebench replay`` fires no init event: its own handlers stand."""
+    until SIGTERM. SIGTERM is only noted: Locust's own handler, registered after this one, shuts down (libev
+    calls both, in that order). ``joulebench replay`` fires no init event: its own handlers stand."""
     main = gevent.get_hub().parent
-    gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt))
+
+    def on_sigint() -> None:
+        _SIGNALLED.append(signal.SIGINT)
+        main.throw(KeyboardInterrupt)
+
+    gevent.signal_handler(signal.SIGINT, on_sigint)
+    gevent.signal_handler(signal.SIGTERM, _SIGNALLED.append, signal.SIGTERM)
+
+
+def incomplete_exit_code(run: Any, signalled: list[int]) -> int | None:
+    """A headless run's exit status where it did not complete: 2 when it stopped at an error (it could not
+    start, its records could not be written), 128 + the signal when a signal cut it short before its run
+    directory was written; None when it completed (Locust's own status stands)."""
+    if run is not None and run.error:
+        return 2
+    if signalled and (run is None or run.result is None):
+        return 128 + signalled[0]
+    return None
 
 
 @events.init.add_listener
@@ -168,6 +190,14 @@ def _on_reset(**_: Any) -> None:
 def _on_test_stop(environment: Any, **_: Any) -> None:
     if (cockpit := getattr(environment, "jb_cockpit", None)) is not None:
         cockpit.stopping()
+
+
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_: Any) -> None:
+    if getattr(environment.parsed_options, "headless", False) and environment.process_exit_code is None:
+        cockpit = getattr(environment, "jb_cockpit", None)
+        if cockpit is not None and (code := incomplete_exit_code(cockpit.run, _SIGNALLED)) is not None:
+            environment.process_exit_code = code
 
 
 @events.quit.add_listener
@@ -379,6 +409,7 @@ class TraceReplayUser(User):
                 log.error("request %s: its record could not be written: %s", record.request_id, err)
             if getattr(self.environment, "jb_error", None) is None:
                 self.environment.jb_error = err
+                self._tell_error(str(err))  # the run stopped at an error, even with its last request sent
             return
         replay_metrics(self.environment).on_finished(record)
         failed = record.status != "ok"

@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -123,6 +124,34 @@ def test_headless_a_run_longer_than_the_monitors_retention_ends_by_itself_with_t
     assert energy["idle_power_w"] is None and "no idle baseline" in energy["idle_how"]
     assert summary["requests"] == 40 and summary["window"]["stopped_by"] == "drained"
     assert len(read_records(folder / "requests.jsonl")) == 40  # 3 users asked for, one dispatcher ran
+
+
+def headless(tmp_path: Path, url: str, trace: Path, *extra: str) -> list[str]:
+    return ["--headless", "--host", url, "--jb-trace", str(trace), "--jb-runs-dir", str(tmp_path / "runs"), *extra]
+
+
+def test_headless_a_run_that_could_not_start_or_write_its_records_exits_2(tmp_path):
+    trace = write_trace(tmp_path / "trace.csv", 30, 0.05)
+    cmd = [sys.executable, "-m", "joulebench", "locust"]
+    nobody = subprocess.run([*cmd, *headless(tmp_path, "http://127.0.0.1:9", trace)], capture_output=True,
+                            text=True, timeout=90)  # fmt: skip
+    assert nobody.returncode == 2 and "no OpenAI server answers at http://127.0.0.1:9" in nobody.stderr
+    with mock_server("--ttft-ms", "5", "--itl-ms", "20") as url:  # the records may grow to 3000 bytes
+        full = subprocess.run([*cmd, *headless(tmp_path, url, trace)], capture_output=True, text=True, timeout=90,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000)))  # fmt: skip
+    assert full.returncode == 2 and "cannot write the request records" in full.stderr, full.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_headless_a_run_a_signal_cuts_short_exits_128_plus_the_signal(tmp_path, sig, code):
+    trace = write_trace(tmp_path / "trace.csv", 200, 0.05)  # 10 s
+    with mock_server("--ttft-ms", "5", "--itl-ms", "2") as url:  # noqa: SIM117
+        with locust(*headless(tmp_path, url, trace), log=tmp_path / "locust.log") as proc:
+            wait_for("records", lambda: any(p.stat().st_size for p in (tmp_path / "runs").glob("*/requests.jsonl")))
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == code, (tmp_path / "locust.log").read_text()[-3000:]
+    (folder,) = (tmp_path / "runs").iterdir()
+    assert 0 < len(read_records(folder / "requests.jsonl")) < 200  # what was recorded is kept
 
 
 def energy_tab(base: str) -> dict[str, str]:
