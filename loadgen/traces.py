@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loadgen.errors import TraceError
@@ -157,7 +157,8 @@ class Trace:
 
 def parse_timestamp(text: str) -> float:
     """Unix seconds from an Azure TIMESTAMP (``2023-11-16 18:15:46.6805900``: 7 fractional digits) or
-    a plain number of seconds."""
+    a plain number of seconds. A time without a zone is UTC (Azure's are): read in the machine's zone, gaps
+    across a daylight-saving switch would change by an hour."""
     text = text.strip()
     try:
         return float(text)
@@ -165,6 +166,8 @@ def parse_timestamp(text: str) -> float:
         pass
     whole, _, frac = text.partition(".")
     base = datetime.fromisoformat(whole)
+    if base.tzinfo is None:
+        base = base.replace(tzinfo=UTC)
     return base.timestamp() + (float(f"0.{frac}") if frac else 0.0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,19 @@ def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
     p = tmp_path / name
     p.write_text(text)
     return p
+
+
+def test_naive_timestamps_are_utc_whatever_the_machines_time_zone(monkeypatch):
+    # New York's clocks fell back at 02:00 EDT on 2023-11-05: read as local time, 01:30 → 02:30 was two hours
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_timestamp("2023-11-05 02:30:00") - parse_timestamp("2023-11-05 01:30:00") == 3600
+        assert parse_timestamp("1970-01-01 00:00:01.5") == 1.5
+        assert parse_timestamp("1970-01-01 01:00:00+01:00") == 0  # a time with its zone keeps it
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 @pytest.mark.parametrize(
