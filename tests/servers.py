@@ -217,7 +217,7 @@ class ScriptedServer:
                     data += more
                 head, _, body = data.partition(b"\r\n\r\n")
                 self.heads.append(head)
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                length = int(m.group(1)) if (m := re.search(rb"(?i)content-length: *(\d+)", head)) else 0
                 while len(body) < length:
                     if not (more := conn.recv(65536)):
                         return
