@@ -362,7 +362,8 @@ def run_energy(
         return {"monitor": meter.url, "error": str(err)}
     figures = energy_figures(reading.energy_j, reading.uncertainty_j, start_s, end_s, input_tokens, output_tokens,
                              kind=reading.kind, sources=reading.sources, short_window=reading.short_window)  # fmt: skip
-    return {"monitor": meter.url, **figures}
+    # seconds of the window with no reading (the monitor started late, a device went stale): its energy is missing
+    return {"monitor": meter.url, **figures, "monitor_gap_s": reading.unread_s}
 
 
 def _print_summary(s: dict, label: str, records: str, overlong: str) -> None:

@@ -390,6 +390,7 @@ class Cockpit:
             energy, u, kind, sources, short = (reading.energy_j, reading.uncertainty_j, reading.kind,
                                                reading.sources, reading.short_window)  # fmt: skip
             devices = {k: d["energy_j"] for k, d in reading.devices.items()}
+            gap_s = max(run.gap_s, reading.unread_s)  # a skipped poll is unread in the whole window too
         except MonitorError as err:
             ledger = run.ledger
             if ledger is None or ledger.intervals == 0 or not math.isclose(ledger.end_s, run.end_s):
@@ -398,10 +399,11 @@ class Cockpit:
             energy, u, kind, sources, short = (ledger.energy_j, ledger.uncertainty_j, ledger.kind,
                                                ledger.sources, ledger.short_window)  # fmt: skip
             devices = {k: d["energy_j"] for k, d in ledger.devices.items()}
+            gap_s = run.gap_s + ledger.unread_s
         figures = energy_figures(energy, u, run.base_s, run.end_s, n_in, n_out, run.idle_power_w, kind,
                                  sources, short)  # fmt: skip
         figures.update(how=how, devices=devices, idle_how=run.idle_note, monitor=run.meter.url,
-                       monitor_gap_s=run.gap_s)  # fmt: skip
+                       monitor_gap_s=gap_s)  # fmt: skip
         return figures
 
     def _finish(self, run: Run) -> None:

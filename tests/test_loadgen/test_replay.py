@@ -18,7 +18,7 @@ import httpx2
 import numpy as np
 import pytest
 from paths import LOCUSTFILE
-from servers import joulebench, mock_server, running, self_signed_certificate
+from servers import joulebench, mock_server, monitor, running, self_signed_certificate
 
 from loadgen.records import read_records
 
@@ -314,6 +314,19 @@ def test_the_monitor_measures_the_run(tmp_path, trace):
     assert e["j_per_output_token"] == pytest.approx(e["energy_j"] / e["output_tokens"]) and e["output_tokens"] > 0
     assert e["j_per_token"] == pytest.approx(e["energy_j"] / (e["input_tokens"] + e["output_tokens"]))
     assert "J/output token; host from estimate (ESTIMATED)" in run.stdout
+
+
+def test_a_window_the_monitor_saw_only_part_of_says_how_much_it_missed():
+    """The run's window starts 3 s before the monitor did: its energy is of the rest, and the summary says so
+    (before: monitor_gap_s was not given, as if the window were whole)."""
+    from loadgen.cli import run_energy
+    from monitor.meter import MonitorClient
+
+    with monitor() as (url, started):
+        meter = MonitorClient(url)
+        late = run_energy(meter, started - 3.0, [{"sent_s": started - 3.0, "last_token_s": started + 1.0}], 10, 10)
+        whole = run_energy(meter, started + 1.0, [{"sent_s": started + 1.0, "last_token_s": started + 2.0}], 10, 10)
+    assert 3.0 <= late["monitor_gap_s"] < 4.0 and whole["monitor_gap_s"] == 0.0
 
 
 def test_columns_map_any_csv(tmp_path):
