@@ -18,7 +18,7 @@ import httpx2
 import numpy as np
 import pytest
 from paths import LOCUSTFILE
-from servers import joulebench, mock_server, monitor, running, self_signed_certificate
+from servers import joulebench, mock_server, monitor, running, self_signed_certificate, wait_for
 
 from loadgen.records import read_records
 
@@ -124,6 +124,29 @@ def test_ctrl_c_keeps_what_finished_and_marks_what_was_in_flight(tmp_path, trace
     statuses = {r["status"] for r in rows}
     assert statuses <= {"ok", "interrupted"} and "interrupted" in statuses and "ok" in statuses
     assert len({r["request_id"] for r in rows}) == len(rows)  # none written twice
+
+
+@pytest.mark.parametrize("client", ["http.client", "geventhttpclient"])
+def test_ctrl_c_ends_a_stream_whose_event_line_never_ends(tmp_path, client):
+    """The server sends an event line without end as fast as it is read. Before, parsing it cost the whole line
+    so far at each read (``loadgen.sse``): the server refilled the socket meanwhile, http.client's reads never
+    waited, so under gevent the hub never took the signal, and the replay ran on without its records."""
+    trace = tmp_path / "one.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,40,8\n")
+    records = tmp_path / "requests.jsonl"
+    with mock_server("--fault", "endless_line", "--record-arrivals", "--ttft-ms", "1", "--itl-ms", "1") as url:  # noqa: SIM117
+        with subprocess.Popen(replay(url, records, "--trace", str(trace), "--client", client),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
+            try:
+                wait_for("the request", lambda: httpx2.get(f"{url}/mock/arrivals", timeout=5).json()["arrivals_s"])
+                proc.send_signal(signal.SIGINT)
+                _out, err = proc.communicate(timeout=20)
+            finally:
+                if proc.poll() is None:  # it ignored the signal: the test fails here, not in a hang
+                    proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    (row,) = read_records(records)
+    assert row["status"] == "interrupted" and row["usage_output_tokens"] == 1
 
 
 @pytest.mark.parametrize(
