@@ -31,6 +31,9 @@ NAMED = {
 }
 DOWNLOAD_BASE = "https://raw.githubusercontent.com/Azure/AzurePublicDataset/master/data"
 DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "traces"
+#: The most tokens a request of a trace may have in or out: past any model's context. A request's prompt is
+#: built in memory before it is sent; a mistaken column of billions would exhaust it without a word.
+MAX_TOKENS = 10_000_000
 AZURE_COLUMNS = {"timestamp": "TIMESTAMP", "input": "ContextTokens", "output": "GeneratedTokens"}
 COLUMN_KEYS = ("timestamp", "input", "output")
 
@@ -194,6 +197,9 @@ def _raw_rows(path: Path, columns: Mapping[str, str]) -> Iterator[tuple[int, Map
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise TraceError(f"{path} line {n}: not JSON ({err.msg})") from None
+                except RecursionError:  # a row is one flat object: nesting past the parser's reach is no row
+                    raise TraceError(f"{path} line {n}: nested too deeply to be a row (expected a JSON object "
+                                     "of a timestamp and two token counts)") from None  # fmt: skip
                 if not isinstance(row, dict):
                     raise TraceError(f"{path} line {n}: expected a JSON object")
                 yield n, row
@@ -238,6 +244,9 @@ def read_trace(
             raise TraceError(f"{path} line {n}: the timestamp {t} is not a finite time")
         if i < 1 or o < 1:
             raise TraceError(f"{path} line {n}: token counts must be positive, got {i} in, {o} out")
+        if max(i, o) > MAX_TOKENS:
+            raise TraceError(f"{path} line {n}: {max(i, o)} tokens, more than any model's context ({MAX_TOKENS}): "
+                             "are the columns right?")  # fmt: skip
         requests.append((float(t), int(i), int(o)))
     if not requests:
         raise TraceError(f"{path}: the trace has no requests")

@@ -74,6 +74,18 @@ def test_malformed_rows_name_the_line(tmp_path, body, message):
         read_trace(write(tmp_path, body))
 
 
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [("t.jsonl", '{"TIMESTAMP": 0, "ContextTokens": 5, "GeneratedTokens": 5}\n' + "[" * 200_000 + "]" * 200_000,
+      r"t.jsonl line 2: nested too deeply to be a row"),
+     ("t.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n0,2000000000,8\n",
+      r"t.csv line 2: 2000000000 tokens, more than any model's context \(10000000\): are the columns right\?")],
+)  # fmt: skip
+def test_rows_no_request_can_be_are_one_line_not_a_traceback_or_a_prompt_of_billions(tmp_path, name, body, message):
+    with pytest.raises(TraceError, match=message):
+        read_trace(write(tmp_path, body, name))
+
+
 def test_generic_jsonl_with_a_column_mapping(tmp_path):
     rows = [{"t": 5.0, "in": 100, "out": 7}, {"t": 2.0, "in": 50, "out": 3}]
     p = write(tmp_path, "\n".join(json.dumps(r) for r in rows) + "\n", "x.jsonl")
