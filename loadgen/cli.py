@@ -153,7 +153,7 @@ REPLAY_DESCRIPTION = (
     "with a progress bar and a summary table; every request's record goes to --records. Every option, the "
     "server, the monitor, the trace and the output files are checked before any traffic. Exit status: 0 every "
     "request ok; 1 finished, some requests failed (their records say why); 2 an error (before any traffic, "
-    "or the records file failing: one line); 130/143 stopped by SIGINT/SIGTERM (finished records kept, "
+    "or the records file failing: one line); 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (finished records kept, "
     "in-flight ones marked interrupted)."
 )
 
@@ -257,10 +257,14 @@ def _check_writable(path: Path, what: str) -> None:
         raise LoadgenError(f"cannot write {what} to {path}: {err.strerror or err}") from None
 
 
+#: The signals that stop a replay the way Ctrl-C does: in-flight requests recorded as interrupted, exit 128 + it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_replay(args: argparse.Namespace) -> int:
     # Importing Locust monkey-patches the process with gevent; a signal in the middle of it left the process
     # half-patched and hanging at exit. Held until the import is done, then delivered as usual.
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
         import gevent
         from locust import events
@@ -286,8 +290,8 @@ def run_replay(args: argparse.Namespace) -> int:
     events.request.add_listener(lambda **_: finished.__setitem__(0, finished[0] + 1))
     runner = env.create_local_runner()
     stopped: list[int] = []
-    gevent.signal_handler(signal.SIGINT, stopped.append, signal.SIGINT)
-    gevent.signal_handler(signal.SIGTERM, stopped.append, signal.SIGTERM)
+    for sig in STOP_SIGNALS:  # a closed terminal (SIGHUP) too: its default would lose the requests in flight
+        gevent.signal_handler(sig, stopped.append, sig)
     runner.start(1, spawn_rate=1)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{schedule.label}: {len(schedule)} requests", total=len(schedule))

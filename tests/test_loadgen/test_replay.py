@@ -376,9 +376,10 @@ def test_two_runs_share_a_records_file_only_with_append_and_their_run_ids(tmp_pa
     assert [s["requests"] for s in runs] == [30, 30] and len(rows) == 60  # each summary counts its own run
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_right_after_the_start_keeps_and_counts_every_record(tmp_path, trace, sig, code):
-    """Before: the summary said 0/0 in 4 of 14 trials (read before the requests in flight were recorded)."""
+    """Before: the summary said 0/0 in 4 of 14 trials (read before the requests in flight were recorded); a
+    hang-up (the terminal closed) killed the replay with no record of the requests in flight."""
     records = tmp_path / "r.jsonl"
     with mock_server("--ttft-ms", "10", "--itl-ms", "500") as url:  # no request ends within 2 s
         cmd = replay(url, records, "--trace", trace, "--process", "constant", "--rate", "20", "--duration", "5")
