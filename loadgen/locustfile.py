@@ -29,6 +29,7 @@ schedule lag and TTFT, summed over the workers on a master, for Prometheus and G
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 import uuid
@@ -108,7 +109,9 @@ def _interrupt_in_main() -> None:
     (writes the --html report, shuts down). Python raises it in whichever greenlet runs when the signal lands:
     one inside Locust's stop (a run stopping itself) left the runner half-stopped, and Locust hung at exit
     until SIGTERM. SIGTERM is only noted: Locust's own handler, registered after this one, shuts down (libev
-    calls both, in that order). ``joulebench replay`` fires no init event: its own handlers stand."""
+    calls both, in that order). A hang-up (SIGHUP, the terminal closed), whose default would kill the process
+    with its requests in flight unrecorded, is noted and turned into that SIGTERM. ``joulebench replay`` fires
+    no init event: its own handlers stand."""
     main = gevent.get_hub().parent
 
     def on_sigint() -> None:
@@ -117,6 +120,12 @@ def _interrupt_in_main() -> None:
 
     gevent.signal_handler(signal.SIGINT, on_sigint)
     gevent.signal_handler(signal.SIGTERM, _SIGNALLED.append, signal.SIGTERM)
+
+    def on_sighup() -> None:
+        _SIGNALLED.append(signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    gevent.signal_handler(signal.SIGHUP, on_sighup)
 
 
 def incomplete_exit_code(run: Any, signalled: list[int]) -> int | None:
