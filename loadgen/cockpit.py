@@ -258,6 +258,24 @@ class Cockpit:
         elif runner.state not in ("stopping", "stopped", "cleanup"):
             gevent.spawn(runner.stop)
 
+    def finish_now(self) -> None:
+        """Locust is quitting before the run ended by itself (a signal): its window closes at what has been
+        reported and its run directory is written now, rather than left without a summary."""
+        run = self.run
+        if run is None or run.result is not None:
+            return
+        if run.greenlet is not None:
+            run.greenlet.kill(block=True)
+        try:
+            self._read_local(run)  # a lone process's last news: its in-flight requests ended as interrupted
+            if run.end_s is None:
+                ends = [d["last_end_s"] for d in run.done.values() if d["last_end_s"] is not None]
+                run.end_s = max(ends) if ends else time.time()
+            self._finish(run)
+        except Exception as err:  # a bug: the exit says the run did not complete; the log says why
+            log.exception("the run directory could not be written at exit")
+            run.error = run.error or f"the run directory could not be written at exit: {err}"
+
     def _life(self, run: Run) -> None:
         try:
             if run.meter is not None:

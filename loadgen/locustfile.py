@@ -212,6 +212,7 @@ def _on_quitting(environment: Any, **_: Any) -> None:
 @events.quit.add_listener
 def _on_quit(**_: Any) -> None:
     for environment in _environments():
+        environment.jb_cockpit.finish_now()  # a run cut short: its records are written now, its directory next
         webui.add_to_html_file(getattr(environment.parsed_options, "html_file", None), environment.jb_cockpit)
 
 

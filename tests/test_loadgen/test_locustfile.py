@@ -150,9 +150,11 @@ def test_headless_a_run_a_signal_cuts_short_exits_128_plus_the_signal(tmp_path, 
             wait_for("records", lambda: any(p.stat().st_size for p in (tmp_path / "runs").glob("*/requests.jsonl")))
             proc.send_signal(sig)
             assert proc.wait(timeout=30) == code, (tmp_path / "locust.log").read_text()[-3000:]
-    (folder,) = (tmp_path / "runs").iterdir()
+    folder, summary = the_run(tmp_path / "runs")  # the run directory is written, cut short as it is
     rows = read_records(folder / "requests.jsonl")
     assert 0 < len(rows) < 200 and {r["status"] for r in rows} <= {"ok", "interrupted"}  # what was recorded is kept
+    assert summary["requests"] == len(rows) and summary["window"]["stopped_by"] == "stop"
+    assert (folder / "window.json").exists() and (folder / "energy.csv").exists()
 
 
 def energy_tab(base: str) -> dict[str, str]:
