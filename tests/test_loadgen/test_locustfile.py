@@ -16,12 +16,12 @@ import resource
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx2
 import pytest
+from browser import chromium, needs_chromium
 from servers import locust, mock_server, monitor, wait_for
 
 from joulebench.processes import free_port
@@ -29,7 +29,6 @@ from loadgen.records import read_records
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 #: The idle baseline needs one 10 s block of the monitor's history before the run.
 IDLE_HISTORY_S = 11.0
 
@@ -232,18 +231,13 @@ def test_a_saturate_run_becomes_the_stacks_reference_kept_across_restarts_and_th
     assert bad.returncode == 2 and "--keep-reference keeps a saturated reference" in bad.stderr
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (`make test` installs them where it runs as root)",
-)
+@needs_chromium
 def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
     """In headless Chromium, as a person would, on a master with two workers: the form (its fields, their
     order, its choices, its values after a reload, a wrong value refused); a run started with 1 user sends
     every request; the Energy tab's charts grow while it runs; it stops by itself with the monitor's
     figures, the same after a reload; RESET in a second run re-bases energy and tokens together; a trace
     that cannot be read stops a third run with its one-line error on the page."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -251,13 +245,6 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
     trace = write_trace(tmp_path / "trace.csv", 48, 0.5)  # ×2 from the form: 48 requests in 12 s
     runs = tmp_path / "runs"
     web, bus = free_port(), free_port()
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1400,1300"):  # fmt: skip
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     common = ("--master-port", str(bus))
     with monitor() as (monitor_url, started), mock_server("--ttft-ms", "20", "--itl-ms", "5") as url:  # noqa: SIM117
         with locust(
@@ -269,7 +256,7 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
         ):  # fmt: skip
             base = f"http://127.0.0.1:{web}"
             wait_for("two workers", lambda: httpx2.get(f"{base}/worker-count", timeout=2).json()["worker_count"] == 2)
-            driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+            driver = chromium(tmp_path, "--window-size=1400,1300")
             driver.implicitly_wait(10)
             body = lambda: driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
 

@@ -10,6 +10,7 @@ import sys
 
 import httpx2
 import pytest
+from browser import chromium, needs_chromium
 from servers import locust, mock_server, wait_for
 from synthetic import azure_trace
 
@@ -134,3 +135,42 @@ def test_with_web_login_only_the_operator_drives_the_ui(tmp_path, monkeypatch):
             assert r.status_code == 302
             assert operator.get("/joulebench/live").json() == {"phase": "idle"}
             assert "window.templateArgs" in operator.get("/").text
+
+
+@pytest.mark.integration
+@needs_chromium
+def test_a_page_of_another_origin_in_chromium_cannot_start_a_run(tmp_path):
+    """A real browser: a page served from another origin (another port) posts Locust's start form as soon as
+    it loads, as a hostile page would. Before, the run started."""
+    import functools
+    import http.server
+    import threading
+
+    trace = azure_trace(tmp_path / "trace.csv", n=3, seconds=0.3)
+    port, runs = free_port(), tmp_path / "runs"
+    site = tmp_path / "site"
+    site.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    with mock_server("--ttft-ms", "1", "--itl-ms", "1") as url, http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), handler
+    ) as hostile:  # fmt: skip
+        threading.Thread(target=hostile.serve_forever, daemon=True).start()
+        (site / "index.html").write_text(
+            f'<form id="f" method="POST" action="http://127.0.0.1:{port}/swarm"><input name="user_count" value="1">'
+            f'<input name="spawn_rate" value="1"><input name="host" value="{url}"></form>'
+            "<script>document.getElementById('f').submit()</script>"
+        )
+        with locust("--web-port", str(port), "--host", url, "--jb-trace", str(trace), "--jb-runs-dir", str(runs),
+                    log=tmp_path / "locust.log"):  # fmt: skip
+            base = f"http://127.0.0.1:{port}"
+            wait_for("the web UI", lambda: httpx2.get(base, timeout=2).status_code == 200)
+            driver = chromium(tmp_path)
+            try:
+                driver.get(f"http://127.0.0.1:{hostile.server_address[1]}/")
+                wait_for("the form's post", lambda: driver.current_url.startswith(f"{base}/swarm"))
+                assert "same origin only" in driver.page_source
+            finally:
+                driver.quit()
+                hostile.shutdown()
+            assert httpx2.get(f"{base}/joulebench/live", timeout=10).json() == {"phase": "idle"}
+            assert httpx2.get(f"{base}/stats/requests", timeout=10).json()["state"] == "ready" and not runs.exists()
