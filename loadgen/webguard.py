@@ -69,9 +69,10 @@ def refusal(environ: dict[str, Any], loopback_only: bool) -> str | None:
     if environ.get("REQUEST_METHOD", "GET") in _SAFE_METHODS:
         return None  # reading: without a CORS header another origin's page cannot read the reply
     origin = environ.get("HTTP_ORIGIN")
-    own = f"{environ.get('wsgi.url_scheme', 'http')}://{authority}"
-    if origin is not None and origin != own:
-        return f"a page of {origin} may not drive this UI (same origin only: {own})"
+    # The host and port decide: behind a proxy that ends TLS the page's scheme is not the one this server sees,
+    # and a page elsewhere cannot name this host as its own origin.
+    if origin is not None and urllib.parse.urlsplit(origin).netloc != authority:
+        return f"a page of {origin} may not drive this UI (same origin only: {authority})"
     if environ.get("HTTP_SEC_FETCH_SITE") in ("cross-site", "same-site"):
         return "a page of another origin may not drive this UI (same origin only)"
     return None

@@ -17,7 +17,7 @@ from synthetic import azure_trace
 from joulebench.processes import free_port
 from loadgen.errors import LoadgenError
 from loadgen.options import LOCUST_OPTIONS
-from loadgen.webguard import PASSWORD_ENV, USER, Confines, confine_form
+from loadgen.webguard import PASSWORD_ENV, USER, Confines, confine_form, refusal
 
 
 def options(**kw) -> argparse.Namespace:
@@ -61,6 +61,17 @@ def test_inside_its_confines_the_form_is_free(configured, tmp_path):
     with pytest.raises(LoadgenError, match="without --host on its command line, this Locust sends load to this"):
         confine_form({"host": "http://example.com"}, opts, Confines.of(opts, None))
     confine_form({"host": "http://localhost:8000"}, opts, Confines.of(opts, None))
+
+
+def test_only_a_page_of_the_uis_own_host_may_change_anything():
+    post = {"REQUEST_METHOD": "POST", "HTTP_HOST": "ui.example:8089", "wsgi.url_scheme": "http"}
+    assert refusal({**post, "HTTP_ORIGIN": "https://ui.example:8089"}, False) is None  # TLS ended by a proxy
+    assert refusal(post, False) is None  # no browser: curl, a script
+    for origin in ("http://evil.example", "null", "http://ui.example:8090"):
+        assert "may not drive this UI" in refusal({**post, "HTTP_ORIGIN": origin}, False)
+    assert refusal({**post, "HTTP_ORIGIN": "http://evil.example", "REQUEST_METHOD": "GET"}, False) is None
+    assert "is not this machine" in refusal({**post, "REQUEST_METHOD": "GET"}, True)
+    assert refusal({**post, "HTTP_HOST": "[::1]:8089", "HTTP_ORIGIN": "http://[::1]:8089"}, True) is None
 
 
 @pytest.mark.integration
