@@ -15,6 +15,8 @@ from typing import Any
 
 from joulebench.errors import JoulebenchError
 
+VERBOSE_HELP = "more logging (-vv for debug)"
+
 
 def run_command(
     parser: argparse.ArgumentParser,
@@ -23,7 +25,7 @@ def run_command(
     validate: Callable[[argparse.Namespace], None] | None = None,
 ) -> int:
     """Parse, configure logging, validate, run; a ``JoulebenchError`` becomes one line on stderr and exit code 2."""
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -80,6 +82,9 @@ def build_parser(
     for c in commands:
         p = sub.add_parser(c.name, help=c.help, description=c.description)
         c.add_arguments(p)
+        # also after the command (`joulebench replay -v`), where people put it; not given there, the one before
+        # the command (`run_command`'s) stands
+        p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help=VERBOSE_HELP)
         p.set_defaults(run=c.run, validate=c.validate)
     for name, help_text in listed:
         sub.add_parser(name, help=help_text)

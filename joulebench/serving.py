@@ -96,6 +96,10 @@ class AppServer:
     def run(self) -> None:
         self.server.run(sockets=[self._sock])
 
+    def exit(self) -> None:
+        """Ask ``run`` to return, as SIGTERM does (from any thread)."""
+        self.server.should_exit = True
+
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)

@@ -21,7 +21,8 @@ from loadgen.errors import LoadgenError
 from loadgen.faults import FAULTS, check_fault
 from loadgen.options import OPTIONS, add_locust_options, build_schedule, check_options
 from loadgen.records import RecordWriter, read_records
-from loadgen.traces import Trace
+from loadgen.traces import NAMED, Trace
+from loadgen.webguard import check_login_password
 
 if TYPE_CHECKING:
     from monitor.meter import MonitorClient
@@ -152,7 +153,7 @@ REPLAY_DESCRIPTION = (
     "with a progress bar and a summary table; every request's record goes to --records. Every option, the "
     "server, the monitor, the trace and the output files are checked before any traffic. Exit status: 0 every "
     "request ok; 1 finished, some requests failed (their records say why); 2 an error (before any traffic, "
-    "or the records file failing: one line); 130/143 stopped by SIGINT/SIGTERM (finished records kept, "
+    "or the records file failing: one line); 130/143/129 stopped by SIGINT/SIGTERM/SIGHUP (finished records kept, "
     "in-flight ones marked interrupted)."
 )
 
@@ -202,6 +203,7 @@ def prepare_replay(args: argparse.Namespace) -> Replay:
 
     validate_replay(args)
     options = _options(args)
+    _check_apart(options, args.summary)
     target = normalize_target(args.target)
     _, max_len = served_model(target)
     if not options.jb_max_model_len and max_len:
@@ -219,6 +221,29 @@ def prepare_replay(args: argparse.Namespace) -> Replay:
     return Replay(options, target, trace, schedule, meter)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # a hard link is the same file too
+    except OSError:
+        return False
+
+
+def _check_apart(options: argparse.Namespace, summary: Path | None) -> None:
+    """The files a replay writes are neither its trace nor each other: written over, the trace or the records
+    would be lost."""
+    records = Path(options.jb_records)
+    inputs = [] if options.jb_trace in NAMED else [("--trace", "the trace", Path(options.jb_trace))]
+    outputs = [("--records", records, inputs)]
+    if summary is not None:
+        outputs.append(("--summary", summary, [*inputs, ("--records", "the records file", records)]))
+    for flag, path, others in outputs:
+        for other_flag, what, other in others:
+            if _same_file(path, other):
+                raise LoadgenError(f"{flag} {path}: that is {what} ({other_flag}): give {flag} another path")
+
+
 def _check_writable(path: Path, what: str) -> None:
     """Make ``path``'s folders and prove it can be written, leaving no file behind that was not there."""
     existed = path.exists()
@@ -232,10 +257,14 @@ def _check_writable(path: Path, what: str) -> None:
         raise LoadgenError(f"cannot write {what} to {path}: {err.strerror or err}") from None
 
 
+#: The signals that stop a replay the way Ctrl-C does: in-flight requests recorded as interrupted, exit 128 + it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def run_replay(args: argparse.Namespace) -> int:
     # Importing Locust monkey-patches the process with gevent; a signal in the middle of it left the process
     # half-patched and hanging at exit. Held until the import is done, then delivered as usual.
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
     try:
         import gevent
         from locust import events
@@ -261,8 +290,8 @@ def run_replay(args: argparse.Namespace) -> int:
     events.request.add_listener(lambda **_: finished.__setitem__(0, finished[0] + 1))
     runner = env.create_local_runner()
     stopped: list[int] = []
-    gevent.signal_handler(signal.SIGINT, stopped.append, signal.SIGINT)
-    gevent.signal_handler(signal.SIGTERM, stopped.append, signal.SIGTERM)
+    for sig in STOP_SIGNALS:  # a closed terminal (SIGHUP) too: its default would lose the requests in flight
+        gevent.signal_handler(sig, stopped.append, sig)
     runner.start(1, spawn_rate=1)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"{schedule.label}: {len(schedule)} requests", total=len(schedule))
@@ -272,7 +301,9 @@ def run_replay(args: argparse.Namespace) -> int:
             gevent.sleep(0.2)
     runner.quit()  # here, not in the signal handler: when it returns, requests in flight are recorded
     if (err := getattr(env, "jb_error", None)) is not None:
-        raise LoadgenError(f"the replay stopped: {err}; records so far are in {options.jb_records}")
+        written, sent = getattr(env, "jb_recorded", (0, 0))
+        lost = f"{sent - written} of the {sent} requests sent have no record; " if sent > written else ""
+        raise LoadgenError(f"the replay stopped: {err}; {lost}the records so far are in {options.jb_records}")
     run_id = env.jb_plan.get()["run_id"]
     records = [r for r in read_records(Path(options.jb_records)) if r.get("run_id") == run_id]
     summary = summarize(records)
@@ -335,7 +366,8 @@ def run_energy(
         return {"monitor": meter.url, "error": str(err)}
     figures = energy_figures(reading.energy_j, reading.uncertainty_j, start_s, end_s, input_tokens, output_tokens,
                              kind=reading.kind, sources=reading.sources, short_window=reading.short_window)  # fmt: skip
-    return {"monitor": meter.url, **figures}
+    # seconds of the window with no reading (the monitor started late, a device went stale): its energy is missing
+    return {"monitor": meter.url, **figures, "monitor_gap_s": reading.unread_s}
 
 
 def _print_summary(s: dict, label: str, records: str, overlong: str) -> None:
@@ -407,6 +439,7 @@ def validate_locust(extra: list[str]) -> None:
     if known.host is not None:
         normalize_target(known.host, "--host")
     check_options(known, locust=True)
+    check_login_password(extra)
 
 
 LOCUST_DESCRIPTION = (

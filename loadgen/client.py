@@ -22,11 +22,14 @@ as ``http://host:port``, and a trailing ``/v1`` is the API's, not the prefix (``
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
 import random
+import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
@@ -309,13 +312,35 @@ def _has_text(choice: Any) -> bool:
     return bool(choice.get("text") or content)
 
 
+@contextlib.contextmanager
+def deadline(conn: http.client.HTTPConnection, timeout_s: float) -> Iterator[threading.Event]:
+    """Cut ``conn`` ``timeout_s`` from now (the event is set when it was): its timeout is per read, so a server
+    that trickles a byte within each would hold a start-up check for as long as it likes."""
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        if conn.sock is not None:
+            with contextlib.suppress(OSError):
+                conn.sock.shutdown(socket.SHUT_RDWR)  # the read waiting on it returns at once
+
+    timer = threading.Timer(timeout_s, cut)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        timer.cancel()
+
+
 def server_api(base_url: str, timeout_s: float = 10.0) -> str:
     """``"transformers"`` for ``transformers serve`` (its OpenAPI schema has its ``/load_model``), else ``"vllm"``."""
     conn = connection(base_url, timeout_s)
     try:
-        conn.request("GET", f"{urllib.parse.urlsplit(base_url).path.rstrip('/')}/openapi.json")
-        resp = conn.getresponse()
-        paths = json.loads(resp.read()).get("paths", {}) if resp.status == 200 else {}
+        with deadline(conn, timeout_s) as expired:
+            conn.request("GET", f"{urllib.parse.urlsplit(base_url).path.rstrip('/')}/openapi.json")
+            resp = conn.getresponse()
+            paths = json.loads(resp.read()).get("paths", {}) if resp.status == 200 and not expired.is_set() else {}
     except (OSError, http.client.HTTPException, ValueError, AttributeError):
         paths = {}
     finally:
@@ -330,19 +355,25 @@ def served_model(base_url: str, timeout_s: float = 10.0) -> tuple[str, int | Non
     pinned to: for it, ``("", None)`` (requests then name no model and get the pinned one)."""
     path = f"{urllib.parse.urlsplit(base_url).path}/v1/models"
     conn = connection(base_url, timeout_s)
+    expired = threading.Event()
     try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        body = resp.read()
+        with deadline(conn, timeout_s) as expired:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read()
     except ssl.SSLError as err:
         raise LoadgenError(
             f"the TLS handshake with {base_url} failed ({err}): trust its certificate (SSL_CERT_FILE=PEM) "
             "or check --target"
         ) from err
     except (OSError, http.client.HTTPException) as err:
-        raise LoadgenError(f"no OpenAI server answers at {base_url} ({err}): start one, or check --target") from err
+        if not expired.is_set():
+            raise LoadgenError(f"no OpenAI server answers at {base_url} ({err}): start one, or check --target") from err
     finally:
         conn.close()
+    if expired.is_set():  # cut: what was read may even parse (a head cut short reads as one that ended)
+        raise LoadgenError(f"{base_url} did not answer GET {path} within {timeout_s:g} s (it sends too slowly): "
+                           "check --target")  # fmt: skip
     try:
         data = json.loads(body) if resp.status == 200 else None
     except (json.JSONDecodeError, UnicodeDecodeError):

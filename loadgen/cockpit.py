@@ -260,6 +260,24 @@ class Cockpit:
         elif runner.state not in ("stopping", "stopped", "cleanup"):
             gevent.spawn(runner.stop)
 
+    def finish_now(self) -> None:
+        """Locust is quitting before the run ended by itself (a signal): its window closes at what has been
+        reported and its run directory is written now, rather than left without a summary."""
+        run = self.run
+        if run is None or run.result is not None:
+            return
+        if run.greenlet is not None:
+            run.greenlet.kill(block=True)
+        try:
+            self._read_local(run)  # a lone process's last news: its in-flight requests ended as interrupted
+            if run.end_s is None:
+                ends = [d["last_end_s"] for d in run.done.values() if d["last_end_s"] is not None]
+                run.end_s = max(ends) if ends else time.time()
+            self._finish(run)
+        except Exception as err:  # a bug: the exit says the run did not complete; the log says why
+            log.exception("the run directory could not be written at exit")
+            run.error = run.error or f"the run directory could not be written at exit: {err}"
+
     def _life(self, run: Run) -> None:
         try:
             if run.meter is not None:
@@ -393,6 +411,7 @@ class Cockpit:
             energy, u, kind, sources, short = (reading.energy_j, reading.uncertainty_j, reading.kind,
                                                reading.sources, reading.short_window)  # fmt: skip
             devices = {k: d["energy_j"] for k, d in reading.devices.items()}
+            gap_s = max(run.gap_s, reading.unread_s)  # a skipped poll is unread in the whole window too
         except MonitorError as err:
             ledger = run.ledger
             if ledger is None or ledger.intervals == 0 or not math.isclose(ledger.end_s, run.end_s):
@@ -401,10 +420,11 @@ class Cockpit:
             energy, u, kind, sources, short = (ledger.energy_j, ledger.uncertainty_j, ledger.kind,
                                                ledger.sources, ledger.short_window)  # fmt: skip
             devices = {k: d["energy_j"] for k, d in ledger.devices.items()}
+            gap_s = run.gap_s + ledger.unread_s
         figures = energy_figures(energy, u, run.base_s, run.end_s, n_in, n_out, run.idle_power_w, kind,
                                  sources, short)  # fmt: skip
         figures.update(how=how, devices=devices, idle_how=run.idle_note, monitor=run.meter.url,
-                       monitor_gap_s=run.gap_s)  # fmt: skip
+                       monitor_gap_s=gap_s)  # fmt: skip
         return figures
 
     def _finish(self, run: Run) -> None:

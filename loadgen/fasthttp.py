@@ -262,12 +262,16 @@ class FastReply:
         if not self._tls and self._stdlib is None:
             hub = gevent.get_hub()
             io_ = hub.loop.io(sock.fileno(), 1)
-            timer = hub.loop.timer(sock.gettimeout())
+            timeout_s = sock.gettimeout()
+            timer = hub.loop.timer(timeout_s, timeout_s)
             self._watchers = (io_, timer)
             me = gevent.getcurrent()
         while self._stdlib is None and not parser.ended and not self._failed:
             if hub is not None:
-                timer.start(me.throw, TimeoutError, update=True)  # from now, not the loop's last turn
+                # again, not start: libev's stop leaves a timer only what was left of its time, so start after stop
+                # counted every wait of the stream against one timeout_s (an 8 s stream cut at 5 s); again arms it
+                # for its full repeat, timeout_s from now (not the loop's last turn)
+                timer.again(me.throw, TimeoutError, update=True)
                 try:
                     hub.wait(io_)
                 finally:

@@ -5,7 +5,17 @@ them without importing FastAPI, which every ``joulebench`` command would then pa
 """
 
 #: Besides ``status:CODE``; ``loadgen.mock_server`` says what each does.
-FAULTS = ("stall", "disconnect", "garbage", "not_object", "bad_usage", "deep_json", "short", "no_stream")
+FAULTS = (
+    "stall",
+    "disconnect",
+    "garbage",
+    "not_object",
+    "bad_usage",
+    "deep_json",
+    "short",
+    "no_stream",
+    "endless_line",
+)
 
 
 def check_fault(fault: str) -> bool:

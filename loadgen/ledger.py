@@ -41,6 +41,7 @@ class Reading(Protocol):
     sources: list[str]
     short_window: bool
     devices: dict[str, dict[str, Any]]
+    unread_s: float  # the most seconds of the interval a summed device went unread
 
 
 def per(value: float | None, count: int) -> float | None:
@@ -95,6 +96,7 @@ class EnergyLedger:
         self.sources: list[str] = []
         self.short_window = False
         self.intervals = 0
+        self.unread_s = 0.0  # over the intervals: the energy misses this much of the ledger's span
         self._first_u = 0.0
         self._last_u = 0.0
 
@@ -103,6 +105,7 @@ class EnergyLedger:
             raise ValueError(f"interval starts at {reading.start_s}, the ledger ends at {self.end_s}")
         self.end_s = reading.end_s
         self.energy_j += reading.energy_j
+        self.unread_s += reading.unread_s
         self.kind, self.sources = reading.kind, list(reading.sources)
         self.short_window = self.short_window or (self.intervals == 0 and reading.short_window)
         for key, d in reading.devices.items():

@@ -29,6 +29,7 @@ schedule lag and TTFT, summed over the workers on a master, for Prometheus and G
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 import uuid
@@ -99,13 +100,43 @@ def replay_metrics(environment: Any) -> ReplayMetrics:
     return environment.jb_metrics
 
 
+#: The signals that asked this Locust process to stop (a headless run they cut short exits 128 + the signal).
+_SIGNALLED: list[int] = []
+
+
 def _interrupt_in_main() -> None:
     """Ctrl-C (SIGINT) as a KeyboardInterrupt in Locust's main greenlet only, where its main loop takes it
     (writes the --html report, shuts down). Python raises it in whichever greenlet runs when the signal lands:
     one inside Locust's stop (a run stopping itself) left the runner half-stopped, and Locust hung at exit
-    until SIGTERM. ``joulebench replay`` fires no init event: its own handlers stand."""
+    until SIGTERM. SIGTERM is only noted: Locust's own handler, registered after this one, shuts down (libev
+    calls both, in that order). A hang-up (SIGHUP, the terminal closed), whose default would kill the process
+    with its requests in flight unrecorded, is noted and turned into that SIGTERM. ``joulebench replay`` fires
+    no init event: its own handlers stand."""
     main = gevent.get_hub().parent
-    gevent.signal_handler(signal.SIGINT, lambda: main.throw(KeyboardInterrupt))
+
+    def on_sigint() -> None:
+        _SIGNALLED.append(signal.SIGINT)
+        main.throw(KeyboardInterrupt)
+
+    gevent.signal_handler(signal.SIGINT, on_sigint)
+    gevent.signal_handler(signal.SIGTERM, _SIGNALLED.append, signal.SIGTERM)
+
+    def on_sighup() -> None:
+        _SIGNALLED.append(signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    gevent.signal_handler(signal.SIGHUP, on_sighup)
+
+
+def incomplete_exit_code(run: Any, signalled: list[int]) -> int | None:
+    """A headless run's exit status where it did not complete: 2 when it stopped at an error (it could not
+    start, its records could not be written), 128 + the signal when a signal cut it short before its run
+    directory was written; None when it completed (Locust's own status stands)."""
+    if run is not None and run.error:
+        return 2
+    if signalled and (run is None or run.result is None):
+        return 128 + signalled[0]
+    return None
 
 
 @events.init.add_listener
@@ -170,9 +201,18 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
         cockpit.stopping()
 
 
+@events.quitting.add_listener
+def _on_quitting(environment: Any, **_: Any) -> None:
+    if getattr(environment.parsed_options, "headless", False) and environment.process_exit_code is None:
+        cockpit = getattr(environment, "jb_cockpit", None)
+        if cockpit is not None and (code := incomplete_exit_code(cockpit.run, _SIGNALLED)) is not None:
+            environment.process_exit_code = code
+
+
 @events.quit.add_listener
 def _on_quit(**_: Any) -> None:
     for environment in _environments():
+        environment.jb_cockpit.finish_now()  # a run cut short: its records are written now, its directory next
         webui.add_to_html_file(getattr(environment.parsed_options, "html_file", None), environment.jb_cockpit)
 
 
@@ -239,6 +279,7 @@ class TraceReplayUser(User):
         self.pool.kill(block=True)  # requests still running end here; their records are written below
         if self.writer is not None:
             self.writer.close(in_flight=list(self.in_flight.values()))
+            self.environment.jb_recorded = (self.writer.written, self.sent)
             for record in self.in_flight.values():
                 replay_metrics(self.environment).on_finished(record)
         if self.outbox is not None:
@@ -373,9 +414,12 @@ class TraceReplayUser(User):
         try:
             if self.writer is not None:
                 self.writer.write(record)
-        except Exception as err:  # a full disk mid-run: stop rather than send requests whose records are lost
-            log.error("request %s: its record could not be written: %s", record.request_id, err)
-            self.environment.jb_error = LoadgenError(f"cannot write the request records: {err}")
+        except LoadgenError as err:  # a full disk mid-run: stop rather than send requests whose records are lost
+            if not getattr(self.environment, "jb_caller_reports", False):  # `joulebench replay` says it once
+                log.error("request %s: its record could not be written: %s", record.request_id, err)
+            if getattr(self.environment, "jb_error", None) is None:
+                self.environment.jb_error = err
+                self._tell_error(str(err))  # the run stopped at an error, even with its last request sent
             return
         replay_metrics(self.environment).on_finished(record)
         failed = record.status != "ok"

@@ -25,7 +25,8 @@ For failure tests a request may ask for a fault with the body field ``mock_fault
 the tokens, then the connection drops), ``garbage`` (an event that is not JSON), ``not_object`` (an
 event that is JSON but not an object), ``bad_usage`` (a usage whose counts are text), ``short`` (half
 the tokens, then a clean end), ``no_stream`` (one JSON body although the request asked for a stream),
-``deep_json`` (an event nested deeper than Python's JSON parser goes: a fault no client check expects).
+``deep_json`` (an event nested deeper than Python's JSON parser goes: a fault no client check expects),
+``endless_line`` (one token, then an event line that never ends, as fast as the client reads it).
 ``--fault FAULT`` gives every ``--fault-every``-th request that fault unless it asks for its own;
 ``--ssl-certfile``/``--ssl-keyfile`` serve HTTPS.
 """
@@ -256,6 +257,11 @@ def create_app(config: MockConfig = MockConfig()) -> FastAPI:
                     yield b"data: [1, 2, 3]\n\n"
                 if fault == "deep_json" and k == 1:
                     yield b"data: " + b"[" * 100_000 + b"]" * 100_000 + b"\n\n"
+                if fault == "endless_line" and k == 1:
+                    yield b"data: "
+                    while True:
+                        yield b"x" * 65536
+                        await asyncio.sleep(0)  # the loop's other work (a shutdown) goes on
                 delta = {"delta": {"content": " tok" if k else "tok"}} if chat else {"text": " tok" if k else "tok"}
                 chunk: dict[str, Any] = {
                     "id": rid, "object": f"{obj}.chunk" if chat else obj, "created": created, "model": config.model,

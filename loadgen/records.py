@@ -91,17 +91,25 @@ _FIELDS = tuple(f.name for f in fields(RequestRecord))
 
 
 class RecordWriter:
-    """Appends records to a JSONL file, flushed as each request ends.
+    """Appends records to a JSONL file, each written to the OS as its request ends.
 
     ``open`` checks the path is writable before any traffic is sent; ``close(in_flight)`` marks the
-    requests still running as ``interrupted``, so a crash or Ctrl-C loses none that finished.
+    requests still running as ``interrupted``, so a crash or Ctrl-C loses none that finished. A write that
+    fails (a full disk) takes back the part of its record that reached the file, so the file ends with a
+    whole record; the writer then refuses every later record (``LoadgenError``), and ``written`` says how
+    many reached the file.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._f: Any = None
         self._lock = threading.Lock()
+        self._end = 0  # where the last whole record ends
+        self.failed: str | None = None
         self.written = 0
+
+    def _cannot(self, err: OSError) -> LoadgenError:
+        return LoadgenError(f"cannot write the request records to {self.path}: {err.strerror or err}")
 
     def open(self, append: bool = True) -> RecordWriter:
         """Open for appending, after proving a write reaches the disk (a full disk or an unwritable path
@@ -114,36 +122,50 @@ class RecordWriter:
             )
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = self.path.open("a", encoding="utf-8")
-            end = self._f.tell()
-            self._f.write("\n")  # a probe: blank lines are no records
-            self._f.flush()
+            self._f = self.path.open("ab", buffering=0)  # unbuffered: a record is in the OS's hands once written
+            self._end = self._f.seek(0, os.SEEK_END)
+            self._f.write(b"\n")  # a probe: blank lines are no records
             os.fsync(self._f.fileno())
             if self.path.is_file():
-                self._f.truncate(end)
+                self._f.truncate(self._end)
         except OSError as err:
             if self._f is not None:
                 with contextlib.suppress(OSError):
                     self._f.close()
                 self._f = None
-            raise LoadgenError(f"cannot write the request records to {self.path}: {err.strerror or err}") from None
+            raise self._cannot(err) from None
         return self
 
     def write(self, record: RequestRecord) -> None:
-        line = json.dumps(record.to_json(), separators=(",", ":")) + "\n"
+        data = (json.dumps(record.to_json(), separators=(",", ":")) + "\n").encode()
         with self._lock:
             if self._f is None:
-                raise LoadgenError("the record writer is not open")
-            self._f.write(line)
-            self._f.flush()  # in the OS's hands: a crash of this process loses nothing written
+                raise LoadgenError(self.failed or "the record writer is not open")
+            try:
+                view = memoryview(data)
+                while view:  # a write may take part of the record (the disk filled): the rest, or the error
+                    view = view[self._f.write(view) :]
+            except OSError as err:
+                with contextlib.suppress(OSError):  # no torn last line: the part written is taken back
+                    if self.path.is_file():
+                        self._f.truncate(self._end)
+                self._f.close()
+                self._f = None
+                self.failed = str(self._cannot(err))
+                raise LoadgenError(self.failed) from None
+            self._end += len(data)
             self.written += 1
 
     def close(self, in_flight: list[RequestRecord] | tuple[RequestRecord, ...] = ()) -> None:
+        """Mark and write the requests still in flight; after a failed write they have no record (``written``
+        counts those that have)."""
         for record in in_flight:
             if record.status is None:
                 record.status = "interrupted"
                 record.error = record.error or "the run ended while the request was in flight"
-                self.write(record)
+                if self.failed is None:
+                    with contextlib.suppress(LoadgenError):
+                        self.write(record)
         with self._lock:
             if self._f is not None:
                 self._f.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 class SSEParser:
     def __init__(self) -> None:
-        self._buf: bytes | bytearray = b""
+        self._buf = bytearray()  # an unfinished line: grown in place, so a long one costs its length once
         self._data: list[str] = []
         self._cr_pending = False
 
@@ -32,11 +32,14 @@ class SSEParser:
         if self._cr_pending and chunk.startswith(b"\n"):
             chunk = chunk[1:]  # the LF of a CRLF split across chunks
         self._cr_pending = chunk.endswith(b"\r")
+        if b"\n" not in chunk and b"\r" not in chunk:  # the line goes on: joined with the rest, split once
+            self._buf += chunk
+            return []
         buf = self._buf + chunk if self._buf else chunk
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = buf.split(b"\n")
-        self._buf = lines.pop()  # an incomplete last line waits for more bytes
+        self._buf = bytearray(lines.pop())  # an incomplete last line waits for more bytes
         events: list[str] = []
         for raw in lines:
             if not raw:

@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loadgen.errors import TraceError
@@ -31,6 +31,9 @@ NAMED = {
 }
 DOWNLOAD_BASE = "https://raw.githubusercontent.com/Azure/AzurePublicDataset/master/data"
 DEFAULT_CACHE = Path.home() / ".cache" / "joulebench" / "traces"
+#: The most tokens a request of a trace may have in or out: past any model's context. A request's prompt is
+#: built in memory before it is sent; a mistaken column of billions would exhaust it without a word.
+MAX_TOKENS = 10_000_000
 AZURE_COLUMNS = {"timestamp": "TIMESTAMP", "input": "ContextTokens", "output": "GeneratedTokens"}
 COLUMN_KEYS = ("timestamp", "input", "output")
 
@@ -157,7 +160,8 @@ class Trace:
 
 def parse_timestamp(text: str) -> float:
     """Unix seconds from an Azure TIMESTAMP (``2023-11-16 18:15:46.6805900``: 7 fractional digits) or
-    a plain number of seconds."""
+    a plain number of seconds. A time without a zone is UTC (Azure's are): read in the machine's zone, gaps
+    across a daylight-saving switch would change by an hour."""
     text = text.strip()
     try:
         return float(text)
@@ -165,6 +169,8 @@ def parse_timestamp(text: str) -> float:
         pass
     whole, _, frac = text.partition(".")
     base = datetime.fromisoformat(whole)
+    if base.tzinfo is None:
+        base = base.replace(tzinfo=UTC)
     return base.timestamp() + (float(f"0.{frac}") if frac else 0.0)
 
 
@@ -191,6 +197,9 @@ def _raw_rows(path: Path, columns: Mapping[str, str]) -> Iterator[tuple[int, Map
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise TraceError(f"{path} line {n}: not JSON ({err.msg})") from None
+                except RecursionError:  # a row is one flat object: nesting past the parser's reach is no row
+                    raise TraceError(f"{path} line {n}: nested too deeply to be a row (expected a JSON object "
+                                     "of a timestamp and two token counts)") from None  # fmt: skip
                 if not isinstance(row, dict):
                     raise TraceError(f"{path} line {n}: expected a JSON object")
                 yield n, row
@@ -235,6 +244,9 @@ def read_trace(
             raise TraceError(f"{path} line {n}: the timestamp {t} is not a finite time")
         if i < 1 or o < 1:
             raise TraceError(f"{path} line {n}: token counts must be positive, got {i} in, {o} out")
+        if max(i, o) > MAX_TOKENS:
+            raise TraceError(f"{path} line {n}: {max(i, o)} tokens, more than any model's context ({MAX_TOKENS}): "
+                             "are the columns right?")  # fmt: skip
         requests.append((float(t), int(i), int(o)))
     if not requests:
         raise TraceError(f"{path}: the trace has no requests")

@@ -10,6 +10,8 @@ responses, as its ``extend_web_ui`` example does), and nothing else:
   reload), and the user count one dispatcher per worker (or one).
 - **The stop**: a run that stops itself is reported running until it has stopped (``TRANSITIONS``), so
   the page keeps polling and shows the final figures and the stopped state.
+- **Who and where** (``loadgen.webguard``): same-origin requests only, Locust's ``--web-login`` checked against
+  the operator's password, and the form's host, files and folders confined to what the command line gave.
 - **The start**: a ``/swarm`` whose options are wrong is refused with the one-line reason, which Locust
   shows under its form; the user count and spawn rate are set to the dispatchers (every worker gets one,
   so none of the schedule is dropped, whatever the form said).
@@ -35,6 +37,7 @@ from loadgen.errors import LoadgenError
 from loadgen.ledger import figure_rows, fmt_fixed, with_uncertainty
 from loadgen.options import CHOICES, LOCUST_OPTIONS, check_options
 from loadgen.rundir import energy_csv
+from loadgen.webguard import Confines, SameOrigin, add_login, confine_form, is_loopback
 
 if TYPE_CHECKING:  # importing the cockpit imports Locust, which monkey-patches the process with gevent
     from loadgen.cockpit import Cockpit
@@ -238,10 +241,17 @@ def add_report_section(page: str, live: dict[str, Any]) -> str:
 def extend(environment: Any, cockpit: Cockpit) -> None:
     """Mount joulebench on Locust's web UI."""
     from flask import Blueprint, Response, jsonify, request
+    from flask_login import current_user
     from werkzeug.datastructures import ImmutableMultiDict
 
     web_ui = environment.web_ui
-    base = (getattr(environment.parsed_options, "web_base_path", "") or "").rstrip("/")
+    opts = environment.parsed_options
+    base = (getattr(opts, "web_base_path", "") or "").rstrip("/")
+    # Taken now: each start writes the form's values into the options and the host.
+    confines = Confines.of(opts, environment.host)
+    web_ui.app.wsgi_app = SameOrigin(web_ui.app.wsgi_app, is_loopback(getattr(opts, "web_host", "") or ""))
+    if web_ui.web_login:
+        add_login(web_ui, base)
     web_ui.template_args["extended_tabs"] = [{"title": "Energy", "key": ENERGY_TAB}]
     web_ui.template_args["extended_tables"] = [
         {"key": ENERGY_TAB, "structure": [{"key": k, "title": t} for k, t in TABLE]}
@@ -252,10 +262,12 @@ def extend(environment: Any, cockpit: Cockpit) -> None:
     blueprint = Blueprint("joulebench", __name__, static_folder=str(STATIC), static_url_path="/static")
 
     @blueprint.route("/live")
+    @web_ui.auth_required_if_enabled
     def live() -> Any:
         return jsonify(cockpit.live())
 
     @blueprint.route("/energy.csv")
+    @web_ui.auth_required_if_enabled
     def download() -> Any:
         data = cockpit.live(series=False)
         figures = data.get("figures")
@@ -276,7 +288,10 @@ def extend(environment: Any, cockpit: Cockpit) -> None:
     def check_start() -> Any:
         if request.method != "POST" or request.path != f"{base}/swarm":
             return None
+        if web_ui.web_login and not current_user.is_authenticated:
+            return None  # Locust's own view sends it to the login page: the configuration is not told
         try:
+            confine_form(request.form, environment.parsed_options, confines)
             check_form(request.form, environment.parsed_options)
         except LoadgenError as err:
             return jsonify({"success": False, "message": str(err), "host": environment.host})

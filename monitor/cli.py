@@ -140,10 +140,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"listening on {http.url}  (/metrics, /v1/energy?start=&end=, /v1/devices, /healthz)", flush=True)
             if not args.quiet:
                 threading.Thread(target=_print_live, args=(sampler, http), daemon=True).start()
+            threading.Thread(target=_exit_with_sampler, args=(sampler, http), daemon=True).start()
             http.run()
     finally:
         sampler.stop()
+    if isinstance(sampler.failure, MonitorError):
+        raise sampler.failure
+    if sampler.failure is not None:
+        raise MonitorError(f"the sampler stopped on an unexpected error ({sampler.failure!r}): its traceback is above")
     return 0
+
+
+def _exit_with_sampler(sampler: Sampler, http: AppServer) -> None:
+    """A sampler that stopped on its own (the sample log's disk filled) ends the monitor: serving numbers it no
+    longer measures, or measuring without the log it was asked to keep, would mislead."""
+    if sampler.wait() is not None:
+        http.exit()
 
 
 def attribution_target(args: argparse.Namespace) -> CpuTime | None:

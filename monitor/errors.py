@@ -24,3 +24,7 @@ class DeviceReadError(MonitorError):
 
 class WindowError(MonitorError):
     """An energy window that cannot be answered (empty, inverted, or outside the recorded data)."""
+
+
+class SampleLogError(MonitorError):
+    """The ``--sample-log`` could not be written (a full disk): the sampler stops, and the monitor exits."""

@@ -59,6 +59,11 @@ class MeterReading:
         return self.energy_j / (self.end_s - self.start_s)
 
     @property
+    def unread_s(self) -> float:
+        """The most seconds of the window any summed device went unread (0: the sum covers the window)."""
+        return max(self.uncovered_s.values(), default=0.0)
+
+    @property
     def estimated(self) -> bool:
         return "estimate" in self.sources
 

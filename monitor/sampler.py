@@ -13,8 +13,10 @@ The thread runs a ``_Poller`` that holds no reference to the ``Sampler``: a samp
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -25,7 +27,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from monitor.errors import DeviceReadError, MonitorError, WindowError
+from monitor.errors import DeviceReadError, MonitorError, SampleLogError, WindowError
 from monitor.series import DeviceSeries, Latest, SeriesView
 from monitor.sources import Device, DeviceStatus, OpenedSource, PowerSource
 from monitor.ticks import CounterReads
@@ -107,19 +109,42 @@ class _Poller:
         self.lag_s = 0.0
         self.cpu_s = 0.0
         self.failure: BaseException | None = None
+        self._log_kept = 0
 
     def now(self) -> float:
         return self.epoch0 + (self.clock() - self.mono0)
 
     def run(self, log_file: TextIO | None) -> None:
+        self._log_kept = log_file.tell() if log_file is not None else 0  # where its last whole line ends
         try:
             self._loop(log_file)
+        except SampleLogError as err:  # its one line is the monitor's error (``failure``)
+            self.failure = err
         except BaseException as err:
             self.failure = err
             log.exception("the sampler stopped on an unexpected error")
         finally:
             if log_file is not None:
-                log_file.close()
+                self._close_log(log_file)
+
+    def _log_failed(self, log_file: TextIO, err: OSError) -> SampleLogError:
+        return SampleLogError(
+            f"cannot write the sample log {log_file.name}: {err.strerror or err}; the monitor stops rather than "
+            "measure without it (the log keeps its lines up to the last whole one): free space, or give another "
+            "--sample-log"
+        )
+
+    def _close_log(self, log_file: TextIO) -> None:
+        if not isinstance(self.failure, SampleLogError):
+            log_file.close()
+            return
+        with contextlib.suppress(OSError):  # the buffered lines cannot go out either: the file is closed anyway
+            log_file.close()
+        with contextlib.suppress(OSError):  # the lines that went out whole are kept, a torn last one is not
+            with open(log_file.name, "rb") as f:
+                f.seek(self._log_kept)
+                tail = f.read()
+            os.truncate(log_file.name, self._log_kept + tail.rfind(b"\n") + 1)
 
     def _loop(self, log_file: TextIO | None) -> None:
         clock = self.clock
@@ -168,7 +193,10 @@ class _Poller:
             track.series.append(t_s, energy_j, power_w, gap_s)
         if log_file is not None:
             energy = f"{energy_j:.6f}" if read_counter else ""
-            log_file.write(f"{t_s:.6f},{track.device.key},{energy},{power_w:.3f}\n")
+            try:
+                log_file.write(f"{t_s:.6f},{track.device.key},{energy},{power_w:.3f}\n")
+            except OSError as err:  # the buffer went out to a full disk
+                raise self._log_failed(log_file, err) from None
         if track.stale:
             with self.lock:
                 track.stale = False
@@ -211,7 +239,11 @@ class _Poller:
             self.lag_s = max(lag_s, 0.0)
             self.cpu_s = time.thread_time()
         if log_file is not None:
-            log_file.flush()
+            try:
+                log_file.flush()
+            except OSError as err:
+                raise self._log_failed(log_file, err) from None
+            self._log_kept = log_file.tell()
 
 
 class Sampler:
@@ -292,8 +324,15 @@ class Sampler:
 
     @property
     def failure(self) -> BaseException | None:
-        """The exception that ended the sampling thread, if one did (a bug: reads never raise)."""
+        """The exception that ended the sampling thread, if one did: the sample log's ``SampleLogError``, or a
+        bug (reads never raise)."""
         return self._poller.failure
+
+    def wait(self) -> BaseException | None:
+        """Block until the sampling thread ends (``stop``, or a failure); its ``failure``."""
+        if self._thread is not None:
+            self._thread.join()
+        return self.failure
 
     def now(self) -> float:
         """Unix seconds on the sampler's clock (the clock its series are stamped with)."""
@@ -386,8 +425,14 @@ def _counter_power(series: DeviceSeries, now: float) -> float | None:
 def _open_sample_log(path: Path) -> TextIO:
     path.parent.mkdir(parents=True, exist_ok=True)
     f = path.open("a", buffering=1 << 16)
-    if f.tell() == 0:
-        f.write("t_s,device,energy_j,power_w\n")
+    try:
+        if f.tell() == 0:
+            f.write("t_s,device,energy_j,power_w\n")
+            f.flush()  # the header on the disk: the sampler keeps the file from here on, whole lines only
+    except OSError:
+        with contextlib.suppress(OSError):
+            f.close()
+        raise
     return f
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import psutil
 
 
@@ -216,7 +217,7 @@ class ScriptedServer:
                     data += more
                 head, _, body = data.partition(b"\r\n\r\n")
                 self.heads.append(head)
-                length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+                length = int(m.group(1)) if (m := re.search(rb"(?i)content-length: *(\d+)", head)) else 0
                 while len(body) < length:
                     if not (more := conn.recv(65536)):
                         return
@@ -246,3 +247,28 @@ def scripted_server() -> Iterator[ScriptedServer]:
         yield server
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def locust(*args: str, log: Path) -> Iterator[subprocess.Popen]:
+    """``joulebench locust ARGS``, its output in ``log``; terminated on the way out if still running."""
+    with log.open("w") as out, subprocess.Popen(
+        [sys.executable, "-m", "joulebench", "locust", *args], stdout=out, stderr=subprocess.STDOUT
+    ) as proc:  # fmt: skip
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait(timeout=30)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout_s: float = 30.0, every_s: float = 0.3) -> Any:
+    """``check()``'s first true value, asked every ``every_s`` (a refused connection is a no)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(httpx2.TransportError):
+            if value := check():
+                return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every_s)

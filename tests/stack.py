@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -61,14 +62,21 @@ def missing_tools() -> list[str]:
 class Stack:
     """`docker compose` on the users' file and CI's override, against ``engine``."""
 
-    def __init__(self, engine: DockerEngine, locust_port: int, logs: Path) -> None:
+    def __init__(self, engine: DockerEngine, locust_port: int, logs: Path, locust_password: str) -> None:
         self.engine = engine
         self.logs = logs
         self.locust_port = locust_port
+        self.locust_password = locust_password
         self.env = engine.env | {
             "COMPOSE_PROFILES": "cpu", "GRAFANA_ADMIN_PASSWORD": "not-used-in-ci", "JB_CI_BASE": BASE,
-            "LOCUST_PORT": str(locust_port), "PUBLISH_ADDRESS": "127.0.0.1",
+            "LOCUST_PORT": str(locust_port), "PUBLISH_ADDRESS": "127.0.0.1", "LOCUST_PASSWORD": locust_password,
         }  # fmt: skip
+
+    def operator(self) -> httpx2.Client:
+        """A client of Locust's UI, logged in (user admin, the stack's LOCUST_PASSWORD)."""
+        client = httpx2.Client(base_url=f"http://127.0.0.1:{self.locust_port}", timeout=30)
+        client.post("/joulebench/login", data={"username": "admin", "password": self.locust_password})
+        return client
 
     def command(self, *args: str) -> list[str]:
         files = [f for path in COMPOSE_FILES for f in ("-f", str(path))]
@@ -123,11 +131,12 @@ class Stack:
             "vllm": self.address("vllm-cpu", 8000), "monitor": self.address("monitor-cpu", 9400),
             "prometheus": self.address("prometheus", 9090), "locust": f"http://127.0.0.1:{self.locust_port}",
         }  # fmt: skip
-        for url in (f"{urls['prometheus']}/-/ready", f"{urls['monitor']}/healthz", urls["locust"],
+        for url in (f"{urls['prometheus']}/-/ready", f"{urls['monitor']}/healthz", f"{urls['locust']}/login",
                     f"{urls['vllm']}/health"):  # fmt: skip
             wait_http(url, 1200, self.alive)
         deadline = time.monotonic() + 120
-        while len(httpx2.get(f"{urls['locust']}/stats/requests", timeout=10).json().get("workers", [])) < 2:
+        operator = self.operator()
+        while len(operator.get("/stats/requests").json().get("workers", [])) < 2:
             if time.monotonic() > deadline:
                 raise StackError(f"Locust's workers did not connect\n{self.tail()}")
             time.sleep(1.0)
@@ -154,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             return _up(engine, args.locust_port, state)
-        port = json.loads(state.read_text())["locust_port"] if state.is_file() else 8089
-        stack = Stack(engine, port, root / "compose.log")
+        known = json.loads(state.read_text()) if state.is_file() else {}
+        # compose refuses the file without a password; `down` and `logs` never log in
+        stack = Stack(engine, known.get("locust_port", 8089), root / "compose.log",
+                      known.get("locust_password") or os.environ.get("LOCUST_PASSWORD") or "unset")  # fmt: skip
         if args.command == "compose":
             if not engine.answers():
                 raise StackError(f"no engine answers on {engine.socket}: `make stack-cpu` first")
@@ -180,7 +191,9 @@ def _up(engine: DockerEngine, locust_port: int, state: Path) -> int:
         raise StackError(f"needs {', '.join(missing)}: `make test-tools` as root installs them")
     if not engine.answers():
         engine.start(detached=True)
-    stack = Stack(engine, locust_port, engine.root / "compose.log")
+    # Locust's UI asks for a login (user admin): the caller's LOCUST_PASSWORD, else one made here and printed
+    password = os.environ.get("LOCUST_PASSWORD") or secrets.token_urlsafe(12)
+    stack = Stack(engine, locust_port, engine.root / "compose.log", password)
     timings: dict[str, float] = {}
     try:
         urls = stack.up(engine.root, timings)
@@ -188,8 +201,13 @@ def _up(engine: DockerEngine, locust_port: int, state: Path) -> int:
         print(f"the engine runs on ({engine.socket}): `make stack-down` stops it", file=sys.stderr)
         raise
     state.write_text(json.dumps({"docker_host": f"unix://{engine.socket}", "locust_port": locust_port,
-                                 "urls": urls, "timings": timings}, indent=1))  # fmt: skip
-    print(f"Locust (start runs, Energy tab): {urls['locust']}")
+                                 "locust_password": password, "urls": urls, "timings": timings}, indent=1))  # fmt: skip
+    state.chmod(0o600)
+    print(
+        f"Locust (start runs, Energy tab): {urls['locust']} (user admin, password: LOCUST_PASSWORD"
+        + ("" if os.environ.get("LOCUST_PASSWORD") else f", made for this stack: {password}")
+        + ")"
+    )
     print(f"Prometheus: {urls['prometheus']} · monitor: {urls['monitor']} · vLLM: {urls['vllm']} (no Grafana)")
     print(f"Note: {SIMULATED}.")
     print("docker compose on this stack: python tests/stack.py compose ARGS (e.g. logs vllm-cpu)")

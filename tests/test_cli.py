@@ -111,8 +111,8 @@ def test_replay_help_gives_its_exit_statuses():
     text = " ".join(out.split())
     assert "Exit status: 0 every request ok; 1 finished, some requests failed" in text
     assert (
-        "2 an error (before any traffic, or the records file failing: one line); 130/143 stopped by SIGINT/SIGTERM"
-        in text
+        "2 an error (before any traffic, or the records file failing: one line); 130/143/129 stopped by "
+        "SIGINT/SIGTERM/SIGHUP" in text
     )
 
 
@@ -124,3 +124,11 @@ def test_locust_help_lists_joulebench_options_then_locusts():
         assert flag in ours
     assert ours.index("--jb-trace") < ours.index("--jb-process") < ours.index("--jb-rate")  # the form's order
     assert "--web-port" in locusts and "--jb-records" not in out  # a Locust run keeps its records in its directory
+
+
+@pytest.mark.parametrize("argv", [["mock-server", "-v", "--port", "70000"], ["-v", "mock-server", "--port", "70000"]])
+def test_verbose_is_taken_before_or_after_the_command(argv):
+    run = subprocess.run([sys.executable, "-m", "joulebench", *argv], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.strip().splitlines() == [
+        "joulebench: error: --port 70000: give 1–65535, or 0 for a free one"
+    ], run.stderr

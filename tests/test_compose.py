@@ -48,6 +48,7 @@ pytestmark = [
 
 STACK_PY = ROOT / "tests" / "stack.py"
 SECONDS, RATE = 75.0, 2.0
+LOCUST_PASSWORD = "not-used-in-ci-either"
 #: The web UI's start form, as a user fills it in: two users (one dispatcher per worker), the baked-in
 #: conversation trace at 2 Poisson arrivals a second, clipped to 256 tokens so two cores keep up.
 FORM = {
@@ -100,9 +101,10 @@ def up(tmp_path: Path) -> Iterator[Up]:
     port = free_low_port()
     try:
         run = subprocess.run([sys.executable, str(STACK_PY), "--root", str(root), "up", "--locust-port", str(port)],
-                             capture_output=True, text=True, timeout=3600)  # fmt: skip
+                             capture_output=True, text=True, timeout=3600,
+                             env={**os.environ, "LOCUST_PASSWORD": LOCUST_PASSWORD})  # fmt: skip
         assert run.returncode == 0, f"tests/stack.py up failed:\n{run.stdout[-4000:]}{run.stderr[-6000:]}"
-        stack = Stack(DockerEngine(root), port, tmp_path / "compose.log")
+        stack = Stack(DockerEngine(root), port, tmp_path / "compose.log", LOCUST_PASSWORD)
         yield Up(stack, run.stdout, json.loads((root / "stack.json").read_text()))
     finally:
         down = subprocess.run([sys.executable, str(STACK_PY), "--root", str(root), "down", "--purge"],
@@ -111,9 +113,9 @@ def up(tmp_path: Path) -> Iterator[Up]:
         assert not root.exists()
 
 
-def final_figures(ui: str, deadline: float, stack: Stack) -> dict:
+def final_figures(operator: httpx2.Client, deadline: float, stack: Stack) -> dict:
     """The run's Energy tab once it has stopped by itself with its figures (and reference) stored."""
-    while (live := httpx2.get(f"{ui}/joulebench/live", timeout=10).json())["phase"] != "final":
+    while (live := operator.get("/joulebench/live").json())["phase"] != "final":
         assert time.monotonic() < deadline, f"the run never stored its final figures\n{stack.tail()}"
         stack.alive()
         time.sleep(1.0)
@@ -136,18 +138,20 @@ def test_compose_up_replay_checks_and_down(up, tmp_path, capsys):
     assert "the GPU is simulated" in up.printed, up.printed
     started = stack.compose("logs", "vllm-cpu").stdout  # vLLM's minute of starting is not a silent one
     assert "starting vLLM" in started and "not ready after 10 s; its log ends: " in started, started[-3000:]
+    assert httpx2.get(f"{ui}/joulebench/live", timeout=30).status_code == 302  # Locust's UI asks for the login
+    operator = stack.operator()
     try:
         with timed(timings, "saturate run (the stack's reference)"):
-            r = httpx2.post(f"{ui}/swarm", data=SATURATE, timeout=30)
+            r = operator.post("/swarm", data=SATURATE)
             assert r.status_code == 200 and r.json()["success"], r.text
-            saturated = final_figures(ui, time.monotonic() + 900, stack)
+            saturated = final_figures(operator, time.monotonic() + 900, stack)
             ref = saturated["run_reference"]
             assert ref and ref["valid"], (ref or {}).get("reasons")
             assert ref["concurrency"] == 8 and ref["workload"]["requests"] == 192
             before = counted(ui, 192)  # the workers' counts reach the master with their next report
 
         with timed(timings, "replay (Locust's web API, to the last response)"):
-            r = httpx2.post(f"{ui}/swarm", data=FORM, timeout=30)
+            r = operator.post("/swarm", data=FORM)
             assert r.status_code == 200 and r.json()["success"], r.text
             started = time.time()
             deadline = time.monotonic() + SECONDS + 600
@@ -159,7 +163,7 @@ def test_compose_up_replay_checks_and_down(up, tmp_path, capsys):
                 assert time.monotonic() < deadline, f"the replay did not finish: {c}\n{stack.tail()}"
                 stack.alive()
                 time.sleep(2.0)
-            replayed = final_figures(ui, deadline, stack)
+            replayed = final_figures(operator, deadline, stack)
 
         with timed(timings, "checks"):
             runs = tmp_path / "runs"
@@ -174,7 +178,7 @@ def test_compose_up_replay_checks_and_down(up, tmp_path, capsys):
             assert stored["j_per_token"] == pytest.approx(ref["j_per_token"])
             assert {r["status"] for r in records} == {"ok"}, {r["status"] for r in records}
             assert list(runs.glob("runs/serve-*/vllm.log")), "vLLM's log is not in the runs volume"
-            tab = httpx2.get(f"{ui}/stats/requests", timeout=10).json()["extended_stats"][0]["data"]
+            tab = operator.get("/stats/requests").json()["extended_stats"][0]["data"]
             source = next(r for r in tab if r["figure"] == "Source")  # the Energy tab: the GPU is no measurement
             assert source["value"] == "gpu (nvml, simulated)", source
             assert source["note"].startswith("Simulated, not measured: a fake GPU (tests/fake_gpu_"), source
@@ -198,6 +202,7 @@ def test_compose_up_replay_checks_and_down(up, tmp_path, capsys):
                 f"premium per token {p:.3f} (report {rule.report_j / ref_j:.3f}; reference {ref_j:.5f} J/token)"
             )
     finally:
+        operator.close()
         stack.tail()
         with timed(timings, "down (compose down, then down -v)"):
             kept = stack.project_objects()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from servers import mock_server, self_signed_certificate
+from servers import mock_server, scripted_server, self_signed_certificate
 
 from loadgen.client import CLIENTS, ClientConfig, normalize_target, request_body, send, served_model
 from loadgen.errors import LoadgenError
@@ -62,6 +62,17 @@ def test_a_stalled_server_times_out(url, client):
     assert r.status == "timeout" and r.first_token_s is not None and "0.5 s" in r.error
 
 
+def test_the_timeout_limits_silence_not_the_stream(client):
+    # 48 tokens 25 ms apart: a 1.2 s stream under a 0.5 s timeout (its gaps leave a loaded machine room). The
+    # default client's timer once counted every wait of the stream against one timeout_s (libev's stop keeps
+    # what is left), and cut it after about 20 tokens.
+    with mock_server("--ttft-ms", "1", "--itl-ms", "25") as u:
+        r = run(u, 48, timeout_s=0.5, client=client)
+    assert r.status == "ok", r.error
+    assert r.usage_output_tokens == 48 and sum(n for _, n in r.chunks) == 48
+    assert r.e2e_s > 2 * 0.5
+
+
 def test_a_dropped_connection_is_a_disconnect(url, client):
     r = run(url, 10, mock_fault="disconnect", client=client)
     assert r.status == "disconnect" and len(r.chunks) == 5
@@ -101,6 +112,16 @@ def test_the_start_up_check_tells_a_wrong_path_from_no_model(url):
     assert served_model(normalize_target(f"{url}/v1"))[0] == "mock"
     with pytest.raises(LoadgenError, match=r"answered HTTP 404 for GET /nope/v1/models: is --target the server's root"):
         served_model(f"{url}/nope")
+
+
+def test_the_start_up_check_has_a_deadline_a_trickling_server_cannot_stretch():
+    # a byte every 0.25 s: each read is well within the 1 s timeout, the head never ends (5 s in all)
+    with scripted_server() as server:
+        url = server.serve([b"HTTP/1.1 200 OK\r\nX-Slow: ", *[b"a", 0.25] * 20])
+        started = time.monotonic()
+        with pytest.raises(LoadgenError, match=r"did not answer GET /v1/models within 1 s \(it sends too slowly\)"):
+            served_model(url, timeout_s=1.0)
+    assert time.monotonic() - started < 2.5
 
 
 def test_https_is_spoken_where_the_url_says(tmp_path, monkeypatch, client):

@@ -37,6 +37,14 @@ def test_the_ledger_sums_contiguous_polls_and_keeps_only_the_outer_edges_uncerta
         ledger.add(reading(110.0, 112.0, 1.0))  # a gap is never summed over silently
 
 
+def test_the_ledger_counts_the_seconds_its_polls_left_unread():
+    ledger = EnergyLedger(100.0)
+    ledger.add(reading(100.0, 102.0, 50.0))
+    partly = reading(102.0, 104.0, 20.0)
+    ledger.add(MeterReading(**{**{f: getattr(partly, f) for f in partly.__slots__}, "uncovered_s": {"gpu0": 1.5}}))
+    assert ledger.unread_s == 1.5 and partly.unread_s == 0.0
+
+
 def test_the_idle_baseline_is_the_lowest_block_average():
     assert lowest_average_w([0.0, 10.0, 20.0, 30.0], [1200.0, 1180.0, 1250.0]) == 118.0
     assert lowest_average_w([0.0], []) is None

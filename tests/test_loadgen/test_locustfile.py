@@ -8,29 +8,27 @@ the records (first scheduled send → last request's end) and the records' token
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
-from servers import mock_server, monitor
+from browser import chromium, needs_chromium
+from servers import locust, mock_server, monitor, wait_for
 
 from joulebench.processes import free_port
 from loadgen.records import read_records
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 #: The idle baseline needs one 10 s block of the monitor's history before the run.
 IDLE_HISTORY_S = 11.0
 
@@ -38,29 +36,6 @@ IDLE_HISTORY_S = 11.0
 def write_trace(path: Path, n: int, gap_s: float) -> Path:
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(f"{i * gap_s},40,8\n" for i in range(n)))
     return path
-
-
-@contextlib.contextmanager
-def locust(*args: str, log: Path) -> Iterator[subprocess.Popen]:
-    with log.open("w") as out, subprocess.Popen(
-        [sys.executable, "-m", "joulebench", "locust", *args], stdout=out, stderr=subprocess.STDOUT
-    ) as proc:  # fmt: skip
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-            proc.wait(timeout=30)
-
-
-def wait_for(what: str, check, timeout_s: float = 30.0, every_s: float = 0.3):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(httpx2.TransportError):
-            if value := check():
-                return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(every_s)
 
 
 def expected_figures(monitor_url: str, records: list[dict], start_s: float | None = None) -> dict[str, float]:
@@ -150,6 +125,37 @@ def test_headless_a_run_longer_than_the_monitors_retention_ends_by_itself_with_t
     assert len(read_records(folder / "requests.jsonl")) == 40  # 3 users asked for, one dispatcher ran
 
 
+def headless(tmp_path: Path, url: str, trace: Path, *extra: str) -> list[str]:
+    return ["--headless", "--host", url, "--jb-trace", str(trace), "--jb-runs-dir", str(tmp_path / "runs"), *extra]
+
+
+def test_headless_a_run_that_could_not_start_or_write_its_records_exits_2(tmp_path):
+    trace = write_trace(tmp_path / "trace.csv", 30, 0.05)
+    cmd = [sys.executable, "-m", "joulebench", "locust"]
+    nobody = subprocess.run([*cmd, *headless(tmp_path, "http://127.0.0.1:9", trace)], capture_output=True,
+                            text=True, timeout=90)  # fmt: skip
+    assert nobody.returncode == 2 and "no OpenAI server answers at http://127.0.0.1:9" in nobody.stderr
+    with mock_server("--ttft-ms", "5", "--itl-ms", "20") as url:  # the records may grow to 3000 bytes
+        full = subprocess.run([*cmd, *headless(tmp_path, url, trace)], capture_output=True, text=True, timeout=90,
+                              preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000)))  # fmt: skip
+    assert full.returncode == 2 and "cannot write the request records" in full.stderr, full.stderr[-3000:]
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_headless_a_run_a_signal_cuts_short_exits_128_plus_the_signal(tmp_path, sig, code):
+    trace = write_trace(tmp_path / "trace.csv", 200, 0.05)  # 10 s
+    with mock_server("--ttft-ms", "5", "--itl-ms", "2") as url:  # noqa: SIM117
+        with locust(*headless(tmp_path, url, trace), log=tmp_path / "locust.log") as proc:
+            wait_for("records", lambda: any(p.stat().st_size for p in (tmp_path / "runs").glob("*/requests.jsonl")))
+            proc.send_signal(sig)
+            assert proc.wait(timeout=30) == code, (tmp_path / "locust.log").read_text()[-3000:]
+    folder, summary = the_run(tmp_path / "runs")  # the run directory is written, cut short as it is
+    rows = read_records(folder / "requests.jsonl")
+    assert 0 < len(rows) < 200 and {r["status"] for r in rows} <= {"ok", "interrupted"}  # what was recorded is kept
+    assert summary["requests"] == len(rows) and summary["window"]["stopped_by"] == "stop"
+    assert (folder / "window.json").exists() and (folder / "energy.csv").exists()
+
+
 def energy_tab(base: str) -> dict[str, str]:
     """The Energy tab's table as Locust's page gets it: figure → value."""
     (tab,) = httpx2.get(f"{base}/stats/requests", timeout=10).json()["extended_stats"]
@@ -225,18 +231,13 @@ def test_a_saturate_run_becomes_the_stacks_reference_kept_across_restarts_and_th
     assert bad.returncode == 2 and "--keep-reference keeps a saturated reference" in bad.stderr
 
 
-@pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromium-driver (`make test` installs them where it runs as root)",
-)
+@needs_chromium
 def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
     """In headless Chromium, as a person would, on a master with two workers: the form (its fields, their
     order, its choices, its values after a reload, a wrong value refused); a run started with 1 user sends
     every request; the Energy tab's charts grow while it runs; it stops by itself with the monitor's
     figures, the same after a reload; RESET in a second run re-bases energy and tokens together; a trace
     that cannot be read stops a third run with its one-line error on the page."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -244,13 +245,6 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
     trace = write_trace(tmp_path / "trace.csv", 48, 0.5)  # ×2 from the form: 48 requests in 12 s
     runs = tmp_path / "runs"
     web, bus = free_port(), free_port()
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path)}", "--window-size=1400,1300"):  # fmt: skip
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     common = ("--master-port", str(bus))
     with monitor() as (monitor_url, started), mock_server("--ttft-ms", "20", "--itl-ms", "5") as url:  # noqa: SIM117
         with locust(
@@ -262,7 +256,7 @@ def test_a_person_runs_replays_from_the_web_ui_on_two_workers(tmp_path):
         ):  # fmt: skip
             base = f"http://127.0.0.1:{web}"
             wait_for("two workers", lambda: httpx2.get(f"{base}/worker-count", timeout=2).json()["worker_count"] == 2)
-            driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+            driver = chromium(tmp_path, "--window-size=1400,1300")
             driver.implicitly_wait(10)
             body = lambda: driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
 

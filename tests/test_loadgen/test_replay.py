@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
+import resource
 import signal
 import subprocess
 import sys
@@ -16,7 +18,7 @@ import httpx2
 import numpy as np
 import pytest
 from paths import LOCUSTFILE
-from servers import joulebench, mock_server, running, self_signed_certificate
+from servers import joulebench, mock_server, monitor, running, self_signed_certificate, wait_for
 
 from loadgen.records import read_records
 
@@ -124,6 +126,29 @@ def test_ctrl_c_keeps_what_finished_and_marks_what_was_in_flight(tmp_path, trace
     assert len({r["request_id"] for r in rows}) == len(rows)  # none written twice
 
 
+@pytest.mark.parametrize("client", ["http.client", "geventhttpclient"])
+def test_ctrl_c_ends_a_stream_whose_event_line_never_ends(tmp_path, client):
+    """The server sends an event line without end as fast as it is read. Before, parsing it cost the whole line
+    so far at each read (``loadgen.sse``): the server refilled the socket meanwhile, http.client's reads never
+    waited, so under gevent the hub never took the signal, and the replay ran on without its records."""
+    trace = tmp_path / "one.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n0,40,8\n")
+    records = tmp_path / "requests.jsonl"
+    with mock_server("--fault", "endless_line", "--record-arrivals", "--ttft-ms", "1", "--itl-ms", "1") as url:  # noqa: SIM117
+        with subprocess.Popen(replay(url, records, "--trace", str(trace), "--client", client),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:  # fmt: skip
+            try:
+                wait_for("the request", lambda: httpx2.get(f"{url}/mock/arrivals", timeout=5).json()["arrivals_s"])
+                proc.send_signal(signal.SIGINT)
+                _out, err = proc.communicate(timeout=20)
+            finally:
+                if proc.poll() is None:  # it ignored the signal: the test fails here, not in a hang
+                    proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    (row,) = read_records(records)
+    assert row["status"] == "interrupted" and row["usage_output_tokens"] == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -154,6 +179,44 @@ def test_bad_input_is_one_line_before_any_traffic(tmp_path, trace, args, message
     assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
     assert message in run.stderr and "Traceback" not in run.stderr
     assert sent == []  # not one request
+
+
+@pytest.mark.parametrize(
+    ("records", "summary", "message"),
+    [("r.jsonl", "trace.csv", "--summary {tmp}/trace.csv: that is the trace (--trace): give --summary another path"),
+     ("r.jsonl", "r.jsonl", "--summary {tmp}/r.jsonl: that is the records file (--records)"),
+     ("r.jsonl", "link.jsonl", "--summary {tmp}/link.jsonl: that is the records file (--records)"),
+     ("trace.csv", "s.json", "--records {tmp}/trace.csv: that is the trace (--trace)")],
+)  # fmt: skip
+def test_the_summary_and_records_never_overwrite_the_trace_or_each_other(tmp_path, trace, records, summary,
+                                                                         message):  # fmt: skip
+    (tmp_path / "r.jsonl").write_text('{"request_id": "0", "run_id": "earlier"}\n')
+    os.link(tmp_path / "r.jsonl", tmp_path / "link.jsonl")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with mock_server("--record-arrivals") as url:
+        cmd = replay(url, tmp_path / records, "--trace", trace, "--append", "--summary", str(tmp_path / summary))
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        sent = httpx2.get(f"{url}/mock/arrivals").json()["arrivals_s"]
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert message.format(tmp=tmp_path) in run.stderr and "Traceback" not in run.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and sent == []
+
+
+def test_a_disk_that_fills_mid_run_leaves_whole_records_and_says_how_many_requests_have_none(tmp_path, trace):
+    """The records file may grow to 3000 bytes (RLIMIT_FSIZE: a write past it fails as on a full disk, part of
+    it written): before, the file ended in half a record and the replay's stop was a traceback."""
+    records = tmp_path / "r.jsonl"
+    with mock_server("--ttft-ms", "5", "--itl-ms", "20") as url:
+        run = subprocess.run(replay(url, records, "--trace", trace), capture_output=True, text=True, timeout=60,
+                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000)))  # fmt: skip
+    assert run.returncode == 2 and run.stderr.count("error") == 1 and "Traceback" not in run.stderr, run.stderr
+    m = re.search(r"cannot write the request records to \S+: File too large; (\d+) of the (\d+) requests sent "
+                  r"have no record; the records so far are in ", run.stderr)  # fmt: skip
+    assert m, run.stderr
+    text = records.read_text()
+    assert text.endswith("\n") and 0 < len(text) <= 3000
+    kept = [json.loads(line) for line in text.splitlines()]  # every line whole
+    assert len(kept) == int(m.group(2)) - int(m.group(1)) and int(m.group(1)) >= 1
 
 
 def test_a_mock_server_port_out_of_range_is_one_line():
@@ -276,6 +339,19 @@ def test_the_monitor_measures_the_run(tmp_path, trace):
     assert "J/output token; host from estimate (ESTIMATED)" in run.stdout
 
 
+def test_a_window_the_monitor_saw_only_part_of_says_how_much_it_missed():
+    """The run's window starts 3 s before the monitor did: its energy is of the rest, and the summary says so
+    (before: monitor_gap_s was not given, as if the window were whole)."""
+    from loadgen.cli import run_energy
+    from monitor.meter import MonitorClient
+
+    with monitor() as (url, started):
+        meter = MonitorClient(url)
+        late = run_energy(meter, started - 3.0, [{"sent_s": started - 3.0, "last_token_s": started + 1.0}], 10, 10)
+        whole = run_energy(meter, started + 1.0, [{"sent_s": started + 1.0, "last_token_s": started + 2.0}], 10, 10)
+    assert 3.0 <= late["monitor_gap_s"] < 4.0 and whole["monitor_gap_s"] == 0.0
+
+
 def test_columns_map_any_csv(tmp_path):
     p = tmp_path / "mine.csv"
     p.write_text("\ufeffat,prompt,completion\n" + "".join(f"{i * 0.05},{10 + i},{3}\n" for i in range(10)))
@@ -300,9 +376,10 @@ def test_two_runs_share_a_records_file_only_with_append_and_their_run_ids(tmp_pa
     assert [s["requests"] for s in runs] == [30, 30] and len(rows) == 60  # each summary counts its own run
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_a_signal_right_after_the_start_keeps_and_counts_every_record(tmp_path, trace, sig, code):
-    """Before: the summary said 0/0 in 4 of 14 trials (read before the requests in flight were recorded)."""
+    """Before: the summary said 0/0 in 4 of 14 trials (read before the requests in flight were recorded); a
+    hang-up (the terminal closed) killed the replay with no record of the requests in flight."""
     records = tmp_path / "r.jsonl"
     with mock_server("--ttft-ms", "10", "--itl-ms", "500") as url:  # no request ends within 2 s
         cmd = replay(url, records, "--trace", trace, "--process", "constant", "--rate", "20", "--duration", "5")

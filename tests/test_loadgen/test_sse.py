@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -47,3 +48,13 @@ def test_a_cut_stream_is_pending_not_an_event():
     p2 = SSEParser()
     p2.feed(b"data: complete line\n")  # data seen, but no blank line ends the event
     assert p2.pending
+
+
+def test_a_long_event_costs_its_length_not_its_length_squared():
+    # 8 MB in 4 kB reads: joining every read to all before it took 2.4 s on the 2-core vm, 0.02 s read once
+    data = b"data: " + b"x" * (8 * 2**20) + b"\n\n"
+    p = SSEParser()
+    started = time.perf_counter()
+    events = [e for i in range(0, len(data), 4096) for e in p.feed(data[i : i + 4096])]
+    assert time.perf_counter() - started < 0.5
+    assert [len(e) for e in events] == [8 * 2**20] and not p.pending

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,19 @@ def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
     return p
 
 
+def test_naive_timestamps_are_utc_whatever_the_machines_time_zone(monkeypatch):
+    # New York's clocks fell back at 02:00 EDT on 2023-11-05: read as local time, 01:30 → 02:30 was two hours
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_timestamp("2023-11-05 02:30:00") - parse_timestamp("2023-11-05 01:30:00") == 3600
+        assert parse_timestamp("1970-01-01 00:00:01.5") == 1.5
+        assert parse_timestamp("1970-01-01 01:00:00+01:00") == 0  # a time with its zone keeps it
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
@@ -58,6 +72,18 @@ def write(tmp_path: Path, text: str, name: str = "t.csv") -> Path:
 def test_malformed_rows_name_the_line(tmp_path, body, message):
     with pytest.raises(TraceError, match=message):
         read_trace(write(tmp_path, body))
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "message"),
+    [("t.jsonl", '{"TIMESTAMP": 0, "ContextTokens": 5, "GeneratedTokens": 5}\n' + "[" * 200_000 + "]" * 200_000,
+      r"t.jsonl line 2: nested too deeply to be a row"),
+     ("t.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n0,2000000000,8\n",
+      r"t.csv line 2: 2000000000 tokens, more than any model's context \(10000000\): are the columns right\?")],
+)  # fmt: skip
+def test_rows_no_request_can_be_are_one_line_not_a_traceback_or_a_prompt_of_billions(tmp_path, name, body, message):
+    with pytest.raises(TraceError, match=message):
+        read_trace(write(tmp_path, body, name))
 
 
 def test_generic_jsonl_with_a_column_mapping(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -52,6 +53,29 @@ def test_sigterm_stops_it_cleanly():
     with running_monitor("--source", "estimate", "--quiet") as (proc, _):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
+
+
+def test_a_sample_log_whose_disk_fills_ends_the_monitor_with_one_line_and_whole_lines_kept(tmp_path):
+    """The log may grow to 20 kB (RLIMIT_FSIZE: a write past it fails as on a full disk, part of it written);
+    at 1 ms a poll that is about a second. Before, the sampler stopped and the process served 503s forever."""
+    log = tmp_path / "samples.csv"
+    cmd = [sys.executable, "-m", "joulebench", "monitor", "--port", "0", "--source", "estimate", "--quiet",
+           "--interval-ms", "1", "--sample-log", str(log)]  # fmt: skip
+    limit = (20000, 20000)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, limit)) as proc:  # fmt: skip
+        try:
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:  # it went on running: the test fails here, not in a hang
+                proc.kill()
+    assert proc.returncode == 2 and "Traceback" not in err, err
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"joulebench: error: cannot write the sample log {log}: File too large; the monitor stops")
+    text = log.read_text()
+    rows = text.splitlines()
+    assert text.endswith("\n") and rows[0] == "t_s,device,energy_j,power_w" and len(rows) > 100
+    assert all(len(r.split(",")) == 4 and r.endswith(tuple("0123456789")) for r in rows[1:])
 
 
 def one_line_error(*args: str) -> str:
