@@ -634,6 +634,7 @@ class Comparison:
                     time.sleep(0.5)
         finally:
             child.stop()
+            (self.run_dir / "server.pid").unlink(missing_ok=True)
         if child.poll() != 0 or not (offline_dir / "offline.json").exists():
             raise child.failed(f"exited with code {child.poll()}")
         self.say(f"offline: {len(sets)} request sets served, at most {batch} running")

@@ -124,7 +124,7 @@ def _premium(s: dict[str, Any], path: Path, unit: str) -> Path:
             y = np.array([p[1]["mean"] for p in pts])
             lo = np.array([p[1]["low"] if p[1].get("low") is not None else p[1]["mean"] for p in pts])
             hi = np.array([p[1]["high"] if p[1].get("high") is not None else p[1]["mean"] for p in pts])
-            ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="o-", color="C0", capsize=4, label="online, 95 %")
+            ax.errorbar(x, y, yerr=np.vstack([y - lo, hi - y]), fmt="o-", color="C0", capsize=4, label="online, 95 %")
             for xi, yi, b in zip(x, y, (p[1] for p in pts), strict=True):
                 ax.annotate(f"{yi:.3g}" + ("" if b.get("low") is not None else " (n=1)"), (xi, yi),
                             textcoords="offset points", xytext=(6, 6), fontsize=8)  # fmt: skip
@@ -139,8 +139,9 @@ def _premium(s: dict[str, Any], path: Path, unit: str) -> Path:
     if ref:
         right.axhline(ref, color="C1", ls="--", label="saturated reference")
     right.set_yscale("log")
-    left.legend(fontsize=8)
-    right.legend(fontsize=8)
+    for ax in (left, right):
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.suptitle("What a token costs online against the same work at saturation")
     return _save(fig, path)
 
