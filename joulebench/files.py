@@ -6,13 +6,18 @@ import gzip
 from pathlib import Path
 from typing import IO
 
+from joulebench.errors import JoulebenchError
+
 
 def stored(path: Path) -> Path | None:
-    """``path`` if it exists, else ``path.gz`` if that does, else None."""
+    """``path`` if it exists, else ``path.gz`` if that does, else None. Both at once is refused: which one
+    holds the data cannot be told (an empty ``requests.jsonl`` beside its ``.gz`` would hide every record)."""
     path = Path(path)
+    gz = path.with_name(path.name + ".gz")
+    if path.exists() and gz.exists():
+        raise JoulebenchError(f"{path} and {gz.name} both exist: keep the one that holds the data, remove the other")
     if path.exists():
         return path
-    gz = path.with_name(path.name + ".gz")
     return gz if gz.exists() else None
 
 
