@@ -12,6 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from estimands.energy import measured_kind
 
 
@@ -230,21 +232,29 @@ def _workload_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _model_error(s: dict[str, Any]) -> str:
+    """The energy model's validation error: the median and worst |error| of its checks on sets it did not see."""
+    errors = [abs(c["error_percent"]) for c in s["energy_model"].get("checks") or [] if c["error_percent"] is not None]
+    if not errors:
+        return "not validated (no check set)"
+    return f"{float(np.median(errors)):.0f} % median, {max(errors):.0f} % worst ({len(errors)} checks)"
+
+
 def _attribution_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["rate", "segment", "view", "replay energy J", "to requests J", "unattributed J", "J/request p50/p90/p99",
-            "J/out-token per request p50/p90/p99", "median ± (model)"]  # fmt: skip
+            "J/out-token per request p50/p90/p99", "the model's error on unseen sets"]  # fmt: skip
     rows = []
+    error = _model_error(s)
     for r in s["rates"]:
         w = r["segments"][0]
         a = w["attribution"]
         for view in ("attributional", "dynamic"):
             v = a[view]
             jr, jo = v["j_per_request"], v["j_per_output_token"]
-            rel = v.get("relative_se_median")
             rows.append([
                 r["label"], str(w["segment"]), view, _f(a["replay_energy_j"], 4), _f(v["requests_j"], 4),
                 _f(v["unattributed_j"], 4), "/".join(_f(jr[p]) for p in ("p50", "p90", "p99")),
-                "/".join(_f(jo[p]) for p in ("p50", "p90", "p99")), "–" if rel is None else f"{100 * rel:.2g} %",
+                "/".join(_f(jo[p]) for p in ("p50", "p90", "p99")), error,
             ])  # fmt: skip
     return head, rows
 
@@ -254,10 +264,13 @@ def _model_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["", "value", "check: measured dynamic J", "predicted", "error"]
     if "se" not in m:
         return head, [[m["fit"], "", "", "", ""]]
-    rows = [[name, f"{_f(m[key], 4)} ± {_f(m['se'][key], 2)}", "", "", ""] for key, name in
+    # the jackknife's spread of a parameter says how stable the fit is, not how right the model is: its
+    # error on the sets it did not see (the checks) is what a per-request figure carries
+    rows = [[name, f"{_f(m[key], 4)} (jackknife spread {_f(m['se'][key], 2)})", "", "", ""] for key, name in
             (("step_j", "c, J per engine step"), ("prefill_j_per_token", "α, J per prefill token"),
              ("decode_j_per_token", "β, J per decode token"))]  # fmt: skip
     rows.append(["R² (rows)", f"{_f(m['r2'], 3)} ({m['rows']})", "", "", ""])
+    rows.append(["validation error", _model_error(s), "", "", ""])
     for c in m["checks"]:
         err = c["error_percent"]
         rows.append([f"check: {c['set']}", "", _f(c["measured_dynamic_j"], 4), _f(c["predicted_dynamic_j"], 4),
@@ -471,8 +484,9 @@ _SECTIONS = (
      "Each slice's dynamic energy (less loaded-idle power) is shared among the requests working in it by their "
      "modelled cost there (the energy model below); attributional adds the loaded-idle power of the time any "
      "request is in service, shared by time in service; idle with none in service stays unattributed. Requests "
-     "+ unattributed = the replay's measured energy. ± (model): the median request's standard error from the "
-     "model's parameters (jackknife)."),
+     "+ unattributed = the replay's measured energy. A request's energy is an allocation of the window's measured "
+     "energy by that model, not a measurement: it carries the model's error on the sets it did not see (the energy "
+     "model's checks below), not the jackknife's spread of its parameters."),
     ("Counterfactual check of the attribution", _counterfactual_table,
      "The same schedule with every request (A) and with every K-th left out (B), ABBA, each read over the same span: "
      "ΔE = E(A) − E(B) is what the left-out requests cost; the attribution of run A charges them its dynamic energy "
