@@ -99,7 +99,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "--requests",
         type=int,
         metavar="N",
-        help="requests per segment, the same at every rate (default: 200; 60 on vLLM's CPU build)",
+        help="requests per segment, the same at every load (default: 400; 200 on vLLM's CPU build)",
     )
     g.add_argument("--segments", type=int, metavar="K",
                    help="independent workloads spread over the trace, each measured at every load: K ≥ 2 gives "
@@ -108,7 +108,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "--min-requests",
         type=int,
         metavar="M",
-        help="completed requests a valid window needs (default: 100; 20 on vLLM's CPU build)",
+        help="completed requests a valid window needs (default: 100; 50 on vLLM's CPU build)",
     )
     g.add_argument(
         "--warmup-share",
@@ -137,9 +137,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                    help="the saturated reference serves B × --max-num-seqs requests of the workload's lengths, "
                    "more where the online one (a pilot of B batches) shows its steady part would be shorter "
                    "than --reference-s (default: %(default)s)")  # fmt: skip
-    g.add_argument("--reference-s", type=float, default=10.0, metavar="S",
+    g.add_argument("--reference-s", type=float, metavar="S",
                    help="the least seconds of steady state the saturated reference is sized for, online and "
-                   "offline (default: %(default)s)")  # fmt: skip
+                   "offline (default: 20; 10 on vLLM's CPU build)")  # fmt: skip
     g = parser.add_argument_group("energy and servers")
     g.add_argument("--monitor", help="URL of a running joulebench monitor (default: start one)")
     g.add_argument("--source", default="auto", help="power source of the monitor started here (default: %(default)s)")
@@ -194,7 +194,9 @@ def validate_compare(args: argparse.Namespace) -> None:
     if args.rates is None and args.online_reference == "off":
         raise LoadgenError("--loads needs the online reference (its completion rate is the capacity): drop "
                            "--online-reference off, or give --rates")  # fmt: skip
-    _seconds(args, ("slice_s", "idle_max_s", "start_timeout_s", "reference_s"), ())
+    _seconds(args, ("slice_s", "idle_max_s", "start_timeout_s"), ())
+    if args.reference_s is not None:
+        _seconds(args, ("reference_s",), ())
     if not (math.isfinite(args.warmup_share) and 0 <= args.warmup_share < 1):
         raise LoadgenError(f"--warmup-share {args.warmup_share!r}: give a share of the requests in [0, 1)")
     if args.counterfactual and not 2 <= args.counterfactual <= 1000:
