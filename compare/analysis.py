@@ -96,6 +96,7 @@ def _online_reference(
     loaded_w: float,
     fallback: dict[str, Any] | None,
     ratio: float | None,
+    measured: bool,
 ) -> dict[str, Any] | None:
     """The saturated reference measured against the running server (a saturate replay), as the offline
     reference's steady part reads: J/token, dynamic, its energy and time, and its mix and halves checks
@@ -117,7 +118,7 @@ def _online_reference(
     for a, b in ((k0, mid), (mid, k1)):
         n_in, n_out = tokens_in_window(records, edges[a], edges[b], rate)
         halves.append((float(e[a:b].sum()), n_in, n_out) if b - a >= 2 else None)
-    check = checks((r["tokens"]["input"], r["tokens"]["output"]), pool_mix(records), halves, ratio)
+    check = checks((r["tokens"]["input"], r["tokens"]["output"]), pool_mix(records), halves, ratio, measured)
     failed = sum(1 for x in records if x["status"] != "ok")
     reasons = (["shorter than two updates of the energy counter"] if r["short_window"] else []) + check["reasons"]
     reasons += [f"{failed} request(s) did not finish ok"] if failed else []
@@ -212,7 +213,7 @@ def _online_vs_offline(online: dict[int, Any], offline: dict[int, Any]) -> dict[
     return {"ratios": ratios, **budget(ratios, terms, log=True)}
 
 
-def _offline_rule(steady: dict[str, Any] | None, ratio: float | None) -> dict[str, Any] | None:
+def _offline_rule(steady: dict[str, Any] | None, ratio: float | None, measured: bool) -> dict[str, Any] | None:
     """An offline reference's steady part with its mix and halves checks (the halves' work priced at
     ``ratio``) and its verdict; one measured by an earlier rule (opened at the cohort's first tokens, its halves
     not kept) is never valid."""
@@ -223,7 +224,9 @@ def _offline_rule(steady: dict[str, Any] | None, ratio: float | None) -> dict[st
         return {**steady, "valid": False, "reasons": [why]}
     halves = [None if h is None else (h["energy_j"], h["input_tokens"], h["output_tokens"])
               for h in steady["halves_measured"]]  # fmt: skip
-    check = checks((steady["input_tokens"], steady["output_tokens"]), tuple(steady["pool_tokens"]), halves, ratio)
+    check = checks(
+        (steady["input_tokens"], steady["output_tokens"]), tuple(steady["pool_tokens"]), halves, ratio, measured
+    )
     reasons = (["shorter than two updates of the energy counter"] if steady["short_window"] else []) + check["reasons"]
     return {**steady, "mix": check["mix"], "halves": check["halves"], "valid": not reasons, "reasons": reasons}
 
@@ -246,13 +249,14 @@ def _saturated(
     sets: dict[str, dict[str, Any]],
     offline: dict[str, Any] | None,
     slice_s: float,
+    measured: bool,
 ) -> tuple[dict[int, Any], tuple[Prices | None, Prices | None, dict[str, Any]], dict[int, dict[str, Any] | None]]:
     """The saturate replays, the saturated prices, and each segment's online reference: the prices first, since
     the references' halves are compared on the work they did at those prices."""
     saturate = {k: x for k in range(segments) if (x := _reference_replay(run_dir, k, series, fallback))}
     prices = _prices(saturate, sets, loaded_w, offline, slice_s)
     ratio = None if prices[0] is None else prices[0].ratio
-    online = {k: _online_reference(run_dir, k, series, loaded_w, fallback, ratio) for k in range(segments)}
+    online = {k: _online_reference(run_dir, k, series, loaded_w, fallback, ratio, measured) for k in range(segments)}
     return saturate, prices, online
 
 
@@ -265,7 +269,13 @@ def online_references(run_dir: Path) -> dict[int, dict[str, Any] | None]:
     series = read_energy_series(run_dir / ENERGY)
     loaded_w = idle.get("loaded", {}).get("power_w", 0.0)
     slice_s = (config.get("options") or {}).get("slice_s", 0.25)
-    return _saturated(run_dir, segments, series, loaded_w, None, {}, None, slice_s)[2]
+    return _saturated(run_dir, segments, series, loaded_w, None, {}, None, slice_s, energy_measured(config))[2]
+
+
+def energy_measured(config: dict[str, Any]) -> bool:
+    """Whether the run's energy is a measurement: not the CPU utilization estimate, no simulated device."""
+    devices = config.get("devices") or []
+    return not any(d.get("source") == "estimate" or d.get("simulated") for d in devices)
 
 
 def analyze(run_dir: Path) -> dict[str, Any]:
@@ -291,11 +301,12 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     series = read_energy_series(run_dir / ENERGY)
     options = config["options"]
     segments = config.get("workload") or []
+    measured = energy_measured(config)
     saturate, (prices, dynamic_prices, price_fit), online_measured = _saturated(
-        run_dir, len(segments), series, loaded_w, fallback, sets, offline, options.get("slice_s", 0.25)
+        run_dir, len(segments), series, loaded_w, fallback, sets, offline, options.get("slice_s", 0.25), measured
     )
     ratio = None if prices is None else prices.ratio
-    offline_measured = {k: _offline_rule((sets.get(f"reference s{k}") or {}).get("steady"), ratio)
+    offline_measured = {k: _offline_rule((sets.get(f"reference s{k}") or {}).get("steady"), ratio, measured)
                         for k in range(len(segments))}  # fmt: skip
     # A reference that is too short, off the workload's mix or not steady is shown, never divided by.
     offline_refs = {k: r if r and r["valid"] else None for k, r in offline_measured.items()}

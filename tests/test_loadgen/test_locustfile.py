@@ -174,9 +174,9 @@ def test_a_saturate_run_becomes_the_stacks_reference_kept_across_restarts_and_th
     in the runs folder and published on /metrics; a Locust started later on the same folder publishes it
     again, and a trace run there shows its premium over it in the Energy tab; `joulebench replay
     --process saturate --keep-reference` measures one the same way."""
-    trace = write_trace(tmp_path / "trace.csv", 80, 0.05)
+    trace = write_trace(tmp_path / "trace.csv", 80, 0.05)  # 4 in flight, ~0.2 s a request: a steady part of ~3 s
     runs = tmp_path / "runs"
-    with monitor() as (monitor_url, started), mock_server("--ttft-ms", "5", "--itl-ms", "3") as url:
+    with monitor() as (monitor_url, started), mock_server("--ttft-ms", "20", "--itl-ms", "20") as url:
         args = ("--host", url, "--jb-trace", str(trace), "--jb-monitor", monitor_url, "--jb-runs-dir", str(runs))
         port = free_port()
         with locust("--web-port", str(port), *args, log=tmp_path / "locust-1.log"):
