@@ -7,11 +7,11 @@ Each is defined here, once, and the report and ``summary.json`` repeat the defin
   (``estimands.windows``) ÷ the output (input + output) tokens processed inside it — prefill counted where
   the engine did it (``estimands.tokens.prefill_interval``), decode at each chunk; *attributional* (all the
   window's energy) and *dynamic* (less loaded-idle power × the window's length);
-- **the saturated reference**: offline J/token of the same workload's lengths at a full batch
-  (``--max-num-seqs`` running, closed loop) in steady state (``server.offline.OfflineRunner.run_saturated``):
-  the floor of this stack, which depends on neither the window, the warm-up nor the rate;
-- **the premium** = online ÷ saturated reference (per output token the headline, per token beside it),
-  and the **dynamic premium** (dynamic online ÷ dynamic reference);
+- **the saturated reference**: the same workload's lengths at a full batch (``--max-num-seqs`` running, closed
+  loop) over its steady part (``estimands.reference``), online or offline: the floor of this stack, which
+  depends on neither the window, the warm-up nor the load;
+- **the premium** = the window's energy ÷ what its work costs at the reference's prices (``estimands.prices``):
+  one number, whichever tokens a J/token counts; the **dynamic premium** the same with dynamic energies;
 - **the same-requests premium**: the energy a replay spent on its fixed set of requests (from its first
   send to its last token) ÷ the offline energy of exactly those requests given to ``LLM.generate`` at once.
 
