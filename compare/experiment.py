@@ -329,8 +329,11 @@ class Comparison:
         for name in ("device", "loaded"):
             if name in idle:
                 p = idle[name]
-                parts.append(f"{name} {p['power_w']:.1f} W" + ("" if p["stable"] else " (did not settle)"))
-        self.say("idle power: " + ", ".join(parts))
+                watts = 0.0 if abs(p["power_w"]) < 0.05 else p["power_w"]  # no "-0.0 W" from an estimate's noise
+                parts.append(f"{name} {watts:.1f} W" + ("" if p["stable"] else " (did not settle)"))
+        attributed = any(d.get("kind") == "attributed" for d in self.config.get("devices") or [])
+        why = " (vLLM's processes' share of the host's power: near 0 W while they wait)" if attributed else ""
+        self.say("idle power: " + ", ".join(parts) + why)
 
     def _say_workload(self) -> None:
         for s in self.segments:

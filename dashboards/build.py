@@ -66,18 +66,23 @@ ENERGY = [
           target("joulebench:joules_per_output_token:rate1m", "J / output token"),
           target("max(joulebench_reference_joules_per_output_token)", "saturated reference"),
           desc="All measured energy over the last minute divided by vLLM's generated tokens (recording rule); "
-               "beneath it, the stack's saturated reference (a saturate run's steady part), once one is measured."),
+               "beneath it, the stack's saturated reference (a saturate run's steady part), once one is measured. "
+               "A one-minute rate: a run shorter than a minute shares its minute with idle time and reads low "
+               "(12–16 % in CI's 75 s run); the Energy tab's figures are over the run's own window."),
     panel("J per token (prompt + output)", "joule",
           target("joulebench:joules_per_token:rate1m", "J / token"),
           target("max(joulebench_reference_joules_per_token)", "saturated reference"),
           desc="All measured energy over the last minute divided by prompt plus generated tokens; beneath it, "
-               "the stack's saturated reference."),
+               "the stack's saturated reference. A one-minute rate: it reads low for a run shorter than a minute; "
+               "the Energy tab's figures are over the run's own window."),
     panel("Premium over the saturated reference", "suffix:×",
           target("joulebench:premium_per_token:rate1m", "per token"),
           target("joulebench:premium_per_output_token:rate1m", "per output token"),
-          desc="Live J/token ÷ the stack's saturated reference: how much more serving this traffic costs per token "
-               "than the same server saturated (a saturate run from the Locust form or `joulebench replay "
-               "--process saturate --keep-reference`). Compare like with like: the reference's trace is its label.",
+          desc="Live J/token ÷ the stack's saturated reference, per token and per output token: how much more "
+               "serving this traffic costs than the same server saturated (a saturate run from the Locust form or "
+               "`joulebench replay --process saturate --keep-reference`). Two ratios of two mixes, not the "
+               "report's premium, which prices the window's own work at the reference's prices (joulebench "
+               "report). Compare like with like: the reference's trace is its label.",
           no_value=NO_REFERENCE),
     panel("Tokens per joule", "suffix: tok/J", target("joulebench:tokens_per_joule:rate1m", "tokens / J")),
     panel("Idle share", "percentunit", target("joulebench:idle_share:rate1m", "idle share"),
