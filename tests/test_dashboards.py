@@ -41,7 +41,7 @@ needs_compose = pytest.mark.skipif(
 
 
 def compose_config(profiles: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "GRAFANA_"))}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "GRAFANA_", "LOCUST_"))}
     environ.update(COMPOSE_PROFILES=profiles, **env)
     return subprocess.run(
         ["docker", "compose", "--project-directory", str(ROOT), "--env-file", str(ROOT / ".env.example"),
@@ -53,13 +53,14 @@ def compose_config(profiles: str, **env: str) -> subprocess.CompletedProcess:
 @needs_compose
 @pytest.mark.parametrize("profile", ["gpu", "cpu"])
 def test_compose_validates_and_publishes_only_the_two_uis(profile):
-    run = compose_config(profile, GRAFANA_ADMIN_PASSWORD="a-password-of-my-own")
+    run = compose_config(profile, GRAFANA_ADMIN_PASSWORD="a-password-of-my-own", LOCUST_PASSWORD="and-another")
     assert run.returncode == 0, run.stderr
     services = json.loads(run.stdout)["services"]
     published = {name: s["ports"] for name, s in services.items() if s.get("ports")}
     assert set(published) == {"grafana", "locust-master"}
     assert all(p["host_ip"] == "127.0.0.1" for ports in published.values() for p in ports)
     assert {p["target"] for ports in published.values() for p in ports} == {3000, 8089}
+    assert services["locust-master"]["environment"]["JOULEBENCH_LOCUST_PASSWORD"] == "and-another"
     grafana = services["grafana"]["environment"]
     assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert grafana["GF_SECURITY_ADMIN_PASSWORD"] == "a-password-of-my-own"
@@ -78,9 +79,11 @@ def test_compose_validates_and_publishes_only_the_two_uis(profile):
 
 
 @needs_compose
-def test_compose_refuses_to_run_without_a_grafana_password():
-    run = compose_config("cpu")
+def test_compose_refuses_to_run_without_a_grafana_or_a_locust_password():
+    run = compose_config("cpu", LOCUST_PASSWORD="set")
     assert run.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in run.stderr
+    run = compose_config("cpu", GRAFANA_ADMIN_PASSWORD="set")
+    assert run.returncode != 0 and "LOCUST_PASSWORD" in run.stderr
 
 
 def test_the_images_run_as_a_user_and_bake_in_no_secret():
