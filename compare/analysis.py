@@ -178,12 +178,14 @@ def _prices(
                 (float(e[steady][j]), float(e[steady][j] - loaded_w * dt[j]), float(f[j, 1]), float(f[j, 2]), k, 1.0)
             )
     idle_offline = (offline or {}).get("idle_power_w", loaded_w)
+    # a set is one row holding its whole energy: weighted as the slices its time spans (its variance is n
+    # slices', so its weight 1/n), as the energy model weighs the references' aggregate rows
     for g, label in enumerate(("check prefill-heavy", "check decode-heavy")):
         x = sets.get(label)
         if x and x.get("duration_s", 0) > 0 and not x.get("short_window"):
             dyn = x.get("dynamic_energy_j", x["energy_j"] - idle_offline * x["duration_s"])
             rows.append(
-                (x["energy_j"], dyn, x["input_tokens"], x["output_tokens"], 1000 + g, x["duration_s"] / slice_s)
+                (x["energy_j"], dyn, x["input_tokens"], x["output_tokens"], 1000 + g, slice_s / x["duration_s"])
             )
     if not rows:
         return None, None, {"fit": "no prices: no valid saturated reference with energy slices, no calibration sets"}
@@ -194,7 +196,8 @@ def _prices(
         "attributional": None if prices is None else prices.record(),
         "dynamic": None if dynamic is None else dynamic.record(),
         "calibration_sets": [x for x in ("check prefill-heavy", "check decode-heavy") if x in sets],
-        "fit": "no prices: the fit found no decode cost" if prices is None else
+        "fit": ("no prices: fewer than three rows to fit" if len(rows) < 3 else "no prices: the fit found no decode "
+                "cost") if prices is None else
         f"r = a/b = {prices.ratio:.4g} ± {prices.ratio_se:.2g} (a prefill token's cost in decode tokens at "
         f"saturation; R² {prices.r2:.3f} on {prices.rows} rows, {prices.method})",
     }  # fmt: skip
@@ -349,7 +352,8 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         if result.get("tokens", {}).get("output"):
             result["input_per_output_token"] = result["tokens"]["input"] / result["tokens"]["output"]
     model, fit = _energy_model(fit_replays, loaded_w, offline_refs, sets, offline, options.get("slice_s", 0.25))
-    capacities = [r["completion_rate_per_s"] for r in online_measured.values() if r and r.get("completion_rate_per_s")]
+    capacities = [r["completion_rate_per_s"] for r in online_measured.values()
+                  if r and r["valid"] and r.get("completion_rate_per_s")]  # fmt: skip
     capacity_per_s = float(np.mean(capacities)) if capacities else None
     for m in steps:
         windows = []
@@ -436,6 +440,8 @@ def analyze(run_dir: Path) -> dict[str, Any]:
             ],
             "online_vs_offline": _online_vs_offline(online_refs, offline_refs),
             "capacity_per_s": capacity_per_s,
+            # every saturate replay on disk, whether or not it has a steady part under today's rule
+            "online_replays": sorted(saturate),
             "batch_size": (sets.get("reference s0") or {}).get("batch_size")
             or next((r["running_max"] for r in online_measured.values() if r), None),
             **{

@@ -24,7 +24,10 @@ def write_report(run_dir: Path, keep_what_it_had: bool = False) -> dict[str, Pat
     try:
         s = analyze(run_dir)
     except (KeyError, TypeError, ValueError, IndexError) as err:  # a damaged file's content, not a missing one
-        raise LoadgenError(f"{run_dir}: a damaged input ({type(err).__name__}: {err}); nothing was rewritten") from None
+        raise LoadgenError(
+            f"{run_dir}: a damaged input ({type(err).__name__}: {err}); nothing was rewritten (if its files are "
+            "intact, this is a bug of joulebench's: please report it with the run directory)"
+        ) from None
     if keep_what_it_had and (old := read_json(run_dir / SUMMARY)) and (lost := lost_measurements(old, s)):
         raise LoadgenError(
             f"{run_dir}: not rewritten, the files no longer give {'; '.join(lost)} (gone or damaged since its "
@@ -42,7 +45,8 @@ def _measured(s: dict[str, Any]) -> dict[str, set[Any]]:
     idle = s.get("idle") or {}
     return {
         "windows": {(r["rate"], w["segment"]) for r in s.get("rates") or [] for w in r.get("segments") or []},
-        "online references": {x["segment"] for x in ref.get("online_segments") or []},
+        # the replays on disk (a summary before they were listed: those with a steady part)
+        "online references": set(ref.get("online_replays") or [x["segment"] for x in ref.get("online_segments") or []]),
         "offline references": {x["segment"] for x in ref.get("offline_segments") or []},
         "offline sets": {x.get("label") for x in s.get("offline_results") or []},
         "idle power": {k for k in ("device", "loaded") if k in idle},

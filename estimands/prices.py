@@ -93,8 +93,12 @@ def fit_prices(
             ka, kb = _nnls2(xs[g != label], ys[g != label])
             if kb > 0:
                 reps.append(ka / kb)
-        n = len(reps)
-        se = math.sqrt((n - 1) / n * sum((v - float(np.mean(reps))) ** 2 for v in reps)) if n >= 3 else math.nan
+        n, groups_n = len(reps), len(labels)  # the jackknife's factor is the groups', not the fits that succeeded
+        se = (
+            math.sqrt((groups_n - 1) / groups_n * sum((v - float(np.mean(reps))) ** 2 for v in reps))
+            if n >= 3
+            else math.nan
+        )
         method = f"jackknife over {len(labels)} groups"
     else:
         s2 = float(resid @ resid) / max(len(y) - 2, 1)
@@ -105,7 +109,7 @@ def fit_prices(
         # delta method for a/b; zero where a was held at its bound
         grad = np.array([1 / b, -a / b**2])
         se = math.sqrt(max(float(grad @ cov @ grad), 0.0)) if a > 0 else math.nan
-        method = "the fit's residuals (one group: within-run noise only)"
+        method = f"the fit's residuals ({len(labels)} group(s): within-run noise only)"
     return Prices(float(a / b), float(se), r2, len(y), len(labels), method)
 
 
@@ -141,11 +145,13 @@ def premium(
 
 def ratio_term(tokens: tuple[float, float], reference_tokens: tuple[float, float], prices: Prices | None) -> float:
     """The premium's relative standard uncertainty from r's: |∂ ln premium / ∂r|·u(r); nothing where the
-    window's mix is the reference's."""
-    if prices is None or not math.isfinite(prices.ratio_se):
+    window's mix is the reference's. Where u(r) is unknown (too few groups for the jackknife, r held at its
+    bound) it is taken as r itself: an unknown uncertainty is not a zero one."""
+    if prices is None:
         return 0.0
     r = prices.ratio
+    u_r = prices.ratio_se if math.isfinite(prices.ratio_se) else r
     w, w_ref = work(*tokens, r), work(*reference_tokens, r)
     if w <= 0 or w_ref <= 0:
         return 0.0
-    return abs(reference_tokens[0] / w_ref - tokens[0] / w) * prices.ratio_se
+    return abs(reference_tokens[0] / w_ref - tokens[0] / w) * u_r

@@ -88,7 +88,8 @@ def checks(
     Work is priced at the saturated prices (``estimands.prices``: r·input + output, ``ratio`` = r): a plain
     J/token of a half moves with the mix of the requests it happens to hold (±6 % between the halves of a
     steady 240-request simulation), which is the mix check's business, not a sign of a transient. Without
-    prices (``ratio`` None) the halves are compared per token (r = 1). Where the energy is not ``measured`` (the
+    prices (``ratio`` None) the halves are shown per token and not judged: an arbitrary r would decide the
+    verdict. Where the energy is not ``measured`` (the
     CPU utilization estimate, a simulated GPU) the halves are shown but not judged: the model's own swings
     (±15–45 % between halves of a steady mock-server loop on a shared machine) say nothing of the server's."""
     reasons = []
@@ -106,7 +107,8 @@ def checks(
     per_work = [h[0] / (r * h[1] + h[2]) if h is not None and r * h[1] + h[2] > 0 else None for h in halves]
     first, second = per_work
     halves_off = second / first - 1 if first and second else None
-    if not measured:
+    judged = measured and ratio is not None
+    if not judged:
         pass
     elif halves_off is None:
         reasons.append("its halves were not both measured (each needs two counter updates)")
@@ -117,7 +119,7 @@ def checks(
         )
     return {
         "mix": {"span_input_per_output": span_ratio, "pool_input_per_output": pool_ratio, "off": mix_off},
-        "halves": {"j_per_work": per_work, "prefill_per_decode_token": ratio, "off": halves_off, "judged": measured},
+        "halves": {"j_per_work": per_work, "prefill_per_decode_token": ratio, "off": halves_off, "judged": judged},
         "reasons": reasons,
     }
 

@@ -6,8 +6,8 @@ A replay sends a fixed workload (the same N requests at every rate, only their t
 *arrival phase* runs from the first to the last scheduled send; afterwards the system only drains. The
 steady-state window is fixed in the workload's own order, so that every rate measures the same requests:
 
-- it opens at the arrival of request ⌈``warmup_share`` × N⌉ (in the order they are scheduled, the same at
-  every rate): the requests before it are the warm-up, whatever the rate;
+- it opens at the first arrival after the ⌈``warmup_share`` × N⌉ warm-up requests (in the order they are
+  scheduled, the same at every rate): the requests before it are the warm-up, whatever the rate;
 - it closes at the last scheduled send (a drain is not steady);
 - its edges are on the energy slices' grid, so its energy is a sum of slices.
 
@@ -212,7 +212,8 @@ def choose_window(
     records: Sequence[Mapping[str, Any]], edges: Sequence[float], warmup_share: float = WARMUP_SHARE
 ) -> Window | None:
     """The steady-state window of one replay, its edges on ``edges`` (the energy slices): from the arrival of
-    request ⌈``warmup_share`` × N⌉ to the last arrival. None when that holds no slice."""
+    first request after the ⌈``warmup_share`` × N⌉ warm-up requests to the last arrival. None when that holds no
+    slice."""
     e = np.asarray(edges, dtype=float)
     sched = np.sort([float(r["scheduled_s"]) for r in records])
     if len(sched) < 2 or len(e) < 2:
@@ -246,8 +247,7 @@ def overlap(sets: Sequence[set[int]]) -> float | None:
 
 def saturated_window(records: Sequence[Mapping[str, Any]], edges: Sequence[float], concurrency: int) -> Window | None:
     """The steady part of a closed-loop (saturate) replay (``estimands.reference.steady_span``: from when the
-    start cohort has all had its first token to the last send), its edges on ``edges``. None when there
-    is no such part."""
+    start cohort has all ended to the last send), its edges on ``edges``. None when there is no such part."""
     span = steady_span(records, concurrency)
     if span is None:
         return None
@@ -313,14 +313,15 @@ def steadiness(
             out["saturated"].append(f"the backlog grows from {start:.0f} to {end:.0f} requests across the window")
     if n_trend.significant and n_trend.material(IN_SYSTEM_CHANGE, 1.0):
         out["not_steady"].append(
-            f"requests in system trend from {n_trend.mean - n_trend.change / 2:.1f} to "
-            f"{n_trend.mean + n_trend.change / 2:.1f} across the window (t = {n_trend.t_stat:.1f})"
+            f"requests in system trend from {max(0.0, n_trend.mean - n_trend.change / 2):.1f} to "
+            f"{max(0.0, n_trend.mean + n_trend.change / 2):.1f} across the window (t = {n_trend.t_stat:.1f})"
         )
         if n_trend.change > 0:
             out["saturated"].append("the backlog grows")
     if p_trend.significant and p_trend.material(POWER_CHANGE):
         out["not_steady"].append(
-            f"power trends from {p_trend.mean - p_trend.change / 2:.0f} to {p_trend.mean + p_trend.change / 2:.0f} W "
+            f"power trends from {max(0.0, p_trend.mean - p_trend.change / 2):.0f} to "
+            f"{max(0.0, p_trend.mean + p_trend.change / 2):.0f} W "
             f"across the window (t = {p_trend.t_stat:.1f})"
         )
     if arrivals - completed > max(SHORTFALL * arrivals, 2, 2 * n_trend.mean):

@@ -49,7 +49,7 @@ def test_the_checks_name_a_mix_off_the_pool_and_halves_that_disagree():
     assert off["reasons"][0].startswith("not the workload's mix") and "-25.0 %" in off["reasons"][0]
     assert off["reasons"][1].startswith("not steady") and off["halves"]["off"] == pytest.approx(0.2)
     assert off["halves"]["off"] > HALVES_TOLERANCE
-    unread = checks((400.0, 100.0), (4000.0, 1000.0), [None, (1.0, 1.0, 1.0)], None)
+    unread = checks((400.0, 100.0), (4000.0, 1000.0), [None, (1.0, 1.0, 1.0)], 0.02)
     assert unread["reasons"] == ["its halves were not both measured (each needs two counter updates)"]
 
 
@@ -58,5 +58,7 @@ def test_the_halves_are_compared_on_work_not_tokens():
     apart per token."""
     halves = [(0.02 * 1000 + 50.0, 1000.0, 50.0), (0.02 * 250 + 50.0, 250.0, 50.0)]  # a = 0.02, b = 1 J
     assert checks((1250.0, 100.0), (1250.0, 100.0), halves, 0.02)["reasons"] == []
-    per_token = checks((1250.0, 100.0), (1250.0, 100.0), halves, None)
-    assert per_token["reasons"] and per_token["halves"]["prefill_per_decode_token"] is None
+    per_token = checks((1250.0, 100.0), (1250.0, 100.0), halves, 1.0)  # priced per token, they differ
+    assert per_token["reasons"] and per_token["halves"]["off"] > HALVES_TOLERANCE
+    unpriced = checks((1250.0, 100.0), (1250.0, 100.0), halves, None)  # no prices: shown, not judged
+    assert unpriced["reasons"] == [] and unpriced["halves"]["judged"] is False
