@@ -554,8 +554,12 @@ class Comparison:
             jb_first=len(lengths), jb_overlong="drop", jb_max_model_len=self.config["max_model_len"] or 0,
             jb_concurrency=args.max_num_seqs,
         )  # fmt: skip
+        # A closed loop runs until its pool is served: it is cut only past what B batches could take if every
+        # request ran to --request-timeout-s (it was cut at --drain-s + 30 s before, and a grown reference lost
+        # its longest requests and its steady part: results/h100-code, segment 1)
         return run_replay(args, opts, target, out, prompt_seed, len(lengths), what, self.console,
-                          self._server_gone(target) if self.server else None, schedule_s=0.0)  # fmt: skip
+                          self._server_gone(target) if self.server else None,
+                          schedule_s=batches * args.request_timeout_s)  # fmt: skip
 
     def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
         """The attribution checked against what left-out requests really cost (``compare.counterfactual``), on
