@@ -25,6 +25,7 @@ COPY server server
 COPY loadgen loadgen
 COPY compare compare
 COPY estimands estimands
+COPY predict predict
 RUN /opt/venv/bin/pip install .
 
 FROM build AS build-cpu
