@@ -156,3 +156,15 @@ def test_the_check_finds_each_kind_of_violation(tmp_path):
     for where, what in expected.items():
         assert any(f.startswith(where) and what in f for f in found), (where, what, found)
     assert len(found) == len(expected), found
+
+
+def test_the_image_carries_every_package():
+    """The Dockerfile copies each package pyproject.toml installs (a package left out fails only when a
+    container starts: `joulebench` imports every package's commands)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    dockerfile = (ROOT / "Dockerfile").read_text().splitlines()
+    missing = [p.rstrip("*") for p in include if f"COPY {p.rstrip('*')} {p.rstrip('*')}" not in dockerfile]
+    assert missing == [], f"the Dockerfile does not COPY {missing}"
+    assert set(PACKAGES) == {p.rstrip("*") for p in include}  # and this test's list is the project's
