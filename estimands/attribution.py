@@ -137,7 +137,7 @@ class EnergyModel:
 TOKENS_ONLY = EnergyModel(0.0, 1.0, 1.0)
 
 
-def _nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least squares with every coefficient ≥ 0, by trying each subset of the (few) columns."""
     best, best_sse = np.zeros(x.shape[1]), float(y @ y)
     for size in range(1, x.shape[1] + 1):
@@ -164,7 +164,7 @@ def fit_model(
     if len(y) < 3:
         raise ValueError("fitting the energy model needs at least three rows")
     xs, ys = x * w[:, None], y * w
-    theta = _nnls(xs, ys)
+    theta = nnls(xs, ys)
     resid = ys - xs @ theta
     total = float(((ys - ys.mean()) ** 2).sum())
     r2 = 1 - float(resid @ resid) / total if total > 0 else math.nan
@@ -174,7 +174,7 @@ def fit_model(
     if len(labels) >= 3:
         for label in labels:
             keep = g != label
-            jack.append(tuple(float(v) for v in _nnls(xs[keep], ys[keep])))
+            jack.append(tuple(float(v) for v in nnls(xs[keep], ys[keep])))
         j = np.array(jack)
         se = np.sqrt((len(labels) - 1) / len(labels) * ((j - j.mean(axis=0)) ** 2).sum(axis=0))
     else:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from estimands.attribution import slices
+from estimands.attribution import nnls, slices
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +49,6 @@ class Prices:
                 "rows": self.rows, "groups": self.groups, "method": self.method}  # fmt: skip
 
 
-def _nnls2(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Least squares of y on two non-negative coefficients (both, or the better one alone)."""
-    best, best_sse = np.zeros(2), float(y @ y)
-    for cols in ((0, 1), (0,), (1,)):
-        coef, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
-        if np.any(coef < 0):
-            continue
-        resid = y - x[:, cols] @ coef
-        if (sse := float(resid @ resid)) < best_sse - 1e-12 * max(1.0, best_sse):
-            best, best_sse = np.zeros(2), sse
-            best[list(cols)] = coef
-    return best
-
-
 def fit_prices(
     energy_j: Sequence[float],
     prefill_tokens: Sequence[float],
@@ -79,7 +65,7 @@ def fit_prices(
         return None
     w = np.sqrt(np.ones(len(y)) if weights is None else np.asarray(weights, dtype=float))
     xs, ys = x * w[:, None], y * w
-    a, b = _nnls2(xs, ys)
+    a, b = nnls(xs, ys)
     if b <= 0:
         return None
     resid = ys - xs @ np.array([a, b])
@@ -90,7 +76,7 @@ def fit_prices(
     if len(labels) >= 3:
         reps = []
         for label in labels:
-            ka, kb = _nnls2(xs[g != label], ys[g != label])
+            ka, kb = nnls(xs[g != label], ys[g != label])
             if kb > 0:
                 reps.append(ka / kb)
         n, groups_n = len(reps), len(labels)  # the jackknife's factor is the groups', not the fits that succeeded
