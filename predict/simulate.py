@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from estimands.reference import steady_span
 from predict.profile import Profile
 
 
@@ -227,13 +228,11 @@ def simulate(profile: Profile, jobs: Sequence[Job], concurrency: int | None = No
 
 
 def steady_part(sim: Simulation, concurrency: int) -> tuple[float, float] | None:
-    """A closed loop's steady part: from when the start cohort has all had its first token to the last
-    send (as ``loadgen.reference.steady_span`` reads a saturate replay); None when there is none."""
-    if len(sim.arrival_s) <= concurrency:
-        return None
-    opened = float(np.max(sim.first_token_s[:concurrency]))
-    closed = float(np.max(sim.arrival_s))
-    return (opened, closed) if closed > opened else None
+    """A closed loop's steady part, by the rule a measured one is read (``estimands.reference.steady_span``:
+    from when the start cohort has all ended to the last send); None when there is none."""
+    records = [{"sent_s": a, "first_token_s": f, "last_token_s": e}
+               for a, f, e in zip(sim.arrival_s, sim.first_token_s, sim.last_token_s, strict=True)]  # fmt: skip
+    return steady_span(records, concurrency)
 
 
 def as_records(sim: Simulation, epoch_s: float = 0.0) -> list[dict[str, object]]:
