@@ -140,6 +140,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reference-s", type=float, metavar="S",
                    help="the least seconds of steady state the saturated reference is sized for, online and "
                    "offline (default: 20; 10 on vLLM's CPU build)")  # fmt: skip
+    g.add_argument("--profile", choices=("on", "off"), default="on",
+                   help="measure the server's profile after the references (closed loops of the workload's lengths "
+                   "with 1, 2, 4 … requests in flight below --max-num-seqs) and report each load's energy as "
+                   "predicted from it (predict) beside the measured (default: %(default)s)")  # fmt: skip
+    g.add_argument("--profile-s", type=float, metavar="S",
+                   help="seconds each of the profile's closed loops sends for (default: 12; 6 on vLLM's CPU "
+                   "build)")  # fmt: skip
     g = parser.add_argument_group("energy and servers")
     g.add_argument("--monitor", help="URL of a running joulebench monitor (default: start one)")
     g.add_argument("--source", default="auto", help="power source of the monitor started here (default: %(default)s)")
@@ -197,6 +204,8 @@ def validate_compare(args: argparse.Namespace) -> None:
     _seconds(args, ("slice_s", "idle_max_s", "start_timeout_s"), ())
     if args.reference_s is not None:
         _seconds(args, ("reference_s",), ())
+    if args.profile_s is not None:
+        _seconds(args, ("profile_s",), ())
     if not (math.isfinite(args.warmup_share) and 0 <= args.warmup_share < 1):
         raise LoadgenError(f"--warmup-share {args.warmup_share!r}: give a share of the requests in [0, 1)")
     if args.counterfactual and not 2 <= args.counterfactual <= 1000:

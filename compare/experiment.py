@@ -52,8 +52,10 @@ from compare.replays import (
     signals_interrupt,
 )
 from compare.rundir import (
+    PROFILE_SEGMENT,
     REFERENCE_RATE,
     append_series,
+    profile_dir,
     rate_label,
     read_polls,
     reading_json,
@@ -252,6 +254,8 @@ class Comparison:
             try:
                 if args.online_reference == "on":  # first: its completion rate is the load axis' capacity
                     self._online_references(target)
+                if args.profile == "on":
+                    self._profile(target)
                 self._ladder(target, idle["loaded"]["power_w"])
                 if args.counterfactual:
                     self._counterfactual(target, idle["loaded"]["power_w"])
@@ -544,22 +548,77 @@ class Comparison:
         """``batches`` × ``--max-num-seqs`` of the segment's lengths (``reference_lengths``) replayed closed loop
         with ``--max-num-seqs`` in flight, into ``out``."""
         args = self.args
-        out.mkdir(parents=True, exist_ok=True)
         lengths = reference_lengths(seg, args.max_num_seqs, batches, args.seed)
+        # A closed loop runs until its pool is served: it is cut only past what B batches could take if every
+        # request ran to --request-timeout-s (it was cut at --drain-s + 30 s before, and a grown reference lost
+        # its longest requests and its steady part: results/h100-code, segment 1)
+        return self._closed_loop(target, lengths, args.max_num_seqs, out, prompt_seed, what,
+                                 schedule_s=batches * args.request_timeout_s)  # fmt: skip
+
+    def _closed_loop(self, target: str, lengths: list[tuple[int, int]], concurrency: int, out: Path,
+                     prompt_seed: int, what: str, schedule_s: float,
+                     send_s: float = 0.0) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:  # fmt: skip
+        """``lengths`` (input, output) replayed closed loop with ``concurrency`` in flight, into ``out``; with
+        ``send_s``, no more sends after that many seconds (those in flight finish)."""
+        args = self.args
+        out.mkdir(parents=True, exist_ok=True)
         trace = out / "trace.jsonl"
         trace.write_text("".join(json.dumps({"t": i, "in": a, "out": b}) + "\n" for i, (a, b) in enumerate(lengths)))
         opts = argparse.Namespace(
             jb_trace=str(trace), jb_trace_dir="", jb_columns="timestamp=t,input=in,output=out",
             jb_process="saturate", jb_rate=1.0, jb_cv=1.0, jb_duration=60.0, jb_start=0.0, jb_seed=args.seed,
             jb_first=len(lengths), jb_overlong="drop", jb_max_model_len=self.config["max_model_len"] or 0,
-            jb_concurrency=args.max_num_seqs,
+            jb_concurrency=concurrency, jb_send_s=send_s,
         )  # fmt: skip
-        # A closed loop runs until its pool is served: it is cut only past what B batches could take if every
-        # request ran to --request-timeout-s (it was cut at --drain-s + 30 s before, and a grown reference lost
-        # its longest requests and its steady part: results/h100-code, segment 1)
         return run_replay(args, opts, target, out, prompt_seed, len(lengths), what, self.console,
-                          self._server_gone(target) if self.server else None,
-                          schedule_s=batches * args.request_timeout_s)  # fmt: skip
+                          self._server_gone(target) if self.server else None, schedule_s=schedule_s)  # fmt: skip
+
+    def _profile(self, target: str) -> None:
+        """The profile's closed-loop ladder (``predict.profile``): the workload's lengths served closed loop with
+        1, 2, 4 … requests in flight below ``--max-num-seqs`` (the saturated references are its top rung), each
+        sending for ``--profile-s``; ``compare.prediction`` fits the profile from them and predicts each load."""
+        from compare.polls import Poller
+        from monitor.errors import MonitorError
+
+        args = self.args
+        lengths = [x for seg in self.segments for x in seg.lengths]
+        if not lengths:
+            return
+        cap = max(self.capacity.values(), default=None)
+        rng = np.random.default_rng((args.seed, 7))
+        levels = profile_levels(args.max_num_seqs)
+        for i, n in enumerate(levels):
+            what = f"profile {i + 1}/{len(levels)}, {n} in flight for {args.profile_s:g} s"
+            self._check_monitor()
+            # the pool outlasts --profile-s: at most the saturated completion rate, half again
+            pool = max(4 * n, math.ceil(1.5 * cap * args.profile_s) + n) if cap else 64 * n
+            out = profile_dir(self.run_dir, n)
+            with Poller(target, self.meter.url, out / "polls.jsonl"):
+                _, records, cut = self._closed_loop(
+                    target, [lengths[k] for k in rng.integers(0, len(lengths), pool)], n, out, 8000 + n, what,
+                    schedule_s=args.profile_s, send_s=args.profile_s,
+                )  # fmt: skip
+            sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
+            if not sent:
+                self.problems.append(f"{what}: no request was sent; its log is {out / 'replay.log'}")
+                continue
+            a = min(sent)
+            b = max(r.get("last_token_s") or r["sent_s"] for r in records if r.get("sent_s") is not None)
+            try:
+                series = self.meter.series(a, b, args.slice_s)
+                span = self.meter.energy(a, b)
+            except MonitorError as err:
+                self._lost_window(what, out, err)
+                continue
+            if span.uncovered_s:
+                self._incomplete_energy(what, out, span.uncovered_s)
+            else:
+                append_series(self.run_dir / "energy.csv", "profile", float(n), PROFILE_SEGMENT, series)
+            write_json(out / "window.json", {"rate": None, "segment": None, "kind": "profile", "concurrency": n,
+                                             "send_s": args.profile_s, "series": [a, b], "drain_cut": cut,
+                                             "span_reading": reading_json(span)})  # fmt: skip
+            ok = sum(r["status"] == "ok" for r in records)
+            self.say(f"{what}: {ok}/{len(records)} ok, {span.energy_j / max(b - a, 1e-9):.0f} W")
 
     def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
         """The attribution checked against what left-out requests really cost (``compare.counterfactual``), on
@@ -647,6 +706,12 @@ class Comparison:
         self.say(f"offline: {len(sets)} request sets served, at most {batch} running")
 
 
+def profile_levels(max_num_seqs: int) -> list[int]:
+    """The profile's closed loops: 1, 2, 4 … requests in flight, below ``max_num_seqs`` (its own loop is the
+    saturated reference)."""
+    return [2**k for k in range(max(max_num_seqs, 1).bit_length()) if 2**k < max_num_seqs]
+
+
 def reference_lengths(seg: Segment, batch: int, batches: int, seed: int) -> list[tuple[int, int]]:
     """The saturated reference's requests: ``batches`` × ``batch`` drawn from the segment's lengths (seeded),
     the same online (a saturate replay) and offline."""
@@ -663,6 +728,9 @@ WORKLOAD_DEFAULTS = {"gpu": (400, 100, 256, 3), "cpu": (200, 50, 16, 1)}
 #: ``--reference-s`` unless given: on the H100 a reference whose steady part held 12 s (about 280 completions
 #: of a heavy-tailed conversation mix) missed its pool's input/output ratio by 7–8 %; twice that on a GPU.
 REFERENCE_S = {"gpu": 20.0, "cpu": 10.0}
+#: ``--profile-s`` unless given: each of the profile's closed loops sends this long (its first cohort's
+#: prompts and its drain are read too, where the records place them).
+PROFILE_S = {"gpu": 12.0, "cpu": 6.0}
 #: The load axis unless ``--loads`` or ``--rates`` is given. On vLLM's CPU build with the tiny model a
 #: request spends most of its life in HTTP, not in the engine (a closed loop of 16 completes ~30 requests a
 #: second), and beyond about 0.2 of that the records and the engine's own gauges no longer agree on what is
@@ -678,6 +746,8 @@ def workload_defaults(args: argparse.Namespace, cpu: bool) -> None:
         args.segments = segments
     if args.reference_s is None:
         args.reference_s = REFERENCE_S["cpu" if cpu else "gpu"]
+    if getattr(args, "profile_s", None) is None:
+        args.profile_s = PROFILE_S["cpu" if cpu else "gpu"]
     if args.requests is None:
         args.requests = requests
     if args.min_requests is None:

@@ -133,6 +133,7 @@ def _premium(s: dict[str, Any], path: Path, unit: str) -> Path:
             ax.set_xlim(0, 1)
         ax.set_ylabel(name)
         ax.grid(alpha=0.3, which="both")
+    _predicted(s, left, right, x_of if by_load else None)
     left.axhline(1.0, color="C1", ls="--", label="saturated reference")
     left.set_ylim(bottom=0)
     ref = s["reference"]["j_per_output_token"].get("mean")
@@ -144,6 +145,28 @@ def _premium(s: dict[str, Any], path: Path, unit: str) -> Path:
             ax.legend(fontsize=8)
     fig.suptitle("What a token costs online against the same work at saturation")
     return _save(fig, path)
+
+
+def _predicted(s: dict[str, Any], left: Any, right: Any, x_of: Any) -> None:
+    """The profile's predictions (``compare.prediction``) beside the measured points, a little to the right."""
+    loads = [x for x in (s.get("prediction") or {}).get("loads") or [] if x["valid"]]
+    by_rate = {r["rate"]: r for r in s["rates"]}
+    pts = [(x_of(by_rate[x["rate"]]) if x_of else by_rate[x["rate"]]["offered_rate_per_s"], x) for x in loads
+           if x["rate"] in by_rate]  # fmt: skip
+    for ax, key in ((left, "premium"), (right, "j_per_output_token")):
+        shown = [(xv, x[key]) for xv, x in pts if x[key]["predicted"] is not None and x[key]["interval"]]
+        if not shown:
+            continue
+        xs = np.array([xv for xv, _ in shown], dtype=float) * 1.02
+        y = np.array([b["predicted"] for _, b in shown])
+        lo = np.minimum([b["interval"]["low"] for _, b in shown], y)
+        hi = np.maximum([b["interval"]["high"] for _, b in shown], y)
+        ax.errorbar(xs, y, yerr=np.vstack([y - lo, hi - y]), fmt="s:", color="C3", capsize=3, alpha=0.8,
+                    label="predicted from the profile")  # fmt: skip
+        if key == "j_per_output_token":
+            lit = [(xv, x[key]["little"]) for xv, x in pts if x[key]["little"] is not None]
+            if lit:
+                ax.plot([a * 1.04 for a, _ in lit], [b for _, b in lit], "^", color="C7", label="Little's law")
 
 
 def _save(fig: Any, path: Path) -> Path:

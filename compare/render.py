@@ -66,6 +66,63 @@ def _rate_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _band(b: dict[str, Any] | None, digits: int = 3) -> str:
+    """``low–high`` of a predicted interval."""
+    return "–" if not b or b.get("low") is None else f"[{_f(b['low'], digits)}, {_f(b['high'], digits)}]"
+
+
+def _measured_ci(x: dict[str, Any], digits: int = 3) -> str:
+    if x.get("measured") is None:
+        return "–"
+    band = (
+        "" if x.get("measured_low") is None else f" [{_f(x['measured_low'], digits)}, {_f(x['measured_high'], digits)}]"
+    )
+    return _f(x["measured"], digits) + band
+
+
+def _agree(v: bool | None) -> str:
+    return "–" if v is None else "yes" if v else "**no**"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{v:+.1f} %"
+
+
+def _prediction_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    head = ["rung", "load", "segments", "J/out-token measured [95 %]", "predicted [95 %]", "error", "agree",
+            "Little's law", "error", "premium measured [95 %]", "predicted [95 %]", "error", "agree"]  # fmt: skip
+    rows = []
+    for x in (s.get("prediction") or {}).get("loads") or []:
+        o, p = x["j_per_output_token"], x["premium"]
+        rows.append([
+            x["label"] + ("" if x["valid"] else " (no valid window)"), _f(x.get("load"), 2),
+            ", ".join(str(k + 1) for k in x["segments"]), _measured_ci(o),
+            f"{_f(o['predicted'])} {_band(o['interval'])}", _pct(o["error_percent"]), _agree(o["agrees"]),
+            _f(o["little"]), _pct(o["little_error_percent"]), _measured_ci(p),
+            f"{_f(p['predicted'])} {_band(p['interval'])}", _pct(p["error_percent"]), _agree(p["agrees"]),
+        ])  # fmt: skip
+    return head, rows
+
+
+def _prediction_line(s: dict[str, Any]) -> str | None:
+    """One sentence: how far the profile's prediction is from the measured loads, and where they disagree."""
+    pred = s.get("prediction") or {}
+    if pred.get("error"):
+        return f"No prediction: the profile could not be fitted ({pred['error']})."
+    loads = [x for x in pred.get("loads") or [] if x["valid"] and x["j_per_output_token"]["error_percent"] is not None]
+    if not loads:
+        return None
+    errs = sorted(abs(x["j_per_output_token"]["error_percent"]) for x in loads)
+    little = [abs(x["j_per_output_token"]["little_error_percent"]) for x in loads
+              if x["j_per_output_token"]["little_error_percent"] is not None]  # fmt: skip
+    off = [x["label"] for x in loads if x["j_per_output_token"]["agrees"] is False]
+    return (f"Predicted from the run's profile (its closed loops before the ladder, no online window): J per output "
+            f"token within {_f(errs[len(errs) // 2], 2)} % (median over {len(loads)} valid load(s); largest "
+            f"{_f(errs[-1], 2)} %)" + (f", Little's law {_f(sorted(little)[len(little) // 2], 2)} %" if little else "")
+            + ("; the intervals disagree at " + ", ".join(off) if off else "; the intervals agree at every load")
+            + ".")  # fmt: skip
+
+
 def _windows_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["rate", "segment", "window s", "warm-up s (MSER-5)", "arrivals / completed", "in system start→end",
             "trend t (in system / power)", "prefill tokens/s", "J/out-token ± monitor", "verdict"]  # fmt: skip
@@ -419,6 +476,8 @@ def _headline(s: dict[str, Any]) -> list[str]:
                      f"{s['reference']['batch_size']}, "
                      "steady state, the workload's mix). 95 % intervals over trace segments; one segment gives the "
                      "figure without one.")  # fmt: skip
+    if (line := _prediction_line(s)) is not None:
+        lines.append(line)
     if h["left_out"]:
         lines.append("Left out: " + "; ".join(f"{x['label']} ({x['why']})" for x in h["left_out"]) + ".")
     return lines
@@ -452,6 +511,15 @@ _SECTIONS = (
      "energy ÷ what the same work (its prefill and decode tokens) costs at the saturated reference's prices. "
      "Same-requests premium: the whole replay's energy ÷ the same requests served offline at once. A saturated "
      "load is a throughput figure: no premium."),
+    ("Predicted beside measured", _prediction_table,
+     "The run's profile (predict.profile: P(n) and step time against the requests running, loaded idle, the prefill "
+     "cost) fitted from its closed loops at 1, 2, 4 … in flight and its saturated references, before the ladder; "
+     "no online window enters it. Each window's own requests at their scheduled times are then simulated on it "
+     "(continuous batching) and read over the measured window: predicted J/output-token, and the premium over the "
+     "profile's saturated loop of the same requests. Intervals: 2.5–97.5 % over draws of the profile. Little's "
+     "law: the window's arrival rate × its measured mean time in system, on the profile's P(n). Agree: the "
+     "intervals overlap (one segment: the measured figure inside the predicted interval). `joulebench predict "
+     "--profile RUN_DIR` predicts other loads and traces from profile.json."),
     ("Windows and their verdicts", _windows_table,
      "Each replay's steady-state window: from the arrival of the request after the warm-up share (--warmup-share "
      "of the workload, the same requests at every load) to the last arrival; where MSER-5 would cut is shown "
@@ -553,7 +621,7 @@ def write_documents(run_dir: Path, s: dict[str, Any], plots: dict[str, Path]) ->
     md += ["## What each figure estimates", ""] + [f"- {line}" for line in _definitions(s)] + [""]
     for name, table, note in _SECTIONS:
         head, rows = table(s)
-        if rows or table is not _devices_table:
+        if rows or table not in (_devices_table, _prediction_table):
             md += [f"## {name}", "", note, "", _md_table(head, rows)]
     md += ["## Plots", ""] + [f"![{k}](plots/{p.name})" for k, p in rest.items()] + [""]
     (run_dir / "report.md").write_text("\n".join(md))
@@ -573,7 +641,7 @@ def write_documents(run_dir: Path, s: dict[str, Any], plots: dict[str, Path]) ->
     h += ["</ul>"]
     for name, table, note in _SECTIONS:
         head, rows = table(s)
-        if rows or table is not _devices_table:
+        if rows or table not in (_devices_table, _prediction_table):
             h += [f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(note)}</p>", _html_table(head, rows)]
     h += ["<h2>Plots</h2>"] + [img(k, p) for k, p in rest.items()]
     h.append("</body></html>")

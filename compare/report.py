@@ -11,8 +11,9 @@ from typing import Any
 from compare.analysis import analyze
 from compare.plots import draw
 from compare.render import write_documents
-from compare.rundir import SUMMARY, read_json, write_per_request, write_summary
+from compare.rundir import SUMMARY, read_json, write_json, write_per_request, write_summary
 from loadgen.errors import LoadgenError
+from predict.profile import PROFILE_FILE
 
 
 def write_report(run_dir: Path, keep_what_it_had: bool = False) -> dict[str, Path]:
@@ -34,6 +35,8 @@ def write_report(run_dir: Path, keep_what_it_had: bool = False) -> dict[str, Pat
             "summary.json was written); the report it has is kept"
         )
     summary = write_summary(run_dir, s)
+    if (s.get("prediction") or {}).get("profile"):
+        write_json(run_dir / PROFILE_FILE, s["prediction"]["profile"])  # `joulebench predict --profile RUN_DIR`
     write_per_request(run_dir, s["per_request"])
     md, html = write_documents(run_dir, s, draw(s, run_dir / "plots"))
     return {"md": md, "html": html, "summary": summary}
@@ -51,6 +54,7 @@ def _measured(s: dict[str, Any]) -> dict[str, set[Any]]:
         "offline sets": {x.get("label") for x in s.get("offline_results") or []},
         "idle power": {k for k in ("device", "loaded") if k in idle},
         "counterfactual": {1} if s.get("counterfactual") else set(),
+        "profile closed loops": set((s.get("prediction") or {}).get("runs") or []),
     }
 
 

@@ -8,6 +8,8 @@
     RUN_DIR/online/<rate>x-<segment>/   one replay: requests.jsonl, polls.jsonl, window.json, replay.json
     RUN_DIR/online/load<L>-<segment>/   the same on the load axis (a share of the server's capacity)
     RUN_DIR/online/reference-<segment>/ the saturate replay against the server (its rate is ``REFERENCE_RATE``)
+    RUN_DIR/online/profile-<n>/         the profile's closed loop at n running (rate n, segment ``PROFILE_SEGMENT``)
+    RUN_DIR/profile.json                the profile fitted from them and the references (``predict.profile``)
     RUN_DIR/offline/offline.json        the offline engine's sets (``OFFLINE``)
     RUN_DIR/counterfactual/             the counterfactual check's runs and counterfactual.json
     RUN_DIR/summary.json, per_request.csv, report.md, report.html, plots/   the analysis and its rendering
@@ -37,6 +39,8 @@ ENERGY_COLUMNS = ("phase", "rate", "segment", "start_s", "end_s", "energy_j", "u
 SUMMARY_EXTRAS = ("per_request", "power_series")
 #: The ``rate`` column of the saturate replays' rows in ``energy.csv``.
 REFERENCE_RATE = -1.0
+#: The ``segment`` column of the profile's closed loops in ``energy.csv`` (their ``rate`` column: the loop's n).
+PROFILE_SEGMENT = -1
 
 
 def rate_label(value: float, axis: str = "rate") -> str:
@@ -50,6 +54,10 @@ def replay_dir(run_dir: Path, value: float, segment: int, axis: str = "rate") ->
 
 def reference_dir(run_dir: Path, segment: int) -> Path:
     return run_dir / "online" / f"reference-{segment}"
+
+
+def profile_dir(run_dir: Path, running: int) -> Path:
+    return run_dir / "online" / f"profile-{running}"
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -372,6 +372,7 @@ class TraceReplayUser(User):
         self.slots = gevent.lock.BoundedSemaphore(max(1, opts.jb_concurrency // plan["count"])) if closed else None
         if closed and time.time() < start:
             gevent.sleep(start - time.time())
+        send_until = start + opts.jb_send_s if closed and getattr(opts, "jb_send_s", 0.0) > 0 else None
         for i in mine:
             t, idx = times[i], indices[i]
             req = trace.requests[idx]
@@ -391,6 +392,9 @@ class TraceReplayUser(User):
             if self.slots is not None:
                 self.slots.acquire()
                 record.scheduled_s = time.time()  # closed loop: due as soon as a slot freed
+                if send_until is not None and record.scheduled_s >= send_until:
+                    self.slots.release()  # --send-s is over: no more sends, those in flight finish
+                    break
             delay = record.scheduled_s - time.time()
             if delay > 0:
                 gevent.sleep(delay)

@@ -38,6 +38,10 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         "at every rate); 0: every request the duration holds",
     ),
     "jb_concurrency": (256, "the saturate process: requests kept in flight, split over the workers"),
+    "jb_send_s": (
+        0.0,
+        "the saturate process: stop sending after this many seconds, those in flight finishing (0: the whole pool)",
+    ),
     "jb_cv": (1.0, "gamma process: coefficient of variation of the gaps (1: Poisson)"),
     "jb_monitor": (
         "",
@@ -133,6 +137,10 @@ _RULES: dict[str, tuple[Any, str]] = {
     "jb_first": (lambda v: _integer(v) and 0 <= v <= MAX_REQUESTS, f"0 (all the duration holds) to {MAX_REQUESTS}"),
     "jb_leave_out": (lambda v: _integer(v) and (v == 0 or 2 <= v <= MAX_REQUESTS), "0 (none) or K ≥ 2"),
     "jb_concurrency": (lambda v: _integer(v) and 1 <= v <= 100_000, "1 to 100000 requests in flight"),
+    "jb_send_s": (
+        lambda v: _finite(v) and 0 <= v <= MAX_SECONDS,
+        f"seconds ≥ 0 (0: the whole pool), at most {MAX_SECONDS}",
+    ),
     "jb_seed": (lambda v: _integer(v) and 0 <= v < 2**63, "an integer ≥ 0"),
     "jb_prompt_seed": (lambda v: _integer(v) and -1 <= v < 2**63, "-1 (the seed) or an integer ≥ 0"),
     "jb_max_model_len": (
