@@ -213,7 +213,7 @@ def _span_tokens(records: Sequence[Mapping[str, Any]], t0: float, t1: float) -> 
 
 
 #: Why a reference gives no premium: it has no saturated prices (``loadgen.reference.measure`` fits them on the
-#: steady part's energy slices; ``estimands.prices.span_prices`` needs four and a decode cost).
+#: steady part's energy slices; ``estimands.prices.span_prices`` needs three slices and a decode cost).
 NO_PRICES = (
     "the reference has no saturated prices (its steady part was too short to fit them): no premium rather than "
     "one at a prefill price nobody measured; a longer saturate run measures them"
