@@ -32,7 +32,7 @@ def panel(
 
 
 #: The stack's saturated reference (the Locust exporter's gauges, loadgen/reference.py) and the premium over it.
-NO_REFERENCE = "no reference yet: start a saturate run"
+NO_REFERENCE = "no priced reference yet: start a saturate run"
 
 
 def quantiles(metric: str, selector: str, window: str = "1m") -> list[dict[str, Any]]:
@@ -76,14 +76,24 @@ ENERGY = [
                "the stack's saturated reference. A one-minute rate: it reads low for a run shorter than a minute; "
                "the Energy tab's figures are over the run's own window."),
     panel("Premium over the saturated reference", "suffix:×",
-          target("joulebench:premium_per_token:rate1m", "per token"),
-          target("joulebench:premium_per_output_token:rate1m", "per output token"),
-          desc="Live J/token ÷ the stack's saturated reference, per token and per output token: how much more "
-               "serving this traffic costs than the same server saturated (a saturate run from the Locust form or "
-               "`joulebench replay --process saturate --keep-reference`). Two ratios of two mixes, not the "
-               "report's premium, which prices the window's own work at the reference's prices (joulebench "
-               "report). Compare like with like: the reference's trace is its label.",
+          target("joulebench:premium:rate1m", "premium (same work)"),
+          desc="The power over the last minute ÷ what the tokens processed in it cost at the stack's saturated "
+               "reference's prices (recording rule): b · (r · input tokens/s + output tokens/s), b the joules of "
+               "one output token's worth of work and r a prefill token's cost in output tokens, both from a "
+               "saturate run's steady part (the Locust form's process, or `joulebench replay --process saturate "
+               "--keep-reference`). How much more serving this traffic costs than the same work on the same "
+               "server saturated: one premium whether J/token or J/output-token is divided, the report's "
+               "definition. Empty where the reference has no prices (too short a steady part to fit r): no "
+               "premium rather than one at an r nobody measured. A premium alone is workload-specific: J/token, "
+               "J/output token and the input ÷ output mix are beside it; a reference of another trace compares "
+               "workloads, not serving modes.",
           no_value=NO_REFERENCE),
+    panel("Input ÷ output tokens", "short",
+          target("joulebench:input_output_ratio:rate1m", "live"),
+          target("max(joulebench_reference_input_output_ratio)", "saturated reference"),
+          desc="vLLM's prompt tokens ÷ generated tokens over the last minute (recording rule), and the saturated "
+               "reference's over its steady part: the mixes the premium prices. Where they differ, the ratio of "
+               "the live J/token to the reference's is not the premium; the premium prices the live mix."),
     panel("Tokens per joule", "suffix: tok/J", target("joulebench:tokens_per_joule:rate1m", "tokens / J")),
     panel("Idle share", "percentunit", target("joulebench:idle_share:rate1m", "idle share"),
           desc="Idle power over average power: the part of each joule that no token caused."),

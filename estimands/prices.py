@@ -48,6 +48,12 @@ class Prices:
         return {"prefill_per_decode_token": self.ratio, "uncertainty": self.ratio_se, "r2": self.r2,
                 "rows": self.rows, "groups": self.groups, "method": self.method}  # fmt: skip
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Prices:
+        """The prices ``record`` wrote (a reference's ``prices``, read back from its JSON)."""
+        return cls(float(record["prefill_per_decode_token"]), float(record["uncertainty"]), float(record["r2"]),
+                   int(record["rows"]), int(record["groups"]), str(record["method"]))  # fmt: skip
+
 
 def fit_prices(
     energy_j: Sequence[float],

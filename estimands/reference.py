@@ -32,6 +32,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from estimands.prices import Prices, premium, ratio_term, work
 from estimands.tokens import tokens_in_window
 
 #: Requests that must end inside the steady part for a reference to be valid.
@@ -211,18 +212,57 @@ def _span_tokens(records: Sequence[Mapping[str, Any]], t0: float, t1: float) -> 
     return (n_in + n_in_late) / 2, abs(n_in_late - n_in) / 2, n_out
 
 
+#: Why a reference gives no premium: it has no saturated prices (``loadgen.reference.measure`` fits them on the
+#: steady part's energy slices; ``estimands.prices.span_prices`` needs three slices and a decode cost).
+NO_PRICES = (
+    "the reference has no saturated prices (its steady part was too short to fit them): no premium rather than "
+    "one at a prefill price nobody measured; a longer saturate run measures them"
+)
+
+
+def work_price(reference: Mapping[str, Any]) -> tuple[float, float, Prices] | None:
+    """The reference's price of one unit of work, b = E ÷ (r·input + output tokens) over its steady part (the
+    joules of one output token's worth of work at saturation, ``estimands.prices.work``), with its standard
+    uncertainty (the monitor's and where the edges' prompt tokens fall; r's own is in its prices, beside it),
+    and its prices (r). None where the reference has no prices (``NO_PRICES``) or no energy or work."""
+    record = reference.get("prices")
+    if not record:
+        return None
+    prices = Prices.from_record(record)
+    e = reference.get("energy_j") or 0.0
+    w = work(reference.get("input_tokens") or 0.0, reference.get("output_tokens") or 0.0, prices.ratio)
+    if e <= 0 or w <= 0:
+        return None
+    rel = math.hypot((reference.get("uncertainty_j") or 0.0) / e,
+                     prices.ratio * (reference.get("input_tokens_uncertainty") or 0.0) / w)  # fmt: skip
+    return e / w, e / w * rel, prices
+
+
 def premiums(figures: Mapping[str, Any] | None, reference: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A run's J/token and J/output token over the reference's, with their combined relative uncertainty."""
+    """A run's premium over the stack's reference: its energy ÷ what its own input and output tokens cost at the
+    reference's saturated prices (``estimands.prices.premium``: one premium, whichever tokens a J/token counts),
+    with its standard uncertainty — the run's energy's, the reference's price's (``work_price``) and r's where
+    the run's mix differs from the reference's (``estimands.prices.ratio_term``) — and, beside it, the two
+    mixes (input ÷ output tokens) and r. Without prices in the reference there is no premium: ``reason`` says
+    why. None without figures or a reference."""
     if not figures or not reference:
         return None
-    out: dict[str, Any] = {"reference_run_id": reference.get("run_id"), "workload": reference.get("workload")}
-    for key in ("j_per_token", "j_per_output_token"):
-        value, ref = figures.get(key), reference.get(key)
-        if not value or not ref:
-            out[key] = out[f"uncertainty_{key}"] = None
-            continue
-        ratio = value / ref
-        rel = math.hypot((figures.get(f"uncertainty_{key}") or 0.0) / value,
-                         (reference.get(f"uncertainty_{key}") or 0.0) / ref)  # fmt: skip
-        out[key], out[f"uncertainty_{key}"] = ratio, ratio * rel
-    return out
+    tokens = float(figures.get("input_tokens") or 0.0), float(figures.get("output_tokens") or 0.0)
+    ref_tokens = float(reference.get("input_tokens") or 0.0), float(reference.get("output_tokens") or 0.0)
+    out: dict[str, Any] = {
+        "reference_run_id": reference.get("run_id"), "workload": reference.get("workload"),
+        "premium": None, "uncertainty_premium": None, "prefill_per_decode_token": None,
+        "input_per_output": tokens[0] / tokens[1] if tokens[1] > 0 else None,
+        "reference_input_per_output": ref_tokens[0] / ref_tokens[1] if ref_tokens[1] > 0 else None, "reason": None,
+    }  # fmt: skip
+    priced = work_price(reference)
+    if priced is None:
+        return out | {"reason": NO_PRICES if not reference.get("prices") else "the reference has no energy or work"}
+    b, u_b, prices = priced
+    out["prefill_per_decode_token"] = prices.ratio
+    e = figures.get("energy_j") or 0.0
+    value = premium(e, tokens, reference["energy_j"], ref_tokens, prices.ratio)
+    if value is None:
+        return out | {"reason": "no energy or no tokens in the run yet"}
+    rel = math.hypot((figures.get("uncertainty_j") or 0.0) / e, u_b / b, ratio_term(tokens, ref_tokens, prices))
+    return out | {"premium": value, "uncertainty_premium": value * rel}

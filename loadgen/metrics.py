@@ -9,6 +9,7 @@ target rate and the gap to ``requests_sent`` is the dispatcher falling behind.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from estimands.reference import work_price
 from loadgen.records import RequestRecord
 
 #: Histogram upper bounds (seconds): schedule lag is milliseconds when healthy, TTFT up to minutes.
@@ -139,7 +141,10 @@ class ReplayCollector(Collector):
 
 class ReferenceCollector(Collector):
     """``joulebench_reference_*``: the stack's reference (``estimands.reference``), as gauges; none before the
-    first valid saturate run. The recording rules divide the live J/token by them: the live premium."""
+    first valid saturate run. The recording rule ``joulebench:premium:rate1m`` prices the live tokens with
+    them: power ÷ (b · (r · input tokens/s + output tokens/s)), b and r the reference's saturated prices
+    (``estimands.reference.work_price``). A reference without prices publishes no b and r, and there is no
+    live premium (``estimands.reference.NO_PRICES``); its J/token figures are published all the same."""
 
     def __init__(self, reference: Callable[[], Mapping[str, Any] | None]) -> None:
         self._reference = reference
@@ -165,4 +170,24 @@ class ReferenceCollector(Collector):
             if ref.get(key) is not None:
                 g = GaugeMetricFamily(f"{p}_{name}", what + ".", labels=labels)
                 g.add_metric(values, float(ref[key]))
+                yield g
+        mix = (ref.get("mix") or {}).get("span_input_per_output")
+        priced = work_price(ref)
+        for name, value, what in (
+            ("input_output_ratio", mix, "Input ÷ output tokens processed in the reference's steady part (its mix)"),
+            ("joules_per_work_unit", priced and priced[0], "b: the saturated price of one unit of work, the joules "
+             "of one output token's worth: the reference's energy ÷ (r · input + output tokens) over its steady "
+             "part. The live premium is power ÷ (b · (r · input tokens/s + output tokens/s)). Absent where the "
+             "reference has no prices: no premium then"),
+            ("joules_per_work_unit_uncertainty", priced and priced[1], "Its standard uncertainty (monitor, prompt "
+             "tokens at the edges; r's own is price_ratio_uncertainty)"),
+            ("price_ratio", priced and priced[2].ratio, "r: what one prefill (input) token costs in decode (output) "
+             "tokens at saturation, fitted on the reference's energy slices (estimands.prices). Absent where the "
+             "reference has no prices"),
+            ("price_ratio_uncertainty", priced and priced[2].ratio_se, "Its standard uncertainty (absent where "
+             "unknown: r held at its bound)"),
+        ):  # fmt: skip
+            if value is not None and math.isfinite(value):
+                g = GaugeMetricFamily(f"{p}_{name}", what + ".", labels=labels)
+                g.add_metric(values, float(value))
                 yield g

@@ -5,10 +5,16 @@ server to its saturated throughput; its steady part and the figures over it are 
 ``estimands.reference`` (``steady_span``, ``span_figures``). Here the energy of that span is read from the
 monitor (``measure``), and a valid reference is kept as the stack's (``save``, ``load``).
 
-The live **premium** is the live J/token over this reference (``estimands.reference.premiums``; the recording
-rules ``joulebench:premium_*:rate1m``, the Energy tab): how much more online serving costs per token than the
-same stack saturated. Only a valid reference replaces the stored one. It is kept in the runs folder
-(``REFERENCE_FILE``: the compose stack's runs volume), so it outlives the process that measured it.
+Its steady part's energy slices also give its saturated **prices** (``estimands.prices.span_prices``): r, what
+a prefill token costs in output tokens, and from it b, the joules of one output token's worth of work
+(``estimands.reference.work_price``). The live **premium** is the live energy ÷ what the live tokens cost at
+those prices (``estimands.reference.premiums`` for a run, the Energy tab; the recording rule
+``joulebench:premium:rate1m`` on the gauges ``joulebench_reference_joules_per_work_unit`` and
+``joulebench_reference_price_ratio``, the Grafana panel): how much more online serving costs than the same work
+on the same stack saturated, one premium whichever tokens a J/token counts. A reference without prices (a
+steady part too short to fit them) gives no premium. Only a valid reference replaces the stored one. It is
+kept in the runs folder (``REFERENCE_FILE``: the compose stack's runs volume), so it outlives the process that
+measured it.
 """
 
 from __future__ import annotations

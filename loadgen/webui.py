@@ -28,13 +28,15 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from estimands.reference import NO_PRICES, work_price
 from loadgen.arrivals import CLOSED_LOOP
 from loadgen.errors import LoadgenError
-from loadgen.ledger import figure_rows, fmt_fixed, with_uncertainty
+from loadgen.ledger import figure_rows, fmt, fmt_fixed, with_uncertainty
 from loadgen.options import CHOICES, LOCUST_OPTIONS, check_options
 from loadgen.rundir import energy_csv
 from loadgen.webguard import Confines, SameOrigin, add_login, confine_form, is_loopback
@@ -183,6 +185,18 @@ def _reference_line(ref: dict[str, Any]) -> str:
             f"{ref.get('concurrency')} in flight, {w.get('trace') or '–'} ({w.get('requests')} requests)")  # fmt: skip
 
 
+def _prices_row(ref: dict[str, Any]) -> tuple[str, str, str]:
+    """The reference's saturated prices (``estimands.reference.work_price``), or why it has none."""
+    priced = work_price(ref)
+    if priced is None:
+        return ("Reference prices", "none", NO_PRICES)
+    b, u_b, prices = priced
+    u_r = prices.ratio_se if math.isfinite(prices.ratio_se) else None
+    return ("Reference prices", f"r = {with_uncertainty(prices.ratio, u_r, 3)}; b = {with_uncertainty(b, u_b)} J",
+            "r: a prefill token's cost in output tokens, fitted on its steady part's energy slices; b: the joules "
+            "of one output token's worth of work (energy ÷ (r · input + output tokens))")  # fmt: skip
+
+
 def reference_rows(live: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The stack's reference and this run's premium over it (``estimands.reference``)."""
     run_ref = live.get("run_reference")
@@ -194,24 +208,30 @@ def reference_rows(live: dict[str, Any]) -> list[tuple[str, str, str]]:
         return [
             ("Reference J / token", with_uncertainty(run_ref.get("j_per_token"),
                                                      run_ref.get("uncertainty_j_per_token")),
-             "its steady part: the start cohort's last first token → the last send; now the stack's reference"),
+             "its steady part: the start cohort's last end → the last send; now the stack's reference"),
             ("Reference J / output token", with_uncertainty(run_ref.get("j_per_output_token"),
                                                             run_ref.get("uncertainty_j_per_output_token")),
              _reference_line(run_ref)),
+            _prices_row(run_ref),
         ]  # fmt: skip
     ref, premium = live.get("reference"), live.get("premium")
     if not ref:
         return [("Premium", "no reference yet", "start a saturate run (process: saturate) to measure the stack's")]
     rows = [("Reference J / token", with_uncertainty(ref.get("j_per_token"), ref.get("uncertainty_j_per_token")),
-             _reference_line(ref))]  # fmt: skip
+             _reference_line(ref)), _prices_row(ref)]  # fmt: skip
     if premium:
-        rows += [
-            ("Premium per token", with_uncertainty(premium.get("j_per_token"), premium.get("uncertainty_j_per_token")),
-             "this run's J / token ÷ the reference's: online against the same stack saturated"),
-            ("Premium per output token", with_uncertainty(premium.get("j_per_output_token"),
-                                                          premium.get("uncertainty_j_per_output_token")),
-             "J / output token ÷ the reference's" + _same_workload(live, ref)),
-        ]  # fmt: skip
+        if premium.get("premium") is None:
+            rows.append(("Premium", "–", premium.get("reason") or ""))
+        else:
+            # no ± beside an estimate (as its J/token): the model's own error is not known here
+            u = None if live.get("estimated") else premium.get("uncertainty_premium")
+            rows.append(("Premium", with_uncertainty(premium["premium"], u),
+                         "this run's energy ÷ what its own input and output tokens cost at the reference's prices: "
+                         "online against the same work saturated, whichever tokens a J/token counts"
+                         + _same_workload(live, ref)))  # fmt: skip
+        rows.append(("Input ÷ output tokens", f"{fmt(premium.get('input_per_output'), 3)} (reference "
+                     f"{fmt(premium.get('reference_input_per_output'), 3)})",
+                     "the mix the premium prices, this run's and the reference's steady part's"))  # fmt: skip
     return rows
 
 

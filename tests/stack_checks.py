@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import httpx2
 from paths import ROOT
 
+from estimands.prices import premium, work
+from estimands.reference import work_price
 from estimands.tokens import tokens_in_window
 from monitor.meter import MonitorClient
 
@@ -121,3 +123,34 @@ def rule_against_report(prom: str, monitor_url: str, records: list[dict], at_s: 
     high = (meter.energy(*outer).energy_j + reading.uncertainty_j) / sum(tokens_in_window(records, *inner))
     return RuleCheck(float(rule["value"][1]), reading.energy_j / tokens, low, high, t0, t1, reading.energy_j,
                      int(tokens))  # fmt: skip
+
+
+def premium_against_report(prom: str, monitor_url: str, records: list[dict], reference: dict, t1: float) -> str:
+    """The premium rule at ``t1`` (a time the rules were evaluated): first against its own definition on the
+    rules it divides and the reference's prices (``estimands.reference.work_price``), then against the report's
+    premium (the monitor's energy ÷ the records' tokens at those prices, ``estimands.prices.premium``) within
+    the scrape band, as ``rule_against_report``. Returns a line for the test's output."""
+    b, _, prices = work_price(reference)
+    r = prices.ratio
+
+    def value(expr: str) -> float:
+        (sample,) = instant(prom, expr, t1)
+        return float(sample["value"][1])
+
+    got = value("joulebench:premium:rate1m")
+    power = value("joulebench:power_watts:rate1m")
+    n_in_s, n_out_s = (
+        value("joulebench:input_tokens_per_second:rate1m"),
+        value("joulebench:output_tokens_per_second:rate1m"),
+    )
+    assert math.isclose(got, power / (b * work(n_in_s, n_out_s, r)), rel_tol=1e-9), (got, power, n_in_s, n_out_s)
+    meter = MonitorClient(monitor_url)
+    t0 = t1 - RULE_WINDOW_S
+    reading = meter.energy(t0, t1)
+    inner, outer = (t0 + SCRAPE_S, t1 - SCRAPE_S), (t0 - SCRAPE_S, t1 + SCRAPE_S)
+    low = (meter.energy(*inner).energy_j - reading.uncertainty_j) / (b * work(*tokens_in_window(records, *outer), r))
+    high = (meter.energy(*outer).energy_j + reading.uncertainty_j) / (b * work(*tokens_in_window(records, *inner), r))
+    ref_tokens = (reference["input_tokens"], reference["output_tokens"])
+    report = premium(reading.energy_j, tokens_in_window(records, t0, t1), reference["energy_j"], ref_tokens, r)
+    assert low <= got <= high, (got, report, low, high)
+    return f"premium {got:.3f} (report {report:.3f}; band [{low:.3f}, {high:.3f}]; r = {r:.3g}, b = {b:.5g} J)"

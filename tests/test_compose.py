@@ -34,8 +34,8 @@ from stack_checks import (
     RULE_WINDOW_S,
     SCRAPE_S,
     check_every_panel,
-    instant,
     loadgen_counts,
+    premium_against_report,
     rule_against_report,
 )
 
@@ -192,15 +192,10 @@ def test_compose_up_replay_checks_and_down(up, tmp_path, capsys):
             queries = check_every_panel(prom, at, reference=True)
             rule = rule_against_report(prom, monitor, records, at)
             assert rule.low_j <= rule.rule_j <= rule.high_j, str(rule)
-            # The premium panel's query: the rule's J/token over the published reference, evaluated with it;
-            # against the report's ratio (records + monitor ÷ the saturate run's reference) within the band.
-            (premium,) = instant(prom, "joulebench:premium_per_token:rate1m", rule.t1)
-            p, ref_j = float(premium["value"][1]), stored["j_per_token"]
-            assert p == pytest.approx(rule.rule_j / ref_j, rel=1e-9)
-            assert rule.low_j / ref_j <= p <= rule.high_j / ref_j, (p, rule.report_j / ref_j, str(rule))
-            premium_line = (
-                f"premium per token {p:.3f} (report {rule.report_j / ref_j:.3f}; reference {ref_j:.5f} J/token)"
-            )
+            # The premium panel's query: the power over the live tokens priced at the published reference's
+            # prices; against the report's premium (records + monitor at the saturate run's prices) within the band.
+            assert stored["prices"], "the saturate run's steady part: its saturated prices are fitted"
+            premium_line = premium_against_report(prom, monitor, records, stored, rule.t1)
     finally:
         operator.close()
         stack.tail()

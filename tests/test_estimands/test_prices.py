@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from synthetic import simulate
 
 from estimands.attribution import slices
-from estimands.prices import fit_prices, premium, work
+from estimands.prices import Prices, fit_prices, premium, work
 from estimands.reference import steady_span
 from estimands.tokens import tokens_in_window
 from estimands.windows import choose_window, slices_in
@@ -58,3 +60,11 @@ def test_work_is_priced_in_decode_tokens():
     assert premium(0.0, (1, 1), 1.0, (1, 1), 0.1) is None
     assert fit_prices([1.0, 2.0], [1, 2], [1, 2], [0, 0]) is None  # too few rows
     assert fit_prices([1.0, 2.0, 3.0], [1, 2, 3], [0, 0, 0], [0, 1, 2]) is None  # no decode cost to scale by
+
+
+def test_prices_read_back_from_their_record_through_json():
+    p = fit_prices([3.0, 5.0, 4.1, 7.0], [2, 4, 3, 6], [1, 1, 1, 1], [0, 0, 0, 0])
+    assert p is not None
+    back = Prices.from_record(json.loads(json.dumps(p.record())))  # NaN travels as NaN
+    assert back.ratio == p.ratio and back.rows == p.rows and back.method == p.method
+    assert back.ratio_se == pytest.approx(p.ratio_se, nan_ok=True)

@@ -24,6 +24,8 @@ import pytest
 from browser import chromium, needs_chromium
 from servers import locust, mock_server, monitor, wait_for
 
+from estimands import prices
+from estimands.reference import work_price
 from joulebench.processes import free_port
 from loadgen.records import read_records
 
@@ -194,7 +196,12 @@ def test_a_saturate_run_becomes_the_stacks_reference_kept_across_restarts_and_th
             assert json.loads((runs / "reference.json").read_text())["run_id"] == live["run_id"]
             text = httpx2.get(f"{base}/metrics").text
             assert gauge(text, "joulebench_reference_joules_per_token") == pytest.approx(ref["j_per_token"])
-            assert "Reference J / token" in energy_tab(base)  # the Energy tab's table
+            assert ref["prices"], "a steady part of ~3 s: its saturated prices are fitted"
+            r = ref["prices"]["prefill_per_decode_token"]
+            assert gauge(text, "joulebench_reference_price_ratio") == pytest.approx(r)
+            assert gauge(text, "joulebench_reference_joules_per_work_unit") == pytest.approx(work_price(ref)[0])
+            tab = energy_tab(base)  # the Energy tab's table
+            assert "Reference J / token" in tab and tab["Reference prices"].startswith("r = ")
 
         port = free_port()  # a new process on the same runs folder: the reference is still the stack's
         with locust("--web-port", str(port), *args, log=tmp_path / "locust-2.log"):
@@ -208,12 +215,16 @@ def test_a_saturate_run_becomes_the_stacks_reference_kept_across_restarts_and_th
                             ["phase"] == "final" and d, timeout_s=60)  # fmt: skip
             figures, premium = live["figures"], live["premium"]
             assert live["reference"]["run_id"] == ref["run_id"] and premium["reference_run_id"] == ref["run_id"]
-            assert premium["j_per_token"] == pytest.approx(figures["j_per_token"] / ref["j_per_token"])
-            want = figures["j_per_output_token"] / ref["j_per_output_token"]
-            assert premium["j_per_output_token"] == pytest.approx(want)
-            assert energy_tab(base)["Premium per token"].startswith(f"{premium['j_per_token']:#.4g}"[:4])
+            # one premium: the run's energy ÷ its own tokens at the reference's saturated prices
+            tokens, ref_tokens = (
+                (figures["input_tokens"], figures["output_tokens"]),
+                (ref["input_tokens"], ref["output_tokens"]),
+            )
+            want = prices.premium(figures["energy_j"], tokens, ref["energy_j"], ref_tokens, r)
+            assert premium["premium"] == pytest.approx(want)
+            assert energy_tab(base)["Premium"].startswith(f"{premium['premium']:#.4g}"[:4])
             page = httpx2.get(f"{base}/stats/report", timeout=10).text
-            assert "Premium per token" in page and "Reference J / token" in page
+            assert "Premium" in page and "Reference prices" in page and "Reference J / token" in page
 
         kept = tmp_path / "kept"
         run = subprocess.run(

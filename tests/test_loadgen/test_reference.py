@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from estimands.reference import MIN_COMPLETED, premiums, steady_span
+from estimands import prices
+from estimands.prices import Prices
+from estimands.reference import MIN_COMPLETED, NO_PRICES, premiums, steady_span, work_price
 from loadgen import reference
 from loadgen.metrics import ReferenceCollector
 from monitor.meter import MeterReading, MeterSeries
@@ -101,14 +104,54 @@ def test_only_a_valid_reference_is_kept_and_it_loads_back(tmp_path, caplog):
     assert "is not a reference" in caplog.text
 
 
-def test_the_premium_divides_by_the_reference_with_both_uncertainties():
-    ref = {"j_per_token": 0.5, "uncertainty_j_per_token": 0.02, "j_per_output_token": 2.0,
-           "uncertainty_j_per_output_token": 0.0, "run_id": "r1", "workload": {"trace": "azure-conv"}}  # fmt: skip
-    live = {"j_per_token": 2.0, "uncertainty_j_per_token": 0.06, "j_per_output_token": 5.0}
+def priced_reference(r: float = 0.5, b: float = 2.0, n_in: float = 400.0, n_out: float = 100.0) -> dict:
+    """A reference whose energy is exactly its work at prices r and b, ±1 % in energy and 10 edge prompt tokens."""
+    e = b * (r * n_in + n_out)
+    return {"run_id": "r1", "workload": {"trace": "azure-conv"}, "energy_j": e, "uncertainty_j": 0.01 * e,
+            "input_tokens": n_in, "input_tokens_uncertainty": 10.0, "output_tokens": n_out,
+            "j_per_token": e / (n_in + n_out), "j_per_output_token": e / n_out,
+            "prices": Prices(r, 0.1, 0.99, 40, 1, "the fit's residuals").record()}  # fmt: skip
+
+
+def test_the_premium_is_one_priced_premium_and_one_where_energy_is_proportional_to_work():
+    ref = priced_reference()  # 4 input tokens per output token: 1.2 J/token, 6 J/output token
+    # The run's mix is 1 input per output token, and its energy exactly its work at the reference's prices: the
+    # premium is 1, where the two ratios of J/token and J/output token would say 1.25 and 0.5.
+    live = {"energy_j": 2.0 * (0.5 * 300 + 300), "uncertainty_j": 9.0, "input_tokens": 300, "output_tokens": 300}
     p = premiums(live, ref)
-    assert p["j_per_token"] == pytest.approx(4.0) and p["j_per_output_token"] == pytest.approx(2.5)
-    assert p["uncertainty_j_per_token"] == pytest.approx(4.0 * (0.03**2 + 0.04**2) ** 0.5)
+    assert p["premium"] == pytest.approx(1.0) and p["reason"] is None
+    assert p["input_per_output"] == pytest.approx(1.0) and p["reference_input_per_output"] == pytest.approx(4.0)
+    assert p["prefill_per_decode_token"] == 0.5 and p["reference_run_id"] == "r1"
+    assert p["premium"] == pytest.approx(prices.premium(live["energy_j"], (300, 300), ref["energy_j"], (400, 100), 0.5))
+    # its uncertainty: the run's energy, the reference's price b, and r's where the mixes differ
+    b, u_b, _ = work_price(ref)
+    assert b == pytest.approx(2.0) and u_b == pytest.approx(2.0 * math.hypot(0.01, 0.5 * 10 / 300))
+    r_term = prices.ratio_term((300, 300), (400, 100), Prices(0.5, 0.1, 0.99, 40, 1, ""))
+    assert r_term > 0
+    assert p["uncertainty_premium"] == pytest.approx(math.hypot(9.0 / 900, u_b / b, r_term))
+    # twice the energy for the same work: twice the premium, whatever the mix
+    assert premiums({**live, "energy_j": 1800.0}, ref)["premium"] == pytest.approx(2.0)
     assert premiums(live, None) is None and premiums(None, ref) is None
+
+
+def test_a_reference_without_prices_gives_no_premium_and_says_why():
+    ref = {k: v for k, v in priced_reference().items() if k != "prices"} | {"prices": None}
+    live = {"energy_j": 900.0, "uncertainty_j": 9.0, "input_tokens": 300, "output_tokens": 300}
+    p = premiums(live, ref)
+    assert p["premium"] is None and p["uncertainty_premium"] is None and p["reason"] == NO_PRICES
+    assert p["input_per_output"] == pytest.approx(1.0)  # the mixes are shown all the same
+    assert work_price(ref) is None
+    empty = premiums({"energy_j": 0.0, "input_tokens": 0, "output_tokens": 0}, priced_reference())
+    assert empty["premium"] is None and empty["reason"].startswith("no energy or no tokens")
+
+
+def test_the_reference_without_prices_publishes_its_figures_but_no_price():
+    ref = priced_reference() | {"prices": None}
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ReferenceCollector(lambda: ref))
+    names = {s.name for f in text_string_to_metric_families(generate_latest(registry).decode()) for s in f.samples}
+    assert "joulebench_reference_joules_per_token" in names
+    assert not {"joulebench_reference_joules_per_work_unit", "joulebench_reference_price_ratio"} & names
 
 
 def test_the_reference_is_published_as_gauges_and_absent_before_one():
@@ -125,3 +168,12 @@ def test_the_reference_is_published_as_gauges_and_absent_before_one():
     assert g.labels == {"run_id": "r1", "trace": "azure-conv", "concurrency": "4"}
     assert samples["joulebench_reference_joules_per_output_token"].value == pytest.approx(ref["j_per_output_token"])
     assert samples["joulebench_reference_measured_timestamp_seconds"].value == pytest.approx(ref["measured_at_s"])
+    # its prices, for the premium rule: b, r and their uncertainties, and its mix
+    b, u_b, p = work_price(ref)
+    assert samples["joulebench_reference_joules_per_work_unit"].value == pytest.approx(b)
+    assert samples["joulebench_reference_joules_per_work_unit"].labels == g.labels
+    assert samples["joulebench_reference_joules_per_work_unit_uncertainty"].value == pytest.approx(u_b)
+    assert samples["joulebench_reference_price_ratio"].value == pytest.approx(p.ratio)
+    assert samples["joulebench_reference_price_ratio_uncertainty"].value == pytest.approx(p.ratio_se)
+    assert samples["joulebench_reference_input_output_ratio"].value == pytest.approx(10.0, rel=0.05)
+    assert b == pytest.approx(ref["energy_j"] / (p.ratio * ref["input_tokens"] + ref["output_tokens"]))

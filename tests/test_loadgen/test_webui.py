@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from estimands.reference import NO_PRICES, premiums
 from loadgen.errors import LoadgenError
 from loadgen.options import LOCUST_OPTIONS
 from loadgen.webui import add_report_section, check_form, form_args, rewrite_index, table_rows
@@ -92,3 +93,24 @@ def test_the_table_says_what_each_phase_is_and_what_went_wrong():
     assert source["value"] == "gpu (estimate, simulated)" and source["note"].startswith("Simulated, not measured")
     section = add_report_section("<html><body><div id=root></div></body></html>", live)
     assert section.index("Energy (joulebench)") < section.index("<div id=root>") and "1.250" in section
+
+
+def test_the_table_shows_one_premium_with_the_mixes_beside_it_and_none_without_prices():
+    ref = {"run_id": "r1", "workload": {"trace": "azure-conv"}, "energy_j": 600.0, "uncertainty_j": 6.0,
+           "input_tokens": 400.0, "output_tokens": 100.0, "j_per_token": 1.2,
+           "prices": {"prefill_per_decode_token": 0.5, "uncertainty": 0.1, "r2": 0.99, "rows": 40, "groups": 1,
+                      "method": "the fit's residuals"}}  # fmt: skip
+    figures = {"energy_j": 900.0, "uncertainty_j": 9.0, "input_tokens": 300, "output_tokens": 300}
+    live = {"phase": "final", "run_dir": "/r", "monitor": "http://m", "window": {"base_s": 10.0, "end_s": 20.0},
+            "figures": figures, "reference": ref, "premium": premiums(figures, ref),
+            "options": {"jb_trace": "azure-conv"}}  # fmt: skip
+    rows = {r["figure"]: r for r in table_rows(live)}
+    assert rows["Premium"]["value"].startswith("1.000 ± ")  # its energy is its work at the reference's prices
+    assert rows["Input ÷ output tokens"]["value"] == "1.00 (reference 4.00)"
+    assert rows["Reference prices"]["value"] == "r = 0.500 ± 0.10; b = 2.000 ± 0.020 J"
+    assert "Premium per token" not in rows and "Premium per output token" not in rows
+    assert {r["figure"]: r for r in table_rows(live | {"estimated": True})}["Premium"]["value"] == "1.000"
+    unpriced = ref | {"prices": None}
+    rows = {r["figure"]: r for r in table_rows(live | {"reference": unpriced, "premium": premiums(figures, unpriced)})}
+    assert rows["Premium"]["value"] == "–" and rows["Premium"]["note"] == NO_PRICES
+    assert rows["Reference prices"]["value"] == "none"
