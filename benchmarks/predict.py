@@ -1,14 +1,18 @@
-"""Does the prediction match measured online energy? Every committed comparison run with raw data, each
-load held out in turn.
+"""Does the prediction match measured online energy? Every committed comparison run with raw data.
 
-There is no separate ladder profile for these runs, so the profile is fitted honestly without the data
-being predicted: for each load (rate), ``predict.profile.fit`` reads every *other* load's replays (all
-their segments, all of each replay) and the saturated reference replays (their steady part), never the
-held-out load. The held-out replays are then simulated (``predict.simulate``) with their own requests at
-their own scheduled times and read over the measured window's span, so prediction and measurement
-estimate the same thing: the window's energy ÷ the output tokens processed in it. Premium: predicted
-J/output-token ÷ the same profile's saturated closed loop over the segment's reference pool; measured:
-``summary.json``'s (online ÷ the run's reference, offline where that was valid).
+Runs with a profile of their own (``PROFILED``: ``joulebench compare --profile on``, closed loops at 1, 2,
+4 … in flight measured before the ladder) are predicted as their report predicts them
+(``compare.prediction``, kept in their summary.json): the profile fitted from those loops and the saturated
+references, no online window in it; the interval is over profile draws alone.
+
+Runs without one (``RUNS``) get a profile fitted honestly without the data being predicted: for each load
+(rate), ``predict.profile.fit`` reads every *other* load's replays (all their segments, all of each replay)
+and the saturated reference replays (their steady part), never the held-out load. The held-out replays are
+then simulated (``predict.simulate``) with their own requests at their own scheduled times and read over the
+measured window's span, so prediction and measurement estimate the same thing: the window's energy ÷ the
+output tokens processed in it. Premium: predicted J/output-token ÷ the same profile's saturated closed loop
+over the segment's reference pool; measured: ``summary.json``'s (online ÷ the run's reference, offline where
+that was valid).
 
 Baseline (Little's law, as the issue's check): the held-out window's measured arrival rate × the mean
 time in system of the requests arriving in it, placed on the same held-out profile's P(n), ÷ the window's
@@ -24,12 +28,10 @@ measured interval. Prints a table and writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -41,59 +43,27 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from compare.prediction import TOKEN_BUDGET, jobs_of, little
+from compare.rundir import read_energy_series, reference_dir, replay_dir
 from estimands.reference import steady_span
-from joulebench.files import open_text
 from loadgen.records import read_records
 from predict.forecast import interval, replay, saturated
 from predict.observe import Run
-from predict.profile import Profile, fit
-from predict.simulate import Job
+from predict.profile import fit
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNS = ("results/h200-llama3.1-8b", "results/cpu-make-compare/quiet", "results/cpu-make-compare/burner")
-#: vLLM's default max_num_batched_tokens for its OpenAI server: 8192 on an H100/H200, 2048 on its CPU build.
-TOKEN_BUDGET = {"gpu": 8192, "cpu": 2048}
-
-
-def energy_series(path: Path) -> dict[tuple[float, int], tuple[np.ndarray, np.ndarray]]:
-    """energy.csv(.gz) → (rate, segment) → (edges, energy J); references are rate −1."""
-    rows: dict[tuple[float, int], list[tuple[float, float, float]]] = defaultdict(list)
-    with open_text(path) as f:
-        for row in csv.DictReader(f):
-            rows[(float(row["rate"]), int(row["segment"]))].append(
-                (float(row["start_s"]), float(row["end_s"]), float(row["energy_j"]))
-            )
-    out = {}
-    for key, r in rows.items():
-        a = np.array(sorted(r))
-        out[key] = (np.append(a[:, 0], a[-1, 1]), a[:, 2])
-    return out
-
-
-def jobs_of(records: list[dict[str, Any]]) -> tuple[list[Job], float]:
-    """The replay's requests at their scheduled times (from the first), and that first time (Unix s)."""
-    rs = sorted(records, key=lambda r: r["scheduled_s"])
-    t0 = rs[0]["scheduled_s"]
-    jobs = [Job(r["scheduled_s"] - t0, int(r.get("usage_input_tokens") or r["input_tokens"]),
-                int(r.get("usage_output_tokens") or r["output_tokens"])) for r in rs]  # fmt: skip
-    return jobs, t0
-
-
-def little(records: list[dict[str, Any]], seg: dict[str, Any], profile: Profile) -> float | None:
-    """Little's-law J/output-token of a measured window on ``profile``'s P(n)."""
-    w = seg["window"]
-    arrived = [r for r in records if w["start_s"] <= r["scheduled_s"] < w["end_s"] and r.get("last_token_s")]
-    if not arrived or not seg.get("tokens_per_s", {}).get("output"):
-        return None
-    lam = len(arrived) / (w["end_s"] - w["start_s"])
-    occupancy = lam * float(np.mean([r["last_token_s"] - r["scheduled_s"] for r in arrived]))
-    return profile.power(min(occupancy, profile.max_num_seqs)) / seg["tokens_per_s"]["output"]
+#: Runs without a profile of their own: each load predicted from the run's other loads (held out in turn).
+RUNS = ("results/h200-llama3.1-8b", "results/h100-conversation", "results/cpu-make-compare/quiet",
+        "results/cpu-make-compare/burner")  # fmt: skip
+#: Runs with a profile of their own (``--profile``: closed loops before the ladder): every load predicted from
+#: it, as their report does (``compare.prediction``, kept in their summary.json), no online window in the fit.
+PROFILED = ("results/h100-conversation-profile", "results/h100-code")
 
 
 def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
     summary = json.loads((run_dir / "summary.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
-    series = energy_series(run_dir / "energy.csv")
+    series = {key: v[:2] for key, v in read_energy_series(run_dir / "energy.csv").items()}
     max_seqs = int(config["options"]["max_num_seqs"])
     kind = "cpu" if summary.get("estimated") else "gpu"
     idle = summary["idle"]["loaded"]
@@ -101,7 +71,7 @@ def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
     refs: list[Run] = []
     ref_lengths: dict[int, list[tuple[int, int]]] = {}
     for k in segments:
-        d = run_dir / "online" / f"reference-{k}"
+        d = reference_dir(run_dir, k)
         if (-1.0, k) not in series or not (d / "window.json").exists():
             continue
         records = read_records(d / "requests.jsonl")
@@ -113,7 +83,7 @@ def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
     replays = {}
     for rate in summary["rates"]:
         for seg in rate["segments"]:
-            d = run_dir / "online" / f"{rate['label']}-{seg['segment']}"
+            d = replay_dir(run_dir, rate["rate"], seg["segment"], "load" if config["options"].get("loads") else "rate")
             key = (float(rate["rate"]), int(seg["segment"]))
             if key in series and seg.get("window"):
                 replays[key] = (read_records(d / "requests.jsonl"), seg)
@@ -152,7 +122,7 @@ def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
                 if i == 0:
                     point[k] = {"j_per_output_token": o.j_per_output_token, "premium": prems[-1],
                                 "little": little(records, seg, p), "measured": seg.get("j_per_output_token"),
-                                "measured_premium": seg.get("premium_output"),
+                                "measured_premium": seg.get("premium"),
                                 "running_mean_predicted": o.running_mean}  # fmt: skip
             per_draw.append((float(np.mean(outs)), float(np.mean(prems))))
         pred = float(np.mean([point[s["segment"]]["j_per_output_token"] for s in use]))
@@ -160,10 +130,11 @@ def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
         lit = [point[s["segment"]]["little"] for s in use]
         lit_mean = float(np.mean(lit)) if all(x is not None for x in lit) else None
         meas = rate.get("j_per_output_token") or {}
-        meas_prem = rate.get("premium_output") or {}
+        meas_prem = rate.get("premium") or {}
         if not valid:  # no valid window: the segments' own figures, said so
             meas = {"mean": float(np.mean([s["j_per_output_token"] for s in use]))}
-            meas_prem = {"mean": float(np.mean([s["premium_output"] for s in use if s.get("premium_output")]))}
+            prems = [s["premium"] for s in use if s.get("premium")]
+            meas_prem = {"mean": float(np.mean(prems))} if prems else {}
 
         def err(x: float | None, ref: float | None) -> float | None:
             return 100 * (x - ref) / ref if x is not None and ref else None
@@ -201,6 +172,52 @@ def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
             "reference_measured_j_per_output_token": measured_ref}  # fmt: skip
 
 
+def study_profiled(run_dir: Path) -> dict[str, Any]:
+    """A run with its own profile: its summary's predictions (``compare.prediction``) in this table's terms."""
+    summary = json.loads((run_dir / "summary.json").read_text())
+    pred = summary["prediction"]
+    by_rate = {r["rate"]: r for r in summary["rates"]}
+
+    def inside(x: float | None, lo: float | None, hi: float | None) -> bool | None:
+        return None if x is None or lo is None or hi is None else bool(lo <= x <= hi)
+
+    loads = []
+    for x in pred["loads"]:
+        o, p = x["j_per_output_token"], x["premium"]
+        rate = by_rate[x["rate"]]
+        premium_little = (o["little"] / o["predicted"] * p["predicted"]
+                          if o["little"] is not None and p["predicted"] is not None else None)  # fmt: skip
+        loads.append({
+            "rate": x["rate"], "label": x["label"], "valid": x["valid"], "segments": x["segments"],
+            "left_out": rate["left_out"], "offered_rate_per_s": rate.get("offered_rate_per_s"), "load": x["load"],
+            "measured": {"j_per_output_token": rate.get("j_per_output_token") or {},
+                         "premium": rate.get("premium") or {}},
+            "predicted": {
+                "j_per_output_token": o["predicted"], "premium": p["predicted"],
+                "j_per_output_token_interval": o["interval"] or {}, "premium_interval": p["interval"] or {},
+                "error_percent": o["error_percent"], "premium_error_percent": p["error_percent"],
+                "inside_measured": inside(o["predicted"], o["measured_low"], o["measured_high"]),
+                "premium_inside_measured": inside(p["predicted"], p["measured_low"], p["measured_high"]),
+                "measured_inside_predicted": o["agrees"] if o["measured_low"] is None else None,
+            },
+            "little": {
+                "j_per_output_token": o["little"], "premium": premium_little,
+                "error_percent": o["little_error_percent"],
+                "premium_error_percent": 100 * (premium_little - p["measured"]) / p["measured"]
+                if premium_little is not None and p["measured"] else None,
+                "inside_measured": inside(o["little"], o["measured_low"], o["measured_high"]),
+                "premium_inside_measured": inside(premium_little, p["measured_low"], p["measured_high"]),
+            },
+            "per_segment": x["per_segment"], "reference_predicted_j_per_output_token": None,
+        })  # fmt: skip
+    return {"run": str(run_dir.relative_to(ROOT)), "device": "cpu" if summary.get("estimated") else "gpu",
+            "profile": "its own (closed loops before the ladder)", "max_num_seqs": pred["profile"]["max_num_seqs"],
+            "token_budget": pred["profile"]["token_budget"], "capacity_per_s": summary["reference"]["capacity_per_s"],
+            "loads": loads, "reference_source": summary["reference"].get("source"),
+            "reference_measured_j_per_output_token": summary["reference"]["j_per_output_token"].get("mean"),
+            }  # fmt: skip
+
+
 def _f(x: float | None, digits: int = 3) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}g}"
 
@@ -221,8 +238,12 @@ def main() -> int:
     args = p.parse_args()
     started = time.perf_counter()
     studies = [study(ROOT / r, args.replicates, args.seed) for r in RUNS if (ROOT / r / "summary.json").exists()]
+    studies += [study_profiled(ROOT / r) for r in PROFILED if (ROOT / r / "summary.json").exists()]
     console = Console(width=200)
-    table = Table(title="Online J/output-token: measured, predicted (the load held out of its profile), Little's law")
+    table = Table(
+        title="Online J/output-token: measured, predicted (from the run's own profile, or one fitted "
+        "without the load), Little's law"
+    )
     for col in ("run", "load", "valid", "measured J/out [95 %]", "predicted [95 %]", "err", "in", "Little",
                 "err", "in", "premium meas.", "pred.", "err", "Little", "err"):  # fmt: skip
         table.add_column(col)
@@ -242,7 +263,11 @@ def main() -> int:
             )  # fmt: skip
     console.print(table)
     for s in studies:
-        predicted_refs = [x["reference_predicted_j_per_output_token"] for x in s["loads"]]
+        predicted_refs = [x["reference_predicted_j_per_output_token"] for x in s["loads"]
+                          if x["reference_predicted_j_per_output_token"] is not None]  # fmt: skip
+        if not predicted_refs:
+            console.print(f"{s['run']}: its own profile; capacity {_f(s['capacity_per_s'])} requests/s")
+            continue
         console.print(f"{s['run']}: the premium's reference J/output-token measured ({s['reference_source']}) "
                       f"{_f(s['reference_measured_j_per_output_token'])}, the profiles' saturated closed loop "
                       f"{_f(min(predicted_refs))}–{_f(max(predicted_refs))}; capacity {_f(s['capacity_per_s'])} "
@@ -257,7 +282,8 @@ def main() -> int:
         console.print(f"{who:>9}: valid loads {len(valid)}, median |error| of J/output-token "
                       f"{_f(summary[who]['median_abs_error_percent'])} %, inside the measured 95 % interval "
                       f"{summary[who]['inside_measured']}")  # fmt: skip
-    console.print("Profile per load: fitted without that load (the other loads' replays and the saturated "
+    console.print("Profile: the run's own (its closed loops and saturated references, no online window) where it has "
+                  "one, else per load fitted without that load (the other loads' replays and the saturated "
                   "references); intervals over profile draws; the measured interval is summary.json's.")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"studies": studies, "summary": summary, "replicates": args.replicates,

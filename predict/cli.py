@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from estimands.windows import WARMUP_SHARE
 from joulebench.commands import Command
 from predict.errors import PredictError
 
@@ -106,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 DEFINITIONS = {
-    "j_per_output_token": "steady-state energy ÷ output tokens (the simulation from its first 10 % of arrivals to "
-    "its last arrival), all of the profile's power",
+    "j_per_output_token": f"steady-state energy ÷ output tokens (the simulation from its first {WARMUP_SHARE:.0%} of "
+    "arrivals to its last arrival, as the comparison's windows), all of the profile's power",
     "premium": "that ÷ the same profile's saturated closed loop at max_num_seqs over the same requests' lengths",
     "load": "arrival rate ÷ capacity (the saturated closed loop's completion rate, point profile)",
     "little": "baseline: P(λ × mean time in system) ÷ (λ × mean output tokens), on the same profile",

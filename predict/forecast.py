@@ -28,11 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from estimands.windows import WARMUP_SHARE  # the comparison's: its window opens after this share of arrivals
 from predict.profile import Profile
 from predict.simulate import Figures, Job, simulate, steady_part
 
-#: The share of a replay's arrivals treated as its warm-up.
-WARMUP_SHARE = 0.1
 #: A saturated closed loop serves at least this many times ``max_num_seqs`` requests (its steady part
 #: then holds several turnovers of every slot).
 SATURATED_TURNOVERS = 6

@@ -81,7 +81,7 @@ class CompareRun:
             str(tmp_path / "models"), "--max-model-len", "1024", "--max-num-seqs", "8", "--trace", str(trace),
             "--rates", rates, "--warmup-share", str(warmup_share), "--requests", str(requests), "--min-requests", "4",
             "--reference-batches", "2", "--reference-s", "2", "--source", "estimate", "--idle-max-s", "8",
-            "--bin-batch", "2", "--offline", "on", "--out", str(self.run_dir), *extra,
+            "--bin-batch", "2", "--offline", "on", "--profile", "off", "--out", str(self.run_dir), *extra,
         ]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      start_new_session=True)  # fmt: skip

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
     run = CompareRun(tmp_path, "--max-num-seqs", "4", "--reference-batches", "3", "--counterfactual", "2",
-                     rates="0.5,1", requests=24)  # fmt: skip
+                     "--profile", "on", "--profile-s", "2", rates="0.5,1", requests=24)  # fmt: skip
     run.wait_until("the end", lambda: run.proc.poll() is not None, timeout_s=900)
     code, err = run.finish()
     assert code == 0, err[-4000:]
@@ -68,6 +68,22 @@ def test_compare_writes_a_report_and_leaves_no_process(tmp_path):
     assert (run_dir / "report.html").stat().st_size > 10_000
     config = json.loads((run_dir / "config.json").read_text())
     assert config["command"][:2] == ["joulebench", "compare"] and config["devices"][0]["source"] == "estimate"
+    # the profile: closed loops of 1 and 2 in flight (below --max-num-seqs 4, whose loop is the reference), fitted
+    # with the reference into profile.json, and every rate predicted from it beside the measured
+    p = summary["prediction"]
+    assert {"profile-1", "profile-2"} <= set(p["runs"]) and p["profile"]["max_num_seqs"] == 4
+    assert json.loads((run_dir / "profile.json").read_text()) == p["profile"]
+    assert [x["label"] for x in p["loads"]] == ["0.5x", "1x"]
+    for x in p["loads"]:
+        o = x["j_per_output_token"]
+        assert o["predicted"] > 0 and o["interval"]["low"] <= o["interval"]["high"] and o["little"] > 0
+    assert "## Predicted beside measured" in (run_dir / "report.md").read_text()
+    cmd = [sys.executable, "-m", "joulebench", "predict", "--profile", str(run_dir), "--trace",
+           config["options"]["trace"], "--requests", "24", "--loads", "0.5", "--replicates", "2", "--out",
+           str(tmp_path / "predicted")]  # fmt: skip
+    predicted = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert json.loads((tmp_path / "predicted" / "predict.json").read_text())["rows"][0]["load"] == pytest.approx(0.5)
 
     run.assert_no_process_left()
 

@@ -95,6 +95,22 @@ def test_saturate_keeps_its_requests_in_flight_and_drops_none(tmp_path, trace):
         assert r["sent_s"] >= ends[k] - 1e-3  # the k-th later send waits for the k-th end
 
 
+def test_a_closed_loop_with_send_s_stops_sending_and_lets_its_requests_finish(tmp_path, trace):
+    """``--send-s``: no send after that many seconds of the loop; those in flight end normally (none cut), and
+    the rest of the pool is never sent."""
+    records = tmp_path / "requests.jsonl"
+    with mock_server("--ttft-ms", "50", "--itl-ms", "20") as url:  # ~0.1–0.2 s a request: ~30 in 1 s at 3
+        run = subprocess.run(replay(url, records, "--trace", trace, "--process", "saturate", "--concurrency", "3",
+                                    "--first", "30", "--send-s", "0.5"), capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    rs = read_records(records)
+    assert 3 < len(rs) < 30 and {r["status"] for r in rs} == {"ok"}
+    first, last = min(r["sent_s"] for r in rs), max(r["sent_s"] for r in rs)
+    assert last - first <= 0.5 + 0.05
+    assert max(r["last_token_s"] for r in rs) > last  # the last ones were served after the sends stopped
+
+
 def test_the_trace_own_timestamps_scaled(tmp_path, trace):
     records = tmp_path / "requests.jsonl"
     with mock_server("--ttft-ms", "1", "--itl-ms", "0") as url:
