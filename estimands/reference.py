@@ -29,6 +29,7 @@ report`` from the run directory; ``server.offline`` from its step log).
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -136,19 +137,45 @@ def reference_size(records: list[dict[str, Any]], batch: int, batches: int, targ
     the pilot's, where its steady part already lasts that long; else enough to keep sending until its start
     cohort has ended (the pilot's cohort: the same first requests) and ``REFERENCE_MARGIN`` × ``target_s``
     beyond, at the pilot's completion rate, at most ``MAX_REFERENCE_BATCHES``. A fast server (an H200, vLLM's
-    CPU build on the tiny model) finishes 3 × 256 requests before its longest first request has ended."""
+    CPU build on the tiny model) finishes 3 × 256 requests before its longest first request has ended.
+
+    Both are read where the pilot's loop was full (up to its last send): a cohort request that was still
+    running when the pool ran dry finished faster in the drain than it will in a loop that stays full, so its
+    end is placed at its first token plus its remaining tokens at the full loop's time per output token (on
+    the H100's code trace a 697-token cohort request ended 13 s after the pilot's last send, and 65 s into a
+    reference sized by that end, after its last send: no steady part)."""
     if steady_seconds(records, batch) >= target_s:
         return batches
     done = [r for r in records if r["status"] == "ok" and r.get("last_token_s")]
     if len(done) < 2:
         return batches
     start = min(r["sent_s"] for r in done)
-    span = max(r["last_token_s"] for r in done) - start
-    rate = len(done) / max(span, 1e-3)  # completions a second, with batch in flight
+    last_send = max(r["sent_s"] for r in records if r.get("sent_s") is not None)
+    full = [r for r in done if r["last_token_s"] <= last_send]
+    if len(full) >= 2 and last_send > start:
+        rate = len(full) / (last_send - start)  # completions a second while the loop was full
+    else:
+        rate = len(done) / max(max(r["last_token_s"] for r in done) - start, 1e-3)
+    pace = _full_pace(full)
     cohort = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])[:batch]
-    cohort_s = max(max(r.get(k) or 0.0 for k in ("last_token_s", "first_token_s", "sent_s")) for r in cohort) - start
+
+    def ended(r: dict[str, Any]) -> float:
+        seen = max(r.get(k) or 0.0 for k in ("last_token_s", "first_token_s", "sent_s"))
+        n_out = int(r.get("usage_output_tokens") or r.get("output_tokens") or 0)
+        if pace is None or not r.get("first_token_s") or n_out < 2 or seen <= last_send:
+            return seen
+        return max(seen, r["first_token_s"] + (n_out - 1) * pace)
+
+    cohort_s = max(ended(r) for r in cohort) - start
     need = batch + rate * (cohort_s + REFERENCE_MARGIN * target_s)  # sends by then: the cohort, one per completion
     return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
+
+
+def _full_pace(full: Sequence[Mapping[str, Any]]) -> float | None:
+    """The median seconds per output token (after the first) of requests that ended while the loop was full."""
+    paces = [(r["last_token_s"] - r["first_token_s"]) / (n - 1) for r in full if r.get("first_token_s")
+             and (n := int(r.get("usage_output_tokens") or r.get("output_tokens") or 0)) > 1]  # fmt: skip
+    return float(statistics.median(paces)) if paces else None
 
 
 def span_figures(
