@@ -75,6 +75,7 @@ class Simulation:
     prefill_tokens: np.ndarray
     decode_tokens: np.ndarray
     chunks: list[list[tuple[float, int]]] | None = None
+    idle_w: float = 0.0  # the profile's P(0): the power before the first span and after the last
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -100,8 +101,11 @@ class Simulation:
         # an instant span (none here, but cheap to be exact): in when its time is inside
         share = np.where(length > 0, share, ((lo >= start_s) & (lo <= end_s)).astype(float))
         dur = end_s - start_s
+        # before the first span and after the last the engine is idle: P(0) for the part of [start, end] there
+        first, last = (float(lo.min()), float(hi.max())) if len(lo) else (end_s, end_s)
+        idle_s = max(0.0, min(end_s, first) - start_s) + max(0.0, end_s - max(start_s, last))
         return Figures(
-            start_s, end_s, float(self.energy_j @ share), float(self.prefill_tokens @ share),
+            start_s, end_s, float(self.energy_j @ share) + self.idle_w * idle_s, float(self.prefill_tokens @ share),
             float(self.decode_tokens @ share), float(self.running @ inside) / dur if dur > 0 else math.nan,
         )  # fmt: skip
 
@@ -224,6 +228,7 @@ def simulate(profile: Profile, jobs: Sequence[Job], concurrency: int | None = No
     return Simulation(
         np.array(arrival), np.array(admitted), np.array(first), np.array(last), np.array(inp, dtype=float),
         np.array(out, dtype=float), s[:, 0], s[:, 1], s[:, 2], s[:, 3], s[:, 4], s[:, 5], s[:, 6], tokens,
+        profile.idle_w,
     )  # fmt: skip
 
 
