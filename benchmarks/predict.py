@@ -11,8 +11,8 @@ and the saturated reference replays (their steady part), never the held-out load
 then simulated (``predict.simulate``) with their own requests at their own scheduled times and read over the
 measured window's span, so prediction and measurement estimate the same thing: the window's energy ÷ the
 output tokens processed in it. Premium: predicted J/output-token ÷ the same profile's saturated closed loop
-over the segment's reference pool; measured: ``summary.json``'s (online ÷ the run's reference, offline where
-that was valid).
+over the segment's reference pool, both per unit of work at the run's saturated prices; measured:
+``summary.json``'s (online ÷ the run's reference, offline where that was valid).
 
 Baseline (Little's law, as the issue's check): the held-out window's measured arrival rate × the mean
 time in system of the requests arriving in it, placed on the same held-out profile's P(n), ÷ the window's
@@ -43,7 +43,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from compare.prediction import TOKEN_BUDGET, jobs_of, little
+from compare.prediction import TOKEN_BUDGET, jobs_of, little, per_work, per_work_of
 from compare.rundir import read_energy_series, reference_dir, replay_dir
 from estimands.reference import steady_span
 from loadgen.records import read_records
@@ -60,11 +60,17 @@ RUNS = ("results/h200-llama3.1-8b", "results/h100-conversation", "results/cpu-ma
 PROFILED = ("results/h100-conversation-profile", "results/h100-code")
 
 
+def gmean(values: list[float]) -> float:
+    """The geometric mean, as the measured figures average segments."""
+    return float(np.exp(np.mean(np.log(values))))
+
+
 def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
     summary = json.loads((run_dir / "summary.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
     series = {key: v[:2] for key, v in read_energy_series(run_dir / "energy.csv").items()}
     max_seqs = int(config["options"]["max_num_seqs"])
+    ratio = ((summary.get("prices") or {}).get("attributional") or {}).get("prefill_per_decode_token")
     kind = "cpu" if summary.get("estimated") else "gpu"
     idle = summary["idle"]["loaded"]
     segments = [s["segment"] for s in config["workload"]]
@@ -118,23 +124,23 @@ def study(run_dir: Path, replicates: int, seed: int) -> dict[str, Any]:
                 ref = saturated(p, ref_lengths.get(k) or [(j.input_tokens, j.output_tokens) for j in jobs])
                 refs_predicted.append(ref.figures.j_per_output_token)
                 outs.append(o.j_per_output_token)
-                prems.append(o.j_per_output_token / ref.figures.j_per_output_token)
+                prems.append(per_work(o.j_per_output_token, o.j_per_token, ratio) / per_work_of(ref.figures, ratio))
                 if i == 0:
                     point[k] = {"j_per_output_token": o.j_per_output_token, "premium": prems[-1],
                                 "little": little(records, seg, p), "measured": seg.get("j_per_output_token"),
                                 "measured_premium": seg.get("premium"),
                                 "running_mean_predicted": o.running_mean}  # fmt: skip
-            per_draw.append((float(np.mean(outs)), float(np.mean(prems))))
-        pred = float(np.mean([point[s["segment"]]["j_per_output_token"] for s in use]))
-        pred_prem = float(np.mean([point[s["segment"]]["premium"] for s in use]))
+            per_draw.append((gmean(outs), gmean(prems)))
+        pred = gmean([point[s["segment"]]["j_per_output_token"] for s in use])
+        pred_prem = gmean([point[s["segment"]]["premium"] for s in use])
         lit = [point[s["segment"]]["little"] for s in use]
-        lit_mean = float(np.mean(lit)) if all(x is not None for x in lit) else None
+        lit_mean = gmean(lit) if all(x is not None for x in lit) else None
         meas = rate.get("j_per_output_token") or {}
         meas_prem = rate.get("premium") or {}
         if not valid:  # no valid window: the segments' own figures, said so
-            meas = {"mean": float(np.mean([s["j_per_output_token"] for s in use]))}
+            meas = {"mean": gmean([s["j_per_output_token"] for s in use])}
             prems = [s["premium"] for s in use if s.get("premium")]
-            meas_prem = {"mean": float(np.mean(prems))} if prems else {}
+            meas_prem = {"mean": gmean(prems)} if prems else {}
 
         def err(x: float | None, ref: float | None) -> float | None:
             return 100 * (x - ref) / ref if x is not None and ref else None

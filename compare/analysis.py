@@ -460,7 +460,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "rates": rates,
         "counterfactual": _counterfactual(run_dir),
         "headline": _headline_figures(rates),
-        "prediction": predictions(run_dir, config, idle, series, rates),
+        "prediction": predictions(run_dir, config, idle, series, rates, ratio),
         "per_request": per_request,
         # the first segment's power of each rate, for the report's power-over-time plot
         "power_series": {

@@ -47,6 +47,7 @@ import numpy as np
 from compare.replays import (
     ServerGone,
     Stopped,
+    raise_if_interrupted,
     replay_options,
     run_replay,
     signals_interrupt,
@@ -163,6 +164,7 @@ class Comparison:
         self.measured: list[tuple[float, int, bool]] = []  # (rate, segment, valid) of every window read
         self.reference_batches: dict[int, int] = {}  # segment → the saturated reference's size, once sized
         self.capacity: dict[int, float] = {}  # segment → requests/s its saturated reference completed
+        self.burst_s: dict[int, float] = {}  # segment → seconds its saturated reference's first prompts took
         self.multipliers: dict[tuple[float, int], float] = {}  # (rung, segment) → the replay's rate multiplier
 
     def say(self, text: str) -> None:
@@ -539,6 +541,10 @@ class Comparison:
             cap = capacity(records, batch)
             if cap is not None:
                 self.capacity[seg.index] = cap
+            cohort = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])[:batch]
+            if cohort:  # the seconds its start cohort's prompts took: the profile's loops are lengthened by them
+                firsts = [r.get("first_token_s") or r["sent_s"] for r in cohort]
+                self.burst_s[seg.index] = max(firsts) - cohort[0]["sent_s"]
             self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok, steady part "
                      f"{steady_seconds(records, batch):.1f} s, capacity "
                      f"{'–' if cap is None else f'{cap:.3g}'} requests/s")  # fmt: skip
@@ -585,19 +591,26 @@ class Comparison:
         if not lengths:
             return
         cap = max(self.capacity.values(), default=None)
+        burst = max(self.burst_s.values(), default=0.0)
         rng = np.random.default_rng((args.seed, 7))
         levels = profile_levels(args.max_num_seqs)
         for i, n in enumerate(levels):
-            what = f"profile {i + 1}/{len(levels)}, {n} in flight for {args.profile_s:g} s"
+            # --profile-s after the loop's own first prompts are done: the saturated reference's took `burst`
+            # seconds for --max-num-seqs of them (on the H100's code trace 128 prompts of ~2000 tokens took the
+            # whole of 8 s, and that loop was read in its drain alone)
+            send_s = args.profile_s + burst * n / args.max_num_seqs
+            what = f"profile {i + 1}/{len(levels)}, {n} in flight for {send_s:.3g} s"
             self._check_monitor()
-            # the pool outlasts --profile-s: at most the saturated completion rate, half again
-            pool = max(4 * n, math.ceil(1.5 * cap * args.profile_s) + n) if cap else 64 * n
+            # the pool outlasts the sends: at most the saturated completion rate, half again
+            pool = max(4 * n, math.ceil(1.5 * cap * send_s) + n) if cap else 64 * n
             out = profile_dir(self.run_dir, n)
             with Poller(target, self.meter.url, out / "polls.jsonl"):
                 _, records, cut = self._closed_loop(
                     target, [lengths[k] for k in rng.integers(0, len(lengths), pool)], n, out, 8000 + n, what,
-                    schedule_s=args.profile_s, send_s=args.profile_s,
+                    schedule_s=send_s, send_s=send_s,
                 )  # fmt: skip
+            if len(records) >= pool:
+                self.say(f"{what}: its pool of {pool} ran dry before the {send_s:.3g} s were up")
             sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
             if not sent:
                 self.problems.append(f"{what}: no request was sent; its log is {out / 'replay.log'}")
@@ -615,7 +628,7 @@ class Comparison:
             else:
                 append_series(self.run_dir / "energy.csv", "profile", float(n), PROFILE_SEGMENT, series)
             write_json(out / "window.json", {"rate": None, "segment": None, "kind": "profile", "concurrency": n,
-                                             "send_s": args.profile_s, "series": [a, b], "drain_cut": cut,
+                                             "send_s": send_s, "series": [a, b], "drain_cut": cut,
                                              "span_reading": reading_json(span)})  # fmt: skip
             ok = sum(r["status"] == "ok" for r in records)
             self.say(f"{what}: {ok}/{len(records)} ok, {span.energy_j / max(b - a, 1e-9):.0f} W")
@@ -696,8 +709,10 @@ class Comparison:
             with Progress(console=self.console, transient=True) as progress:
                 task = progress.add_task(f"offline: {len(sets)} sets, {total} requests, batch {batch}", total=None)
                 while child.poll() is None:
+                    raise_if_interrupted()
                     progress.update(task)
                     time.sleep(0.5)
+                raise_if_interrupted()
         finally:
             child.stop()
             (self.run_dir / "server.pid").unlink(missing_ok=True)

@@ -8,10 +8,12 @@ steady part, ``estimands.reference.steady_span``), with the loaded-idle power. N
 Each measured window is then predicted: the replay's own requests at their scheduled times, simulated on
 the profile (``predict.forecast.replay``) and read over the window's span, so prediction and measurement
 estimate the same thing: the window's energy ÷ the output tokens processed in it. The predicted premium
-divides that by the profile's saturated closed loop over the window's own requests (the same work at
-saturation, ``predict.forecast.saturated``). Per load, over the segments the measured figure averages:
-the point profile's mean, and a 95 % interval over ``REPLICATES`` draws of the profile (its fitted
-uncertainty; the arrivals are the measured ones). Beside it, the Little's-law baseline: the window's
+is the window's energy per unit of work (r·input + output tokens, r the run's saturated price ratio,
+``estimands.prices``) over the profile's saturated closed loop's, run on the window's own requests (the same
+work at saturation, ``predict.forecast.saturated``), as the measured premium prices it. Per load, over the
+segments the measured figure averages: the point profile's geometric mean (as the measured figure's), and a
+95 % interval over ``REPLICATES`` draws of the profile (its fitted uncertainty alone, not the simulation's
+model error; the arrivals are the measured ones). Beside it, the Little's-law baseline: the window's
 arrival rate × its requests' measured mean time in system, placed on the same profile's P(n).
 """
 
@@ -25,13 +27,14 @@ from typing import Any
 import numpy as np
 
 from compare.rundir import PROFILE_SEGMENT, REFERENCE_RATE, profile_dir, reference_dir, replay_dir
+from estimands.prices import work
 from estimands.reference import steady_span
 from loadgen.records import read_records
 from predict.errors import PredictError
 from predict.forecast import interval, replay, saturated
 from predict.observe import Run
 from predict.profile import Profile, fit
-from predict.simulate import Job
+from predict.simulate import Figures, Job
 
 #: vLLM's default max_num_batched_tokens for its OpenAI server: 8192 on an H100/H200, 2048 on its CPU build.
 TOKEN_BUDGET = {"gpu": 8192, "cpu": 2048}
@@ -42,15 +45,16 @@ DEFINITIONS = {
     "profile": "fitted from the profile's closed loops and the saturated references (no online window), "
     "P(n) and step time d(n) monotone in the requests running",
     "j_per_output_token": "the window's energy ÷ its output tokens, simulated on the profile with the replay's own "
-    "requests at their scheduled times, read over the measured window's span; mean over the segments the "
-    "measured figure averages",
-    "premium": "that ÷ the profile's saturated closed loop over the window's own requests (the same work at "
-    "saturation); mean over the segments with a measured premium",
+    "requests at their scheduled times, read over the measured window's span; geometric mean over the segments "
+    "the measured figure averages",
+    "premium": "the window's simulated energy per unit of work (r·input + output tokens, r the run's saturated "
+    "price ratio) ÷ the profile's saturated closed loop's over the window's own requests (the same work at "
+    "saturation); geometric mean over the segments with a measured premium",
     "interval": f"2.5–97.5 % over {REPLICATES} draws of the profile from its fitted uncertainty",
     "little": "baseline: the window's arrival rate × its requests' measured mean time in system, on the profile's "
     "P(n), ÷ the window's measured output tokens/s",
     "agrees": "the predicted interval and the measured one overlap (one segment: the measured figure lies in the "
-    "predicted interval)",
+    "predicted interval, which holds the profile's fitted uncertainty alone, not the simulation's model error)",
 }
 
 
@@ -122,11 +126,13 @@ def predictions(
     idle: Mapping[str, Any],
     series: Mapping[tuple[float, int], Any],
     rates: Sequence[Mapping[str, Any]],
+    ratio: float | None,
     replicates: int = REPLICATES,
     seed: int = 0,
 ) -> dict[str, Any] | None:
     """Each load's predicted J/output-token and premium beside the measured (see the module); None without a
-    profile's closed loops in the run."""
+    profile's closed loops in the run. ``ratio``: the run's saturated price ratio r (None: the premium is
+    J/output-token over the saturated loop's, said in the summary)."""
     runs = profile_runs(run_dir, config, series)
     if not runs:
         return None
@@ -159,12 +165,13 @@ def predictions(
             w = seg["window"]
             span = (w["start_s"] - t0, w["end_s"] - t0)
             inside = [(j.input_tokens, j.output_tokens) for j in jobs if span[0] <= j.arrival_s < span[1]]
-            work = inside or [(j.input_tokens, j.output_tokens) for j in jobs]
+            lengths = inside or [(j.input_tokens, j.output_tokens) for j in jobs]
             outs, prems = [], []
             for p in draws:
                 o = replay(p, jobs, span)
                 outs.append(o.j_per_output_token)
-                prems.append(o.j_per_output_token / saturated(p, work).figures.j_per_output_token)
+                prems.append(per_work(o.j_per_output_token, o.j_per_token, ratio)
+                             / per_work_of(saturated(p, lengths).figures, ratio))  # fmt: skip
             draw_out[k], draw_prem[k] = outs[1:], prems[1:]
             per_segment[k] = {
                 "segment": k, "valid": k in valid, "j_per_output_token": outs[0], "premium": prems[0],
@@ -177,7 +184,21 @@ def predictions(
         prem_segs = [k for k in out_segs if per_segment[k]["measured_premium"] is not None]
         loads.append(_load_row(rate, per_segment, out_segs, prem_segs, draw_out, draw_prem))
     return {"profile": profile.record(), "runs": [r.label for r in runs], "replicates": replicates,
-            "definitions": DEFINITIONS, "loads": loads}  # fmt: skip
+            "price_ratio": ratio, "definitions": DEFINITIONS, "loads": loads}  # fmt: skip
+
+
+def per_work(j_per_output_token: float, j_per_token: float, ratio: float | None) -> float:
+    """Energy per unit of work, r·input + output tokens, from a window's J/output-token and J/token (their
+    ratio gives its input ÷ output tokens); without r, J/output-token."""
+    if ratio is None:
+        return j_per_output_token
+    return j_per_output_token / (ratio * (j_per_output_token / j_per_token - 1.0) + 1.0)
+
+
+def per_work_of(f: Figures, ratio: float | None) -> float:
+    if ratio is None:
+        return f.j_per_output_token
+    return f.energy_j / work(f.input_tokens, f.output_tokens, ratio)
 
 
 def _load_row(
@@ -189,11 +210,13 @@ def _load_row(
     draw_prem: Mapping[int, list[float]],
 ) -> dict[str, Any]:
     def mean(keys: list[int], field: str) -> float | None:
+        """The geometric mean over segments, as the measured figures are."""
         values = [per_segment[k][field] for k in keys]
-        return float(np.mean(values)) if values and all(v is not None for v in values) else None
+        ok = values and all(v is not None and v > 0 for v in values)
+        return float(np.exp(np.mean(np.log(values)))) if ok else None
 
     def spread(keys: list[int], draws: Mapping[int, list[float]]) -> dict[str, float] | None:
-        return interval(np.mean([draws[k] for k in keys], axis=0).tolist()) if keys else None
+        return interval(np.exp(np.mean(np.log([draws[k] for k in keys]), axis=0)).tolist()) if keys else None
 
     measured_out = rate.get("j_per_output_token") or {}
     measured_prem = rate.get("premium") or {}

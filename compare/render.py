@@ -105,22 +105,34 @@ def _prediction_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def _prediction_line(s: dict[str, Any]) -> str | None:
-    """One sentence: how far the profile's prediction is from the measured loads, and where they disagree."""
+    """One sentence: how far the profile's prediction is from the measured loads and windows, and where the
+    measurement falls outside it."""
+    import statistics
+
     pred = s.get("prediction") or {}
     if pred.get("error"):
         return f"No prediction: the profile could not be fitted ({pred['error']})."
     loads = [x for x in pred.get("loads") or [] if x["valid"] and x["j_per_output_token"]["error_percent"] is not None]
     if not loads:
         return None
-    errs = sorted(abs(x["j_per_output_token"]["error_percent"]) for x in loads)
-    little = [abs(x["j_per_output_token"]["little_error_percent"]) for x in loads
-              if x["j_per_output_token"]["little_error_percent"] is not None]  # fmt: skip
+    o = [x["j_per_output_token"] for x in loads]
+    errs = [x["error_percent"] for x in o]
+    over = ("one valid load" if len(o) == 1 else
+            f"median over {len(o)} valid loads, from {_pct(min(errs))} to {_pct(max(errs))}")  # fmt: skip
+    text = (f"Predicted from the run's profile (its closed loops and saturated references, no online window): J per "
+            f"output token {_pct(statistics.median(errs))} off the measured ({over})")  # fmt: skip
+    if all(x["little_error_percent"] is not None for x in o):
+        text += f", Little's law {_pct(statistics.median(x['little_error_percent'] for x in o))}"
+    windows = [100 * (w["j_per_output_token"] - w["measured_j_per_output_token"]) / w["measured_j_per_output_token"]
+               for x in pred["loads"] for w in x["per_segment"] if w.get("measured_j_per_output_token")]  # fmt: skip
+    if len(windows) > len(o):
+        text += (f"; over all {len(windows)} windows with their energy, valid or not, from {_pct(min(windows))} to "
+                 f"{_pct(max(windows))}")  # fmt: skip
     off = [x["label"] for x in loads if x["j_per_output_token"]["agrees"] is False]
-    return (f"Predicted from the run's profile (its closed loops before the ladder, no online window): J per output "
-            f"token within {_f(errs[len(errs) // 2], 2)} % (median over {len(loads)} valid load(s); largest "
-            f"{_f(errs[-1], 2)} %)" + (f", Little's law {_f(sorted(little)[len(little) // 2], 2)} %" if little else "")
-            + ("; the intervals disagree at " + ", ".join(off) if off else "; the intervals agree at every load")
-            + ".")  # fmt: skip
+    if off:
+        text += ("; outside the predicted interval (the profile's own uncertainty, not the model's) at "
+                 + ", ".join(off))  # fmt: skip
+    return text + "."
 
 
 def _windows_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

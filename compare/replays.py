@@ -41,19 +41,35 @@ class ServerGone(Stopped):
     """vLLM exited, or the server stopped answering, during the ladder."""
 
 
+#: The interrupts raised by ``signals_interrupt``'s handler: one raised where Python ignores exceptions (a
+#: signal arriving in logging's at-fork hook while a child starts: "Exception ignored in: _releaseLock") is
+#: raised again by ``raise_if_interrupted``, the wait loops' check, so no SIGTERM is lost.
+_RAISED: list[Interrupted] = []
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """SIGINT and SIGTERM raise ``Interrupted`` here, so every ``finally`` stops its child."""
 
     def handler(signum: int, _: object) -> None:
-        raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
+        err = Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
+        _RAISED.append(err)
+        raise err
 
+    _RAISED.clear()
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _RAISED.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise the interrupt a signal already raised, in case it was swallowed where it was raised."""
+    if _RAISED:
+        raise _RAISED[0]
 
 
 def replay_options(
@@ -140,6 +156,7 @@ def run_replay(
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(what, total=n)
             while replay.poll() is None:
+                raise_if_interrupted()
                 if time.monotonic() > deadline and not cut:
                     cut = True
                     replay.stop()
@@ -149,6 +166,7 @@ def run_replay(
                     raise ServerGone(f"during {what}, {why}; {finished} of {n} requests recorded in {out}")
                 progress.update(task, completed=_count_lines(records_path))
                 time.sleep(0.5)
+            raise_if_interrupted()
     finally:
         replay.stop()
     code = replay.poll()

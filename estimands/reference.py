@@ -46,6 +46,10 @@ HALVES_TOLERANCE = 0.05
 AT_FIRST_TOKEN = 1e15
 #: The most batches a reference is grown to (``reference_size``), and the growth's margin over the estimate.
 MAX_REFERENCE_BATCHES, REFERENCE_MARGIN = 1000, 1.25
+#: The longest a grown reference is planned to send, at its pilot's completion rate: a start cohort that holds
+#: a request of thousands of output tokens would otherwise ask for tens of thousands of requests (it then has
+#: no steady part, and says so).
+MAX_REFERENCE_S = 600.0
 
 
 def steady_span(records: Sequence[Mapping[str, Any]], concurrency: int) -> tuple[float, float] | None:
@@ -167,7 +171,8 @@ def reference_size(records: list[dict[str, Any]], batch: int, batches: int, targ
         return max(seen, r["first_token_s"] + (n_out - 1) * pace)
 
     cohort_s = max(ended(r) for r in cohort) - start
-    need = batch + rate * (cohort_s + REFERENCE_MARGIN * target_s)  # sends by then: the cohort, one per completion
+    sending_s = min(cohort_s + REFERENCE_MARGIN * target_s, MAX_REFERENCE_S)
+    need = batch + rate * sending_s  # sends by then: the cohort, one per completion
     return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
 
 

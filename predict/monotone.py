@@ -52,13 +52,20 @@ class Curve:
         return out
 
     def draw(self, rng: np.random.Generator) -> Curve:
-        """One parametric bootstrap draw: each point log-normal about its value with its relative error
-        (a positive quantity stays positive), then made monotone again (weighted by 1/se²)."""
+        """One parametric bootstrap draw of the fit: each block of the monotone fit (its points pooled to one
+        value) log-normal about that value with the block's pooled relative error (1/√Σ 1/se²), then made
+        monotone again where neighbouring blocks cross (weighted by their pooled 1/se²). Drawing each raw
+        point apart and pooling again pushed the flat top up (the largest of many noisy points): on the
+        H100 conversation profile P(256) drew 704 W on average against the fit's 686 W, and up to 753 W."""
         v = np.asarray(self.value)
-        rel = np.asarray(self.se) / v
-        drawn = v * np.exp(rng.normal(0.0, rel) - rel**2 / 2)  # mean-preserving
-        w = 1.0 / np.maximum(np.asarray(self.se), 1e-12 * v) ** 2
-        return Curve(self.n, tuple(isotonic(drawn, w)), self.se, self.beyond)
+        se = np.maximum(np.asarray(self.se), 1e-12 * v)
+        starts = np.flatnonzero(np.r_[True, v[1:] != v[:-1]])
+        ends = np.r_[starts[1:], len(v)]
+        w = np.array([np.sum(1.0 / se[a:b] ** 2) for a, b in zip(starts, ends, strict=True)])
+        rel = 1.0 / np.sqrt(w) / v[starts]
+        drawn = v[starts] * np.exp(rng.normal(0.0, rel) - rel**2 / 2)  # mean-preserving
+        mono = isotonic(drawn, w)
+        return Curve(self.n, tuple(np.repeat(mono, ends - starts)), self.se, self.beyond)
 
     def record(self) -> dict[str, object]:
         return {"n": list(self.n), "value": list(self.value), "se": list(self.se), "beyond": self.beyond}

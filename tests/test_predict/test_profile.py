@@ -36,6 +36,17 @@ def test_draws_stay_positive_and_monotone():
         assert min(d.value) > 0 and list(d.value) == sorted(d.value)
 
 
+def test_draws_of_a_flat_top_are_centred_on_it():
+    """A cap held over many points (a pooled block of the fit): its draws average the fit's value, as
+    drawing each point apart and pooling again did not (the largest of many noisy points rose above it)."""
+    n = tuple(float(x) for x in range(1, 41))
+    c = Curve(n, (400.0,) * 10 + (680.0,) * 30, (20.0,) * 40)
+    rng = np.random.default_rng(1)
+    tops = [d.value[-1] for d in (c.draw(rng) for _ in range(2000))]
+    assert np.mean(tops) == pytest.approx(680.0, rel=0.002)
+    assert np.std(tops) == pytest.approx(20.0 / np.sqrt(30), rel=0.1)  # the block's pooled error
+
+
 def test_bins_are_single_counts_where_dense_and_sparse_transients_join_a_neighbour():
     seconds = np.zeros(40)
     seconds[[1, 2, 3]] = 5.0
