@@ -57,7 +57,7 @@ RUNS = ("results/h200-llama3.1-8b", "results/h100-conversation", "results/cpu-ma
         "results/cpu-make-compare/burner")  # fmt: skip
 #: Runs with a profile of their own (``--profile``: closed loops before the ladder): every load predicted from
 #: it, as their report does (``compare.prediction``, kept in their summary.json), no online window in the fit.
-PROFILED = ("results/h100-conversation-profile", "results/h100-code")
+PROFILED = ("results/h100-conversation-profile", "results/h100-code", "results/cpu-default")
 
 
 def gmean(values: list[float]) -> float:

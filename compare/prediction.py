@@ -141,7 +141,8 @@ def predictions(
     try:
         profile = fit(runs, float(loaded.get("power_w") or 0.0), float(loaded.get("spread_w") or 0.0),
                       int(config["options"]["max_num_seqs"]), TOKEN_BUDGET[kind],
-                      f"{run_dir.name}: {len(runs)} closed loops (profile, saturated references)")  # fmt: skip
+                      f"{run_dir.name}: {len(runs)} closed loops (profile, saturated references)",
+                      idle_from_runs=False)  # fmt: skip
     except PredictError as err:
         return {"profile": None, "error": str(err), "loads": [], "definitions": DEFINITIONS}
     rng = np.random.default_rng(seed)
