@@ -203,11 +203,21 @@ class _StdlibReply:
         return self._resp.read(n)
 
     def reads(self) -> Iterator[bytes]:
+        last = time.monotonic()
         while data := self._resp.read1(65536):
             yield data
+            # A server that refills the socket as fast as it is read leaves read1 nothing to wait for, and under
+            # gevent only a wait lets the hub run (and take a SIGINT): give it a turn at least every YIELD_S.
+            if (now := time.monotonic()) - last >= YIELD_S:
+                time.sleep(0)
+                last = now
 
     def close(self) -> None:
         self._conn.close()
+
+
+#: The longest ``http.client`` reads in a row without a turn for gevent's hub.
+YIELD_S = 0.05
 
 
 def _open(config: ClientConfig, payload: bytes, headers: dict[str, str]) -> Reply:

@@ -39,9 +39,10 @@ def test_a_good_stream_gives_every_time_and_count(url, client):
     assert r.status == "ok", r.error
     assert (r.usage_input_tokens, r.usage_output_tokens) == (40, 10)
     assert len(r.chunks) == 10 and sum(n for _, n in r.chunks) == 10
-    # never faster than the mock's configured pace (how close is the capacity benchmark's job)
-    assert 0.05 <= r.ttft_s < 0.5
-    assert 0.05 + 9 * 0.002 <= r.e2e_s < 0.6
+    # never faster than the mock's configured pace (how close is the capacity benchmark's job), give or take the
+    # millisecond an event loop's timer may fire early (a CI run measured 49.88 ms for 50)
+    assert 0.05 - 0.002 <= r.ttft_s < 0.5
+    assert 0.05 + 9 * 0.002 - 0.002 <= r.e2e_s < 0.6
     assert all(b[0] >= a[0] for a, b in zip(r.chunks, r.chunks[1:], strict=False))
     assert r.sent_s >= r.scheduled_s and r.first_token_s <= r.last_token_s
 
