@@ -500,10 +500,8 @@ class Comparison:
         replayed closed loop (``saturate``) with ``--max-num-seqs`` in flight; the steady part is read in the
         analysis (``windows.saturated_window``)."""
         from compare.polls import Poller
-        from monitor.errors import MonitorError
 
         args, batch = self.args, self.args.max_num_seqs
-        energy_csv = self.run_dir / "energy.csv"
         for seg in self.segments:
             what = f"online reference, segment {seg.index + 1}/{len(self.segments)} ({batch} in flight)"
             self._check_monitor()
@@ -521,23 +519,12 @@ class Comparison:
                 out.rename(out.with_name(f"{out.name}-pilot"))
                 with Poller(target, self.meter.url, out / "polls.jsonl"):
                     _, records, cut = self._saturate(target, seg, batches, out, 6000 + seg.index, what)
-            sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
-            if not sent:
+            if not any(r.get("sent_s") is not None for r in records):
                 continue
-            a, b = min(sent), max(r.get("last_token_s") or r["sent_s"] for r in records if r.get("sent_s"))
-            try:
-                series = self.meter.series(a, b, args.slice_s)
-                span = self.meter.energy(a, b)
-            except MonitorError as err:
-                self._lost_window(what, out, err)
+            window = {"rate": None, "segment": seg.index, "kind": "online reference", "concurrency": batch,
+                      "batches": batches, "drain_cut": cut}  # fmt: skip
+            if self._closed_loop_energy(what, out, records, ("reference", REFERENCE_RATE, seg.index), window) is None:
                 continue
-            if span.uncovered_s:
-                self._incomplete_energy(what, out, span.uncovered_s)
-            else:
-                append_series(energy_csv, "reference", REFERENCE_RATE, seg.index, series)
-            write_json(out / "window.json", {"rate": None, "segment": seg.index, "kind": "online reference",
-                                             "concurrency": batch, "batches": batches, "series": [a, b],
-                                             "drain_cut": cut, "span_reading": reading_json(span)})  # fmt: skip
             cap = capacity(records, batch)
             if cap is not None:
                 self.capacity[seg.index] = cap
@@ -579,12 +566,33 @@ class Comparison:
         return run_replay(args, opts, target, out, prompt_seed, len(lengths), what, self.console,
                           self._server_gone(target) if self.server else None, schedule_s=schedule_s)  # fmt: skip
 
+    def _closed_loop_energy(self, what: str, out: Path, records: list[dict[str, Any]],
+                            row: tuple[str, float, int], window: dict[str, Any]) -> Any:  # fmt: skip
+        """A closed loop's energy from its first send to its last token: its slices appended to ``energy.csv``
+        as ``row`` (phase, rate, segment) unless the monitor missed part of them, and ``window.json`` (``window``
+        with the span and its reading). The span's reading, or None where the monitor could not give one."""
+        from monitor.errors import MonitorError
+
+        sent = [r for r in records if r.get("sent_s") is not None]
+        a, b = min(r["sent_s"] for r in sent), max(r.get("last_token_s") or r["sent_s"] for r in sent)
+        try:
+            series = self.meter.series(a, b, self.args.slice_s)
+            span = self.meter.energy(a, b)
+        except MonitorError as err:
+            self._lost_window(what, out, err)
+            return None
+        if span.uncovered_s:
+            self._incomplete_energy(what, out, span.uncovered_s)
+        else:
+            append_series(self.run_dir / "energy.csv", *row, series)
+        write_json(out / "window.json", {**window, "series": [a, b], "span_reading": reading_json(span)})
+        return span
+
     def _profile(self, target: str) -> None:
         """The profile's closed-loop ladder (``predict.profile``): the workload's lengths served closed loop with
         1, 2, 4 … requests in flight below ``--max-num-seqs`` (the saturated references are its top rung), each
         sending for ``--profile-s``; ``compare.prediction`` fits the profile from them and predicts each load."""
         from compare.polls import Poller
-        from monitor.errors import MonitorError
 
         args = self.args
         lengths = [x for seg in self.segments for x in seg.lengths]
@@ -611,27 +619,17 @@ class Comparison:
                 )  # fmt: skip
             if len(records) >= pool:
                 self.say(f"{what}: its pool of {pool} ran dry before the {send_s:.3g} s were up")
-            sent = [r["sent_s"] for r in records if r.get("sent_s") is not None]
-            if not sent:
+            if not any(r.get("sent_s") is not None for r in records):
                 self.problems.append(f"{what}: no request was sent; its log is {out / 'replay.log'}")
                 continue
-            a = min(sent)
-            b = max(r.get("last_token_s") or r["sent_s"] for r in records if r.get("sent_s") is not None)
-            try:
-                series = self.meter.series(a, b, args.slice_s)
-                span = self.meter.energy(a, b)
-            except MonitorError as err:
-                self._lost_window(what, out, err)
-                continue
-            if span.uncovered_s:
-                self._incomplete_energy(what, out, span.uncovered_s)
-            else:
-                append_series(self.run_dir / "energy.csv", "profile", float(n), PROFILE_SEGMENT, series)
-            write_json(out / "window.json", {"rate": None, "segment": None, "kind": "profile", "concurrency": n,
-                                             "send_s": send_s, "series": [a, b], "drain_cut": cut,
-                                             "span_reading": reading_json(span)})  # fmt: skip
-            ok = sum(r["status"] == "ok" for r in records)
-            self.say(f"{what}: {ok}/{len(records)} ok, {span.energy_j / max(b - a, 1e-9):.0f} W")
+            window = {"rate": None, "segment": None, "kind": "profile", "concurrency": n, "send_s": send_s,
+                      "drain_cut": cut}  # fmt: skip
+            span = self._closed_loop_energy(what, out, records, ("profile", float(n), PROFILE_SEGMENT), window)
+            if span is not None:
+                ok = sum(r["status"] == "ok" for r in records)
+                self.say(
+                    f"{what}: {ok}/{len(records)} ok, {span.energy_j / max(span.end_s - span.start_s, 1e-9):.0f} W"
+                )
 
     def _counterfactual(self, target: str, loaded_idle_w: float) -> None:
         """The attribution checked against what left-out requests really cost (``compare.counterfactual``), on

@@ -29,6 +29,7 @@ import numpy as np
 from compare.rundir import PROFILE_SEGMENT, REFERENCE_RATE, profile_dir, reference_dir, replay_dir
 from estimands.prices import work
 from estimands.reference import steady_span
+from joulebench.files import stored
 from loadgen.records import read_records
 from predict.errors import PredictError
 from predict.forecast import interval, replay, saturated
@@ -111,7 +112,7 @@ def profile_runs(run_dir: Path, config: Mapping[str, Any], series: Mapping[tuple
     for k in range(len(config.get("workload") or [])):
         key = (REFERENCE_RATE, k)
         path = reference_dir(run_dir, k) / "requests.jsonl"
-        if key not in series or not (path.exists() or path.with_name(path.name + ".gz").exists()):
+        if key not in series or stored(path) is None:
             continue
         records = read_records(path)
         span = steady_span(records, batch)
@@ -157,7 +158,7 @@ def predictions(
         for seg in rate["segments"]:
             k = seg["segment"]
             path = replay_dir(run_dir, rate["rate"], k, axis) / "requests.jsonl"
-            if not seg.get("window") or not (path.exists() or path.with_name(path.name + ".gz").exists()):
+            if not seg.get("window") or stored(path) is None:
                 continue
             records = [r for r in read_records(path) if r.get("scheduled_s") is not None]
             if not records:
