@@ -134,12 +134,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                    "steady part is too short to measure (a fast server) or there is none "
                    "(default: %(default)s)")  # fmt: skip
     g.add_argument("--reference-batches", type=int, default=3, metavar="B",
-                   help="the saturated reference serves B × --max-num-seqs requests of the workload's lengths, "
-                   "more where the online one (a pilot of B batches) shows its steady part would be shorter "
-                   "than --reference-s (default: %(default)s)")  # fmt: skip
+                   help="the offline reference serves B × --max-num-seqs requests of the workload's lengths "
+                   "where no online reference sized it (else as many as the online one sent) "
+                   "(default: %(default)s)")  # fmt: skip
     g.add_argument("--reference-s", type=float, metavar="S",
-                   help="the least seconds of steady state the saturated reference is sized for, online and "
-                   "offline (default: 20; 10 on vLLM's CPU build)")  # fmt: skip
+                   help="seconds of steady state the saturated reference holds: the online one sends until this "
+                   "long after its start cohort has ended (however long that takes, at most 600 s) (default: 20; "
+                   "10 on vLLM's CPU build)")  # fmt: skip
     g.add_argument("--profile", choices=("on", "off"), default="on",
                    help="measure the server's profile after the references (closed loops of the workload's lengths "
                    "with 1, 2, 4 … requests in flight below --max-num-seqs) and report each load's energy as "

@@ -64,7 +64,7 @@ from compare.rundir import (
     replay_dir,
     write_json,
 )
-from estimands.reference import capacity, reference_size, steady_seconds
+from estimands.reference import MAX_REFERENCE_S, REFERENCE_POOL_BATCHES, capacity, steady_seconds
 from joulebench import __version__
 from joulebench.errors import JoulebenchError
 from joulebench.processes import Child, free_port, write_pidfile
@@ -505,20 +505,15 @@ class Comparison:
         for seg in self.segments:
             what = f"online reference, segment {seg.index + 1}/{len(self.segments)} ({batch} in flight)"
             self._check_monitor()
-            # The first replay of --reference-batches is the reference where its steady part lasts --reference-s;
-            # else it is the pilot that sizes one (kept beside it), replayed with prompts of its own.
+            # One closed loop, sending until --reference-s past the end of its start cohort, read
+            # live by the load generator (--steady-s): no pilot to size it, and a cohort request of thousands of
+            # output tokens lengthens it rather than leaving it without a steady part (results/h100-code)
             out = reference_dir(self.run_dir, seg.index)
             with Poller(target, self.meter.url, out / "polls.jsonl"):
-                _, records, cut = self._saturate(target, seg, args.reference_batches, out, 5000 + seg.index, what)
-            batches = reference_size(records, batch, args.reference_batches, args.reference_s)
-            self.reference_batches[seg.index] = batches
-            if batches > args.reference_batches:
-                held = steady_seconds(records, batch)
-                self.say(f"{what}: {len(records)} requests hold a steady part of {held:.2f} s; "
-                         f"{batches * batch} for {args.reference_s:g} s")  # fmt: skip
-                out.rename(out.with_name(f"{out.name}-pilot"))
-                with Poller(target, self.meter.url, out / "polls.jsonl"):
-                    _, records, cut = self._saturate(target, seg, batches, out, 6000 + seg.index, what)
+                _, records, cut = self._saturate(target, seg, out, 5000 + seg.index, what)
+            sent = sum(r.get("sent_s") is not None for r in records)
+            batches = max(args.reference_batches, math.ceil(sent / batch))
+            self.reference_batches[seg.index] = batches  # the offline reference: the same requests
             if not any(r.get("sent_s") is not None for r in records):
                 continue
             window = {"rate": None, "segment": seg.index, "kind": "online reference", "concurrency": batch,
@@ -536,23 +531,26 @@ class Comparison:
                      f"{steady_seconds(records, batch):.1f} s, capacity "
                      f"{'–' if cap is None else f'{cap:.3g}'} requests/s")  # fmt: skip
 
-    def _saturate(self, target: str, seg: Segment, batches: int, out: Path, prompt_seed: int,
+    def _saturate(self, target: str, seg: Segment, out: Path, prompt_seed: int,
                   what: str) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:  # fmt: skip
-        """``batches`` × ``--max-num-seqs`` of the segment's lengths (``reference_lengths``) replayed closed loop
-        with ``--max-num-seqs`` in flight, into ``out``."""
+        """The segment's lengths (``reference_lengths``, a pool of ``REFERENCE_POOL_BATCHES``) replayed closed
+        loop with ``--max-num-seqs`` in flight into ``out``, sending until ``--reference-s`` after its start
+        cohort has ended, at most ``MAX_REFERENCE_S``."""
         args = self.args
-        lengths = reference_lengths(seg, args.max_num_seqs, batches, args.seed)
-        # A closed loop runs until its pool is served: it is cut only past what B batches could take if every
-        # request ran to --request-timeout-s (it was cut at --drain-s + 30 s before, and a grown reference lost
-        # its longest requests and its steady part: results/h100-code, segment 1)
+        lengths = reference_lengths(seg, args.max_num_seqs, REFERENCE_POOL_BATCHES, args.seed)
+        # cut only past the longest it may send and then a request's own timeout for those in flight (a cut at
+        # --drain-s + 30 s lost a reference's longest requests and its steady part: results/h100-code)
         return self._closed_loop(target, lengths, args.max_num_seqs, out, prompt_seed, what,
-                                 schedule_s=batches * args.request_timeout_s)  # fmt: skip
+                                 schedule_s=MAX_REFERENCE_S + args.request_timeout_s, send_s=MAX_REFERENCE_S,
+                                 steady_s=args.reference_s)  # fmt: skip
 
     def _closed_loop(self, target: str, lengths: list[tuple[int, int]], concurrency: int, out: Path,
                      prompt_seed: int, what: str, schedule_s: float,
-                     send_s: float = 0.0) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:  # fmt: skip
+                     send_s: float = 0.0,
+                     steady_s: float = 0.0) -> tuple[dict[str, Any], list[dict[str, Any]], bool]:  # fmt: skip
         """``lengths`` (input, output) replayed closed loop with ``concurrency`` in flight, into ``out``; with
-        ``send_s``, no more sends after that many seconds (those in flight finish)."""
+        ``send_s``, no more sends after that many seconds, with ``steady_s`` none that long after the start
+        cohort has ended (those in flight finish)."""
         args = self.args
         out.mkdir(parents=True, exist_ok=True)
         trace = out / "trace.jsonl"
@@ -561,10 +559,14 @@ class Comparison:
             jb_trace=str(trace), jb_trace_dir="", jb_columns="timestamp=t,input=in,output=out",
             jb_process="saturate", jb_rate=1.0, jb_cv=1.0, jb_duration=60.0, jb_start=0.0, jb_seed=args.seed,
             jb_first=len(lengths), jb_overlong="drop", jb_max_model_len=self.config["max_model_len"] or 0,
-            jb_concurrency=concurrency, jb_send_s=send_s,
+            jb_concurrency=concurrency, jb_send_s=send_s, jb_steady_s=steady_s,
         )  # fmt: skip
-        return run_replay(args, opts, target, out, prompt_seed, len(lengths), what, self.console,
-                          self._server_gone(target) if self.server else None, schedule_s=schedule_s)  # fmt: skip
+        result = run_replay(args, opts, target, out, prompt_seed, len(lengths), what, self.console,
+                            self._server_gone(target) if self.server else None, schedule_s=schedule_s)  # fmt: skip
+        if send_s or steady_s:  # the pool as far as it was sent (in order): the rest was never asked for
+            sent = sum(r.get("sent_s") is not None for r in result[1])
+            trace.write_text("".join(trace.read_text().splitlines(keepends=True)[:sent]))
+        return result
 
     def _closed_loop_energy(self, what: str, out: Path, records: list[dict[str, Any]],
                             row: tuple[str, float, int], window: dict[str, Any]) -> Any:  # fmt: skip

@@ -149,6 +149,8 @@ def run_replay(
         cmd += ["--concurrency", str(opts.jb_concurrency)]
         if getattr(opts, "jb_send_s", 0.0):
             cmd += ["--send-s", repr(opts.jb_send_s)]
+        if getattr(opts, "jb_steady_s", 0.0):
+            cmd += ["--steady-s", repr(opts.jb_steady_s)]
     replay = Child(f"the replay ({what})", cmd, out / "replay.log", stop_timeout_s=30).start()
     deadline = time.monotonic() + (opts.jb_duration if schedule_s is None else schedule_s) + args.drain_s + 30
     cut = False

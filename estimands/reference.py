@@ -29,7 +29,6 @@ report`` from the run directory; ``server.offline`` from its step log).
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,12 +43,12 @@ MIX_TOLERANCE = 0.05
 HALVES_TOLERANCE = 0.05
 #: A prefill rate so high that every prompt token falls at its request's first token (the other bound).
 AT_FIRST_TOKEN = 1e15
-#: The most batches a reference is grown to (``reference_size``), and the growth's margin over the estimate.
-MAX_REFERENCE_BATCHES, REFERENCE_MARGIN = 1000, 1.25
-#: The longest a grown reference is planned to send, at its pilot's completion rate: a start cohort that holds
-#: a request of thousands of output tokens would otherwise ask for tens of thousands of requests (it then has
-#: no steady part, and says so).
-MAX_REFERENCE_S = 600.0
+#: A reference sends until ``--reference-s`` after its start cohort has ended (the load generator's
+#: ``--steady-s``, read live as ``steady_span`` reads it), at most ``MAX_REFERENCE_S``: a start cohort holding a
+#: request of thousands of output tokens gives a long reference, never an endless one. Its pool holds
+#: ``REFERENCE_POOL_BATCHES`` × ``--max-num-seqs`` requests, more than a server completing 40 requests a second
+#: sends in that time.
+MAX_REFERENCE_S, REFERENCE_POOL_BATCHES = 600.0, 100
 
 
 def steady_span(records: Sequence[Mapping[str, Any]], concurrency: int) -> tuple[float, float] | None:
@@ -134,53 +133,6 @@ def steady_seconds(records: list[dict[str, Any]], concurrency: int) -> float:
     """How long a closed loop's steady part lasted (``steady_span``); 0 when it had none."""
     span = steady_span(records, concurrency)
     return 0.0 if span is None else span[1] - span[0]
-
-
-def reference_size(records: list[dict[str, Any]], batch: int, batches: int, target_s: float) -> int:
-    """The batches a saturated reference needs for a steady part of ``target_s``, from a pilot of ``batches``:
-    the pilot's, where its steady part already lasts that long; else enough to keep sending until its start
-    cohort has ended (the pilot's cohort: the same first requests) and ``REFERENCE_MARGIN`` × ``target_s``
-    beyond, at the pilot's completion rate, at most ``MAX_REFERENCE_BATCHES``. A fast server (an H200, vLLM's
-    CPU build on the tiny model) finishes 3 × 256 requests before its longest first request has ended.
-
-    Both are read where the pilot's loop was full (up to its last send): a cohort request that was still
-    running when the pool ran dry finished faster in the drain than it will in a loop that stays full, so its
-    end is placed at its first token plus its remaining tokens at the full loop's time per output token (on
-    the H100's code trace a 697-token cohort request ended 13 s after the pilot's last send, and 65 s into a
-    reference sized by that end, after its last send: no steady part)."""
-    if steady_seconds(records, batch) >= target_s:
-        return batches
-    done = [r for r in records if r["status"] == "ok" and r.get("last_token_s")]
-    if len(done) < 2:
-        return batches
-    start = min(r["sent_s"] for r in done)
-    last_send = max(r["sent_s"] for r in records if r.get("sent_s") is not None)
-    full = [r for r in done if r["last_token_s"] <= last_send]
-    if len(full) >= 2 and last_send > start:
-        rate = len(full) / (last_send - start)  # completions a second while the loop was full
-    else:
-        rate = len(done) / max(max(r["last_token_s"] for r in done) - start, 1e-3)
-    pace = _full_pace(full)
-    cohort = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])[:batch]
-
-    def ended(r: dict[str, Any]) -> float:
-        seen = max(r.get(k) or 0.0 for k in ("last_token_s", "first_token_s", "sent_s"))
-        n_out = int(r.get("usage_output_tokens") or r.get("output_tokens") or 0)
-        if pace is None or not r.get("first_token_s") or n_out < 2 or seen <= last_send:
-            return seen
-        return max(seen, r["first_token_s"] + (n_out - 1) * pace)
-
-    cohort_s = max(ended(r) for r in cohort) - start
-    sending_s = min(cohort_s + REFERENCE_MARGIN * target_s, MAX_REFERENCE_S)
-    need = batch + rate * sending_s  # sends by then: the cohort, one per completion
-    return int(min(MAX_REFERENCE_BATCHES, max(batches, math.ceil(need / batch))))
-
-
-def _full_pace(full: Sequence[Mapping[str, Any]]) -> float | None:
-    """The median seconds per output token (after the first) of requests that ended while the loop was full."""
-    paces = [(r["last_token_s"] - r["first_token_s"]) / (n - 1) for r in full if r.get("first_token_s")
-             and (n := int(r.get("usage_output_tokens") or r.get("output_tokens") or 0)) > 1]  # fmt: skip
-    return float(statistics.median(paces)) if paces else None
 
 
 def span_figures(

@@ -265,6 +265,8 @@ class TraceReplayUser(User):
 
     writer: RecordWriter | None = None
     slots: Any = None  # the closed loop's slots (saturate), or None
+    cohort: set[str] | None = None  # --steady-s: the start cohort's requests still running
+    cohort_ended_s: float | None = None  # --steady-s: when its last one ended
     outbox: Outbox | None = None  # what the web UI's master is told (none under `joulebench replay`)
     dispatcher = False
 
@@ -373,6 +375,10 @@ class TraceReplayUser(User):
         if closed and time.time() < start:
             gevent.sleep(start - time.time())
         send_until = start + opts.jb_send_s if closed and getattr(opts, "jb_send_s", 0.0) > 0 else None
+        steady_s = getattr(opts, "jb_steady_s", 0.0) if closed else 0.0
+        # --steady-s: the start cohort (this worker's first sends, a slot each) is watched until its last ends
+        self.cohort = {f"{i}" for i in mine[: max(1, opts.jb_concurrency // plan["count"])]} if steady_s > 0 else None
+        self.cohort_ended_s, held = None, False
         for i in mine:
             t, idx = times[i], indices[i]
             req = trace.requests[idx]
@@ -395,6 +401,11 @@ class TraceReplayUser(User):
                 if send_until is not None and record.scheduled_s >= send_until:
                     self.slots.release()  # --send-s is over: no more sends, those in flight finish
                     break
+                if held:
+                    self.slots.release()  # --steady-s of steady part held: no more sends, those in flight finish
+                    break
+                # the first send at or past it is the last: the steady part (to the last send) holds --steady-s
+                held = self.cohort_ended_s is not None and record.scheduled_s >= self.cohort_ended_s + steady_s
             delay = record.scheduled_s - time.time()
             if delay > 0:
                 gevent.sleep(delay)
@@ -413,6 +424,10 @@ class TraceReplayUser(User):
     def _one(self, config: ClientConfig, record: RequestRecord, body: dict[str, Any]) -> None:
         send(config, record, body)  # never raises: a failure is the record's status
         self.in_flight.pop(record.request_id, None)
+        if self.cohort is not None and record.request_id in self.cohort:
+            self.cohort.discard(record.request_id)
+            if not self.cohort:  # ended as the steady part reads it: its last token, else when it was last seen
+                self.cohort_ended_s = record.last_token_s or time.time()
         if self.slots is not None:
             self.slots.release()
         try:

@@ -42,6 +42,12 @@ OPTIONS: dict[str, tuple[Any, str]] = {
         0.0,
         "the saturate process: stop sending after this many seconds, those in flight finishing (0: the whole pool)",
     ),
+    "jb_steady_s": (
+        0.0,
+        "the saturate process: stop sending this many seconds after every request of the start cohort (the "
+        "first --concurrency sent) has ended, those in flight finishing: a steady part of that length, however "
+        "long the cohort's longest request runs (0: not used)",
+    ),
     "jb_cv": (1.0, "gamma process: coefficient of variation of the gaps (1: Poisson)"),
     "jb_monitor": (
         "",
@@ -140,6 +146,10 @@ _RULES: dict[str, tuple[Any, str]] = {
     "jb_send_s": (
         lambda v: _finite(v) and 0 <= v <= MAX_SECONDS,
         f"seconds ≥ 0 (0: the whole pool), at most {MAX_SECONDS}",
+    ),
+    "jb_steady_s": (
+        lambda v: _finite(v) and 0 <= v <= MAX_SECONDS,
+        f"seconds ≥ 0 (0: not used), at most {MAX_SECONDS}",
     ),
     "jb_seed": (lambda v: _integer(v) and 0 <= v < 2**63, "an integer ≥ 0"),
     "jb_prompt_seed": (lambda v: _integer(v) and -1 <= v < 2**63, "-1 (the seed) or an integer ≥ 0"),

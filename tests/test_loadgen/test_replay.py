@@ -111,6 +111,32 @@ def test_a_closed_loop_with_send_s_stops_sending_and_lets_its_requests_finish(tm
     assert max(r["last_token_s"] for r in rs) > last  # the last ones were served after the sends stopped
 
 
+def test_a_closed_loop_with_steady_s_holds_that_much_steady_part_after_its_slowest_first_request(tmp_path):
+    """``--steady-s``: sends go on until that long after every request of the start cohort has ended (here one
+    of them runs ~1 s, 30 times the others), then stop, those in flight finishing: the steady part
+    (``estimands.reference.steady_span``) lasts the seconds asked, the cohort's long request behind it, and the
+    rest of the pool is never sent."""
+    from estimands.reference import steady_span
+
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n0,20,200\n" + "".join(f"{i},20,5\n" for i in range(1, 3000))
+    )
+    records = tmp_path / "requests.jsonl"
+    with mock_server("--ttft-ms", "10", "--itl-ms", "5") as url:
+        run = subprocess.run(replay(url, records, "--trace", str(trace), "--process", "saturate", "--concurrency",
+                                    "3", "--first", "3000", "--steady-s", "0.5"), capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    rs = read_records(records)
+    assert 20 < len(rs) < 3000 and {r["status"] for r in rs} == {"ok"}
+    long = next(r for r in rs if r["output_tokens"] == 200)
+    assert long["last_token_s"] - long["sent_s"] > 0.9  # the cohort's slow request ran its second
+    span = steady_span(rs, 3)
+    assert span is not None and span[0] == pytest.approx(long["last_token_s"])
+    assert 0.5 <= span[1] - span[0] <= 0.5 + 0.1  # the last send: the first slot freed after the 0.5 s
+
+
 def test_the_trace_own_timestamps_scaled(tmp_path, trace):
     records = tmp_path / "requests.jsonl"
     with mock_server("--ttft-ms", "1", "--itl-ms", "0") as url:
