@@ -23,6 +23,7 @@ from compare.rundir import (
     ENERGY,
     IDLE,
     OFFLINE,
+    PROFILE_SEGMENT,
     REFERENCE_RATE,
     rate_label,
     read_energy_series,
@@ -35,6 +36,7 @@ from estimands.attribution import TOKENS_ONLY, EnergyModel, fit_model, slices, t
 from estimands.energy import DEFINITIONS, attribution_result, online_result, premiums
 from estimands.engine import prefill_rate
 from estimands.floor import physical_floor
+from estimands.plan import plan, timeline
 from estimands.prices import Prices, fit_prices, ratio_term
 from estimands.reference import checks, pool_mix
 from estimands.tokens import tokens_in_window
@@ -461,6 +463,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         "counterfactual": _counterfactual(run_dir),
         "headline": _headline_figures(rates),
         "prediction": predictions(run_dir, config, idle, series, rates, ratio),
+        "timeline": _timeline(series, idle, rates),
         "per_request": per_request,
         # the first segment's power of each rate, for the report's power-over-time plot
         "power_series": {
@@ -494,6 +497,14 @@ def _window_terms(w: dict[str, Any], u_idle_w: float) -> dict[str, float]:
         "prefill_placement_input": _rel(w["tokens"].get("input_uncertainty", 0.0), w["tokens"]["input"]),
         "idle_power": _rel(u_idle_w * dur, e_dyn),
     }
+
+
+def _timeline(series: dict[tuple[float, int], Any], idle: dict[str, Any], rates: list[dict[str, Any]]) -> dict:
+    """The run's phases with their wall times and the plan its spread asks for (``estimands.plan``)."""
+    spans = {key: (float(edges[0]), float(edges[-1])) for key, (edges, _, _) in series.items() if len(edges)}
+    labels = {float(r["rate"]): r["label"] for r in rates}
+    phases = timeline(spans, idle, REFERENCE_RATE, PROFILE_SEGMENT, labels)
+    return {"phases": phases, "plan": plan([r for r in rates if not r.get("saturated")], phases)}
 
 
 def _reference_window_terms(ref: dict[str, Any] | None, u_idle_w: float) -> dict[str, float]:

@@ -293,6 +293,34 @@ def _floor_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def _wall_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    phases = (s.get("timeline") or {}).get("phases") or []
+    total = sum(p["wall_s"] for p in phases)
+    groups: dict[str, list[float]] = {}
+    for p in phases:  # the profile's loops as one phase; every other phase as it ran
+        groups.setdefault("the profile's closed loops" if p["kind"] == "profile" else p["name"], []).append(p["wall_s"])
+    rows = [[name, str(len(v)) if len(v) > 1 else "", f"{sum(v):.0f}", f"{100 * sum(v) / total:.0f} %"]
+            for name, v in groups.items()]  # fmt: skip
+    if rows:
+        rows.append(["**all of them**", "", f"{total:.0f}", "100 %"])
+    return ["phase", "runs", "wall s", "share"], rows
+
+
+def _plan_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    p = (s.get("timeline") or {}).get("plan") or {}
+    rows = [[r["rung"], str(r["segments"]), _f(r["sd_log"]), _f(r["type_b"]),
+             str(r["needed"]) if r["needed"] is not None else f"– ({r['reason']})"]
+            for r in p.get("loads") or []]  # fmt: skip
+    if rows:
+        wall = p.get("wall_s")
+        rows.append(["**the plan**", "", "", "", "–" if p.get("segments") is None else
+                     f"{p['segments']} segments, about {wall / 60:.0f} min at this run's pace "
+                     f"({p['fixed_s'] / 60:.1f} min fixed + {p['per_segment_s'] / 60:.1f} min a segment)"])  # fmt: skip
+    target = 100 * p.get("target", 0.1)
+    head = ["rung", "segments with a premium", "sd of ln premium", "type B (relative)", f"segments for ±{target:.0f} %"]
+    return head, rows
+
+
 def _workload_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     head = ["segment", "from s", "requests", "span s (at 1×)", "mean in/out tokens", "longer than the context"]
     rows = [[str(w["segment"]), _f(w["start_s"]), str(w["requests"]), _f(w["span_s"]),
@@ -559,6 +587,18 @@ _SECTIONS = (
      "its halves within 5 % of each other per unit of work. Each segment's premium divides by its offline reference "
      "where that is valid, else by the online one; the saturated prices (r, a prefill token's cost in decode "
      "tokens) are in summary.json."),
+    ("Wall time", _wall_table,
+     "Every phase the run measured, in the order it ran, from the end of the phase before to its own last token "
+     "(its start-up and waits counted where they were spent; a reference's pilot, where one ran, in its "
+     "reference): the device's idle, vLLM's start, the loaded idle, the saturated references, the profile's "
+     "closed loops, each rung's replay of each segment. The offline phase and the counterfactual keep no energy "
+     "series and are not in it."),
+    ("Plan for the interval", _plan_table,
+     "How many segments this run's own spread asks for a premium within ±10 % at 95 % (estimands.plan): u_c² = "
+     "s²/n + Σ u_B², s the standard deviation of ln(premium) over the rung's valid segments, the type B terms held at "
+     "this run's values, k at the Welch–Satterthwaite degrees of freedom; the plan gives every rung its count, "
+     "its wall time is this run's fixed phases plus that many times its mean seconds a segment (a reference and "
+     "one replay at every rung). A rung with a premium in fewer than two segments has no spread to plan from."),
     ("Workload", _workload_table, "The same requests at every rate: only their arrival times change."),
     ("Energy attributed to requests", _attribution_table,
      "Each slice's dynamic energy (less loaded-idle power) is shared among the requests working in it by their "
@@ -633,7 +673,7 @@ def write_documents(run_dir: Path, s: dict[str, Any], plots: dict[str, Path]) ->
     md += ["## What each figure estimates", ""] + [f"- {line}" for line in _definitions(s)] + [""]
     for name, table, note in _SECTIONS:
         head, rows = table(s)
-        if rows or table not in (_devices_table, _prediction_table):
+        if rows or table not in (_devices_table, _prediction_table, _wall_table, _plan_table):
             md += [f"## {name}", "", note, "", _md_table(head, rows)]
     md += ["## Plots", ""] + [f"![{k}](plots/{p.name})" for k, p in rest.items()] + [""]
     (run_dir / "report.md").write_text("\n".join(md))
@@ -653,7 +693,7 @@ def write_documents(run_dir: Path, s: dict[str, Any], plots: dict[str, Path]) ->
     h += ["</ul>"]
     for name, table, note in _SECTIONS:
         head, rows = table(s)
-        if rows or table not in (_devices_table, _prediction_table):
+        if rows or table not in (_devices_table, _prediction_table, _wall_table, _plan_table):
             h += [f"<h2>{html.escape(name)}</h2><p class='note'>{html.escape(note)}</p>", _html_table(head, rows)]
     h += ["<h2>Plots</h2>"] + [img(k, p) for k, p in rest.items()]
     h.append("</body></html>")
