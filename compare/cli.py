@@ -134,8 +134,8 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
                    "steady part is too short to measure (a fast server) or there is none "
                    "(default: %(default)s)")  # fmt: skip
     g.add_argument("--reference-batches", type=int, default=3, metavar="B",
-                   help="the offline reference serves B × --max-num-seqs requests of the workload's lengths "
-                   "where no online reference sized it (else as many as the online one sent) "
+                   help="the offline reference serves B × --max-num-seqs requests of the workload's lengths, or, "
+                   "where the online reference sent more, the first whole batches of its pool that hold them "
                    "(default: %(default)s)")  # fmt: skip
     g.add_argument("--reference-s", type=float, metavar="S",
                    help="seconds of steady state the saturated reference holds: the online one sends until this "

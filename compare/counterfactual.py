@@ -26,7 +26,7 @@ from compare.replays import run_replay
 from compare.rundir import read_polls, write_json
 from estimands.attribution import attribute, fit_model, slices, token_terms_j
 from estimands.engine import prefill_rate
-from estimands.windows import end_of
+from estimands.tokens import end_of
 from loadgen.options import build_schedule
 
 

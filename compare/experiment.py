@@ -512,6 +512,9 @@ class Comparison:
             with Poller(target, self.meter.url, out / "polls.jsonl"):
                 _, records, cut = self._saturate(target, seg, out, 5000 + seg.index, what)
             sent = sum(r.get("sent_s") is not None for r in records)
+            if sent >= batch * REFERENCE_POOL_BATCHES:
+                self.say(f"{what}: its pool of {sent} ran dry before --reference-s of steady state (a server this "
+                         "fast holds a shorter steady part: the reference says how long)")  # fmt: skip
             batches = max(args.reference_batches, math.ceil(sent / batch))
             self.reference_batches[seg.index] = batches  # the offline reference: the same requests
             if not any(r.get("sent_s") is not None for r in records):
@@ -563,9 +566,9 @@ class Comparison:
         )  # fmt: skip
         result = run_replay(args, opts, target, out, prompt_seed, len(lengths), what, self.console,
                             self._server_gone(target) if self.server else None, schedule_s=schedule_s)  # fmt: skip
-        if send_s or steady_s:  # the pool as far as it was sent (in order): the rest was never asked for
-            sent = sum(r.get("sent_s") is not None for r in result[1])
-            trace.write_text("".join(trace.read_text().splitlines(keepends=True)[:sent]))
+        sent = [r["trace_index"] for r in result[1] if r.get("sent_s") is not None and r.get("trace_index") is not None]
+        if (send_s or steady_s) and sent:  # the pool as far as it was sent (in order): the rest was never asked for
+            trace.write_text("".join(trace.read_text().splitlines(keepends=True)[: max(sent) + 1]))
         return result
 
     def _closed_loop_energy(self, what: str, out: Path, records: list[dict[str, Any]],

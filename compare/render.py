@@ -308,8 +308,8 @@ def _wall_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 def _plan_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     p = (s.get("timeline") or {}).get("plan") or {}
-    rows = [[r["rung"], str(r["segments"]), _f(r["sd_log"]), _f(r["type_b"]),
-             str(r["needed"]) if r["needed"] is not None else f"– ({r['reason']})"]
+    rows = [[r["rung"], f"{r['segments']} of {r['measured']}", _f(r["sd_log"]), _f(r["type_b"]),
+             f"{r['needed']} ({r['to_run']} to run)" if r["needed"] is not None else f"– ({r['reason']})"]
             for r in p.get("loads") or []]  # fmt: skip
     if rows:
         wall = p.get("wall_s")
@@ -317,7 +317,13 @@ def _plan_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                      f"{p['segments']} segments, about {wall / 60:.0f} min at this run's pace "
                      f"({p['fixed_s'] / 60:.1f} min fixed + {p['per_segment_s'] / 60:.1f} min a segment)"])  # fmt: skip
     target = 100 * p.get("target", 0.1)
-    head = ["rung", "segments with a premium", "sd of ln premium", "type B (relative)", f"segments for ±{target:.0f} %"]
+    head = [
+        "rung",
+        "segments with a premium",
+        "sd of ln premium",
+        "type B (relative)",
+        f"segments with a premium for ±{target:.0f} %",
+    ]
     return head, rows
 
 
@@ -595,10 +601,13 @@ _SECTIONS = (
      "series and are not in it."),
     ("Plan for the interval", _plan_table,
      "How many segments this run's own spread asks for a premium within ±10 % at 95 % (estimands.plan): u_c² = "
-     "s²/n + Σ u_B², s the standard deviation of ln(premium) over the rung's valid segments, the type B terms held at "
-     "this run's values, k at the Welch–Satterthwaite degrees of freedom; the plan gives every rung its count, "
-     "its wall time is this run's fixed phases plus that many times its mean seconds a segment (a reference and "
-     "one replay at every rung). A rung with a premium in fewer than two segments has no spread to plan from."),
+     "s²/n + Σ u_B², s the standard deviation of ln(premium) over the rung's segments with a premium, the type B "
+     "terms held at this run's values, k at the Welch–Satterthwaite degrees of freedom; to run: as many more as "
+     "this run lost to windows or references that were not valid. A point estimate: s from a few segments is "
+     "itself uncertain (from two, σ may be 0.45 to 32 times s), so such a plan meets the target about half the "
+     "time. The plan gives every rung its count; its wall time is this run's fixed phases plus that many times its "
+     "mean seconds a segment (a reference and one replay at every rung; the offline phase, where it ran, not "
+     "counted). A rung with a premium in fewer than two segments has no spread to plan from."),
     ("Workload", _workload_table, "The same requests at every rate: only their arrival times change."),
     ("Energy attributed to requests", _attribution_table,
      "Each slice's dynamic energy (less loaded-idle power) is shared among the requests working in it by their "

@@ -10,11 +10,15 @@ spent. The offline phase and the counterfactual keep no energy series: where the
 **Plan** (``segments_needed``, ``plan``): a load's premium is averaged over n segments; its interval is
 ±k·u_c on the log scale (``estimands.uncertainty.budget``), with u_c² = s²/n + Σ u_B², s the standard deviation of
 ln(premium) over the run's valid segments and k Student's t at the Welch–Satterthwaite degrees of freedom.
-The least n whose interval is within ±target (its upper side, exp(k·u_c) − 1, the wider) is the segment count
-this run's own spread asks for. The type B terms are held at the run's values (those independent across
-segments would shrink with n: the count is an upper bound on that account). With one valid segment there is no
-spread and no plan. The plan's wall time is the run's fixed phases (idle, vLLM's start, the profile) and n times
-its mean seconds per segment (its reference and one replay at each load).
+The least n whose interval is within ±target (its upper side, exp(k·u_c) − 1, the wider) is the count of
+segments with a premium this run's own spread asks for, and the segments to run are as many more as the run lost
+to windows or references that were not valid (n × segments replayed ÷ segments with a premium). It is a point
+estimate: s from a few segments is itself uncertain (from two, the 95 % range of σ runs from 0.45·s to 32·s),
+so a plan meets the target about half the time when s is σ's own size; the type B terms are held at the run's
+values (those independent across segments would shrink with n). With a premium in fewer than two segments
+there is no spread and no plan. The plan's wall time is the run's fixed phases (idle, vLLM's start, the profile)
+and n times its mean seconds a segment (its reference and one replay at each rung): the offline phase, where it
+ran, is not in it.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from estimands.windows import t95
+from estimands.uncertainty import coverage_factor
 
 #: The interval a citable premium is planned for: ±10 % at 95 %.
 TARGET = 0.10
@@ -70,11 +74,9 @@ def segments_needed(s_log: float, type_b: float, target: float = TARGET) -> int 
     """The least n ≥ 2 whose 95 % interval (s_log/√n and ``type_b`` combined, Welch–Satterthwaite k) is
     within ±``target``; None where even ``MAX_SEGMENTS`` are not enough (the type B terms alone too wide)."""
     for n in range(2, MAX_SEGMENTS + 1):
-        ua2 = s_log**2 / n
-        uc = math.sqrt(ua2 + type_b**2)
-        nu = uc**4 / (ua2**2 / (n - 1)) if ua2 > 0 else math.inf
-        k = t95(int(nu)) if math.isfinite(nu) else 1.96
-        if math.exp(k * uc) - 1 <= target:
+        ua = s_log / math.sqrt(n)
+        uc = math.sqrt(ua**2 + type_b**2)
+        if math.exp(coverage_factor(ua, uc, n) * uc) - 1 <= target:
             return n
     return None
 
@@ -91,9 +93,9 @@ def plan(
     for entry in loads:
         b = entry.get("premium") or {}
         terms = b.get("terms") or {}
-        n = int(b.get("n") or 0)
-        row: dict[str, Any] = {"rung": entry.get("label"), "segments": n, "sd_log": None, "type_b": None,
-                               "needed": None, "reason": None}  # fmt: skip
+        n, measured = int(b.get("n") or 0), len(entry.get("segments") or [])
+        row: dict[str, Any] = {"rung": entry.get("label"), "segments": n, "measured": measured, "sd_log": None,
+                               "type_b": None, "needed": None, "to_run": None, "reason": None}  # fmt: skip
         if n < 2 or "type_a" not in terms:
             row["reason"] = "a premium in fewer than two segments: no spread to plan from"
         else:
@@ -102,6 +104,8 @@ def plan(
             row["needed"] = segments_needed(row["sd_log"], row["type_b"], target)
             if row["needed"] is None:
                 row["reason"] = f"its type B terms alone leave no ±{100 * target:.0f} % interval"
+            else:  # as many more as this run lost to windows or references that were not valid
+                row["to_run"] = math.ceil(row["needed"] * max(measured, n) / n)
         per_load.append(row)
     fixed = sum(p["wall_s"] for p in phases if p["kind"] in ("idle", "start", "profile"))
     # a segment's share: its reference and one replay at each rung, each the mean over the segments measured
@@ -112,7 +116,7 @@ def plan(
                 p["wall_s"]
             )
     per_segment = sum(sum(v) / len(v) for v in groups.values()) if groups else None
-    needed = [r["needed"] for r in per_load if r["needed"] is not None]
+    needed = [r["to_run"] for r in per_load if r["to_run"] is not None]
     n = max(needed) if needed and len(needed) == len(per_load) else None
     return {
         "target": target,

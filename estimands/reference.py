@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from estimands.prices import Prices, premium, ratio_term, work
-from estimands.tokens import tokens_in_window
+from estimands.tokens import end_of, tokens_in_window
 
 #: Requests that must end inside the steady part for a reference to be valid.
 MIN_COMPLETED = 20
@@ -57,10 +57,16 @@ def steady_span(records: Sequence[Mapping[str, Any]], concurrency: int) -> tuple
     sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
     if concurrency < 1 or len(sent) <= concurrency:
         return None
-    # a cohort request that failed ended when it was last seen
-    opened = max(max(r.get(k) or 0.0 for k in ("last_token_s", "first_token_s", "sent_s")) for r in sent[:concurrency])
+    opened = cohort_end(sent, concurrency)
     last = sent[-1]["sent_s"]
     return (opened, last) if last > opened else None
+
+
+def cohort_end(records: Sequence[Mapping[str, Any]], concurrency: int) -> float:
+    """When every request of the closed loop's start cohort (its first ``concurrency`` sends) had ended: the
+    latest of their ends (``estimands.tokens.end_of``: a request that failed ended when it was last seen)."""
+    sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
+    return max(end_of(r) for r in sent[:concurrency])
 
 
 def capacity(records: Sequence[Mapping[str, Any]], concurrency: int) -> float | None:

@@ -64,3 +64,9 @@ def tokens_in_window(
         n_in += float(p[0])
         n_out += float(d[0])
     return n_in, n_out
+
+
+def end_of(record: Mapping[str, Any]) -> float:
+    """When a request left the system: its last token, else the last time it was seen."""
+    times = [record.get(k) for k in ("last_token_s", "first_token_s", "sent_s", "scheduled_s")]
+    return float(max(t for t in times if t is not None))

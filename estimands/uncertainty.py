@@ -53,6 +53,13 @@ def idle_uncertainty_w(idle: Mapping[str, Any] | None) -> float:
     return spread / math.sqrt(12) if idle.get("stable", True) else spread / 2
 
 
+def coverage_factor(u_a: float, u_c: float, n: int) -> float:
+    """k of the 95 % interval ±k·u_c: Student's t at the Welch–Satterthwaite degrees of freedom of a type A
+    term ``u_a`` from ``n`` segments within ``u_c`` (type B terms exactly known: ν = ∞, k = 1.96)."""
+    nu = u_c**4 / (u_a**4 / (n - 1)) if u_a > 0 and n >= 2 else math.inf
+    return t95(int(nu)) if math.isfinite(nu) else 1.96
+
+
 def budget(
     values: Sequence[float | None],
     terms: Mapping[str, tuple[Sequence[float], bool]] | None = None,
@@ -76,10 +83,7 @@ def budget(
         size = r if log else r * np.abs(x) / scale
         u[name] = float(size.sum() / n) if common else float(math.sqrt(float((size**2).sum())) / n)
     uc = math.sqrt(sum(v * v for v in u.values()))
-    nu = math.inf
-    if "type_a" in u and u["type_a"] > 0:
-        nu = uc**4 / (u["type_a"] ** 4 / (n - 1))
-    k = t95(int(nu)) if math.isfinite(nu) else 1.96
+    k = coverage_factor(u.get("type_a", 0.0), uc, n)
     half = k * uc * scale
     mean = math.exp(centre) if log else centre
     low, high = (math.exp(centre - half), math.exp(centre + half)) if log else (centre - half, centre + half)

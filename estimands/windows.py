@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from estimands.reference import steady_span
+from estimands.tokens import end_of
 
 IN_SYSTEM_CHANGE = 0.25
 POWER_CHANGE = 0.10
@@ -94,12 +95,6 @@ T95 = (
 
 def t95(df: int) -> float:
     return T95[df - 1] if 1 <= df <= len(T95) else 1.96
-
-
-def end_of(record: Mapping[str, Any]) -> float:
-    """When a request left the system: its last token, else the last time it was seen."""
-    times = [record.get(k) for k in ("last_token_s", "first_token_s", "sent_s", "scheduled_s")]
-    return float(max(t for t in times if t is not None))
 
 
 def in_system(records: Sequence[Mapping[str, Any]], times_s: Sequence[float]) -> np.ndarray:

@@ -29,6 +29,7 @@ schedule lag and TTFT, summed over the workers on a master, for Prometheus and G
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -47,6 +48,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from estimands.tokens import end_of
 from loadgen import reference, webui
 from loadgen.arrivals import CLOSED_LOOP
 from loadgen.client import (
@@ -266,7 +268,8 @@ class TraceReplayUser(User):
     writer: RecordWriter | None = None
     slots: Any = None  # the closed loop's slots (saturate), or None
     cohort: set[str] | None = None  # --steady-s: the start cohort's requests still running
-    cohort_ended_s: float | None = None  # --steady-s: when its last one ended
+    cohort_last_s: float | None = None  # --steady-s: the latest end among those that have ended
+    cohort_ended_s: float | None = None  # --steady-s: when the whole cohort had ended
     outbox: Outbox | None = None  # what the web UI's master is told (none under `joulebench replay`)
     dispatcher = False
 
@@ -376,9 +379,13 @@ class TraceReplayUser(User):
             gevent.sleep(start - time.time())
         send_until = start + opts.jb_send_s if closed and getattr(opts, "jb_send_s", 0.0) > 0 else None
         steady_s = getattr(opts, "jb_steady_s", 0.0) if closed else 0.0
-        # --steady-s: the start cohort (this worker's first sends, a slot each) is watched until its last ends
-        self.cohort = {f"{i}" for i in mine[: max(1, opts.jb_concurrency // plan["count"])]} if steady_s > 0 else None
-        self.cohort_ended_s, held = None, False
+        if steady_s > 0 and plan["count"] > 1:  # each worker would stop on its own cohort, leaving slots empty
+            raise LoadgenError("--steady-s reads one closed loop's start cohort: run it with one worker, not "
+                               f"{plan['count']}")  # fmt: skip
+        # --steady-s: the start cohort (the first sends, a slot each) is watched until every one of them has ended
+        self.cohort = {f"{i}" for i in mine[: opts.jb_concurrency]} if steady_s > 0 else None
+        self.cohort_last_s = self.cohort_ended_s = None
+        held = False
         for i in mine:
             t, idx = times[i], indices[i]
             req = trace.requests[idx]
@@ -426,8 +433,10 @@ class TraceReplayUser(User):
         self.in_flight.pop(record.request_id, None)
         if self.cohort is not None and record.request_id in self.cohort:
             self.cohort.discard(record.request_id)
-            if not self.cohort:  # ended as the steady part reads it: its last token, else when it was last seen
-                self.cohort_ended_s = record.last_token_s or time.time()
+            # each ended as the steady part reads it (estimands.reference.steady_span): the latest of them counts
+            self.cohort_last_s = max(end_of(record.to_json()), self.cohort_last_s or -math.inf)
+            if not self.cohort:
+                self.cohort_ended_s = self.cohort_last_s
         if self.slots is not None:
             self.slots.release()
         try:

@@ -192,6 +192,9 @@ def check_options(options: Any, locust: bool = False) -> None:
             raise LoadgenError(f"{flag('jb_columns')} is for a CSV/JSONL path; {get('jb_trace')} has its own columns")
     if get("jb_monitor"):
         normalize_target(get("jb_monitor"), flag("jb_monitor"))
+    for name in ("jb_send_s", "jb_steady_s"):
+        if get(name) and get("jb_process") != CLOSED_LOOP:
+            raise LoadgenError(f"{flag(name)} ends a closed loop: give {flag('jb_process')} {CLOSED_LOOP} with it")
     if get("jb_keep_reference") and (get("jb_process") != CLOSED_LOOP or not get("jb_monitor")):
         raise LoadgenError(f"{flag('jb_keep_reference')} keeps a saturated reference: give {flag('jb_process')} "
                            f"{CLOSED_LOOP} and {flag('jb_monitor')} URL")  # fmt: skip

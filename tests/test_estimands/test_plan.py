@@ -53,8 +53,9 @@ def test_the_plan_reproduces_the_interval_it_promises():
     draws = np.exp(rng.normal(0.0, 0.06, 3))
     values = list(3.0 * draws / math.exp(np.log(draws).mean()))  # geometric mean 3, spread as drawn
     b = budget(values, {"interpolation": ([0.002] * 3, False)}, log=True)
-    p = plan([{"label": "load 0.25", "premium": b}], timeline(spans(), IDLE, -1.0, -1, LABELS))
+    p = plan([{"label": "load 0.25", "premium": b, "segments": [{}] * 3}], timeline(spans(), IDLE, -1.0, -1, LABELS))
     n = p["segments"]
+    assert p["loads"][0]["needed"] == p["loads"][0]["to_run"] == n  # every segment measured had a premium
     s = p["loads"][0]["sd_log"]
     assert s == pytest.approx(float(np.std(np.log(values), ddof=1)))
 
@@ -70,6 +71,14 @@ def test_the_plan_reproduces_the_interval_it_promises():
     assert p["per_segment_s"] == pytest.approx((62 + 72) / 2 + (42 + 46) / 2 + (22 + 24) / 2)
     assert p["fixed_s"] == pytest.approx(6 + 100 + 6 + 14)
     assert p["wall_s"] == pytest.approx(p["fixed_s"] + n * p["per_segment_s"])
+
+
+def test_segments_lost_to_invalid_windows_are_planned_for():
+    """A rung where 2 of 3 segments gave a premium runs half again as many as its spread asks for."""
+    b = budget([2.9, 3.1], log=True)
+    p = plan([{"label": "load 0.25", "premium": b, "segments": [{}] * 3}], timeline(spans(), IDLE, -1.0, -1, LABELS))
+    row = p["loads"][0]
+    assert row["to_run"] == math.ceil(row["needed"] * 3 / 2) and p["segments"] == row["to_run"]
 
 
 def test_no_plan_without_two_valid_segments():

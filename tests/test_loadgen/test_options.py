@@ -45,6 +45,9 @@ def options(tmp_path, **kw) -> argparse.Namespace:
         ({"jb_columns": "start=t"}, "--columns 'start=t': give KEY=COLUMN"),
         ({"jb_columns": "input=n", "jb_trace": "azure-conv"}, "--columns is for a CSV/JSONL path"),
         ({"jb_monitor": "ftp://x"}, "--monitor 'ftp://x': give http(s)://HOST[:PORT]"),
+        ({"jb_steady_s": 5.0}, "--steady-s ends a closed loop: give --process saturate with it"),
+        ({"jb_send_s": 5.0, "jb_process": "poisson"}, "--send-s ends a closed loop: give --process saturate"),
+        ({"jb_steady_s": -1.0, "jb_process": "saturate"}, "--steady-s -1.0: give seconds ≥ 0"),
     ],
 )
 def test_nonsense_is_one_line_naming_the_option(tmp_path, kw, message):

@@ -133,8 +133,8 @@ def test_a_closed_loop_with_steady_s_holds_that_much_steady_part_after_its_slowe
     long = next(r for r in rs if r["output_tokens"] == 200)
     assert long["last_token_s"] - long["sent_s"] > 0.9  # the cohort's slow request ran its second
     span = steady_span(rs, 3)
-    assert span is not None and span[0] == pytest.approx(long["last_token_s"])
-    assert 0.5 <= span[1] - span[0] <= 0.5 + 0.1  # the last send: the first slot freed after the 0.5 s
+    assert span is not None and span[0] == pytest.approx(long["last_token_s"], abs=1e-6)
+    assert 0.5 <= span[1] - span[0] <= 0.5 + 0.3  # the last send: the first slot freed after the 0.5 s
 
 
 def test_the_trace_own_timestamps_scaled(tmp_path, trace):
