@@ -72,7 +72,7 @@ def htmlsafe_json(data: Any) -> str:
 
 #: A saturate run's own fields. After one, the form shows the command line's values for them again: the
 #: last start's would make the next START another saturate run, which replaces the stack's reference.
-REFERENCE_FIELDS = ("jb_process", "jb_first", "jb_concurrency")
+REFERENCE_FIELDS = ("jb_process", "jb_first", "jb_concurrency", "jb_send_s", "jb_steady_s")
 
 
 def form_args(args: dict[str, Any], options: Any, dispatchers: int) -> dict[str, Any]:

@@ -40,9 +40,10 @@ def test_the_form_lists_fields_in_fill_order_as_choices_with_the_last_runs_value
 
 
 def test_after_a_saturate_run_the_form_is_no_reference_run_again():
-    after = form_args(locust_args(), options(jb_process="saturate", jb_first=64, jb_concurrency=8, jb_rate=3.0), 2)
-    fields = {k: e["default_value"] for k, e in after["extra_options"].items()}
+    last = options(jb_process="saturate", jb_first=64, jb_concurrency=8, jb_steady_s=20.0, jb_send_s=60.0, jb_rate=3.0)
+    fields = {k: e["default_value"] for k, e in form_args(locust_args(), last, 2)["extra_options"].items()}
     assert (fields["jb_process"], fields["jb_first"], fields["jb_concurrency"]) == ("trace", 0, 256)
+    assert (fields["jb_steady_s"], fields["jb_send_s"]) == (0.0, 0.0)  # a closed loop's own, not kept
     assert fields["jb_rate"] == 3.0  # the rest keeps the last start's values
     again = form_args(locust_args(), options(jb_process="poisson", jb_first=64), 2)["extra_options"]
     assert again["jb_process"]["default_value"] == "poisson" and again["jb_first"]["default_value"] == 64
