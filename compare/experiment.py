@@ -64,7 +64,7 @@ from compare.rundir import (
     replay_dir,
     write_json,
 )
-from estimands.reference import MAX_REFERENCE_S, REFERENCE_POOL_BATCHES, capacity, steady_seconds
+from estimands.reference import MAX_REFERENCE_S, REFERENCE_POOL_BATCHES, capacity, start_cohort, steady_seconds
 from joulebench import __version__
 from joulebench.errors import JoulebenchError
 from joulebench.processes import Child, free_port, write_pidfile
@@ -512,13 +512,13 @@ class Comparison:
             with Poller(target, self.meter.url, out / "polls.jsonl"):
                 _, records, cut = self._saturate(target, seg, out, 5000 + seg.index, what)
             sent = sum(r.get("sent_s") is not None for r in records)
+            if not sent:
+                continue
             if sent >= batch * REFERENCE_POOL_BATCHES:
                 self.say(f"{what}: its pool of {sent} ran dry before --reference-s of steady state (a server this "
                          "fast holds a shorter steady part: the reference says how long)")  # fmt: skip
             batches = max(args.reference_batches, math.ceil(sent / batch))
             self.reference_batches[seg.index] = batches  # the offline reference: the same requests
-            if not any(r.get("sent_s") is not None for r in records):
-                continue
             window = {"rate": None, "segment": seg.index, "kind": "online reference", "concurrency": batch,
                       "batches": batches, "drain_cut": cut}  # fmt: skip
             if self._closed_loop_energy(what, out, records, ("reference", REFERENCE_RATE, seg.index), window) is None:
@@ -526,10 +526,9 @@ class Comparison:
             cap = capacity(records, batch)
             if cap is not None:
                 self.capacity[seg.index] = cap
-            cohort = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])[:batch]
-            if cohort:  # the seconds its start cohort's prompts took: the profile's loops are lengthened by them
-                firsts = [r.get("first_token_s") or r["sent_s"] for r in cohort]
-                self.burst_s[seg.index] = max(firsts) - cohort[0]["sent_s"]
+            # the seconds its start cohort's prompts took: the profile's loops are lengthened by them
+            cohort = start_cohort(records, batch)
+            self.burst_s[seg.index] = max(r.get("first_token_s") or r["sent_s"] for r in cohort) - cohort[0]["sent_s"]
             self.say(f"{what}: {sum(r['status'] == 'ok' for r in records)}/{len(records)} ok, steady part "
                      f"{steady_seconds(records, batch):.1f} s, capacity "
                      f"{'–' if cap is None else f'{cap:.3g}'} requests/s")  # fmt: skip

@@ -298,7 +298,7 @@ def _wall_table(s: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     total = sum(p["wall_s"] for p in phases)
     groups: dict[str, list[float]] = {}
     for p in phases:  # the profile's loops as one phase; every other phase as it ran
-        groups.setdefault("the profile's closed loops" if p["kind"] == "profile" else p["name"], []).append(p["wall_s"])
+        groups.setdefault(p["group"] if p["kind"] == "profile" else p["name"], []).append(p["wall_s"])
     rows = [[name, str(len(v)) if len(v) > 1 else "", f"{sum(v):.0f}", f"{100 * sum(v) / total:.0f} %"]
             for name, v in groups.items()]  # fmt: skip
     if rows:

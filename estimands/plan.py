@@ -42,30 +42,37 @@ def timeline(
     profile_segment: int,
     labels: Mapping[float, str],
 ) -> list[dict[str, Any]]:
-    """The run's phases in the order they ran: name, kind, segment, start, end and wall seconds (from the end
-    of the phase before). ``spans``: (rate, segment) → (first send, last token), ``energy.csv``'s keys;
-    ``labels``: each rung's name ("load 0.25")."""
-    phases: list[tuple[float, float, str, str, int | None]] = []
+    """The run's phases in the order they ran: name, kind, group (the references, the profile's loops, each
+    rung's replays: what a segment repeats), segment, start, end and wall seconds (from the end of the phase
+    before). ``spans``: (rate, segment) → (first send, last token), ``energy.csv``'s keys; ``labels``: each
+    rung's name ("load 0.25")."""
+    phases: list[tuple[float, float, str, str, str, int | None]] = []
     device, loaded = (idle or {}).get("device") or {}, (idle or {}).get("loaded") or {}
     if device.get("start_s") is not None:
-        phases.append((device["start_s"], device["end_s"], "idle", "device idle (no vLLM)", None))
+        name = "device idle (no vLLM)"
+        phases.append((device["start_s"], device["end_s"], "idle", name, name, None))
     if loaded.get("start_s") is not None:
         if device.get("end_s") is not None:
-            phases.append((device["end_s"], loaded["start_s"], "start", "vLLM's start", None))
-        phases.append((loaded["start_s"], loaded["end_s"], "idle", "loaded idle (vLLM up, serving nothing)", None))
+            phases.append((device["end_s"], loaded["start_s"], "start", "vLLM's start", "vLLM's start", None))
+        name = "loaded idle (vLLM up, serving nothing)"
+        phases.append((loaded["start_s"], loaded["end_s"], "idle", name, name, None))
     for (rate, segment), (a, b) in spans.items():
         if rate == reference_rate:
-            phases.append((a, b, "reference", f"saturated reference, segment {segment + 1}", segment))
+            group = "saturated references"
+            phases.append((a, b, "reference", f"saturated reference, segment {segment + 1}", group, segment))
         elif segment == profile_segment:
-            phases.append((a, b, "profile", f"profile, {rate:g} in flight", None))
+            group = "the profile's closed loops"
+            phases.append((a, b, "profile", f"profile, {rate:g} in flight", group, None))
         else:
-            phases.append((a, b, "load", f"{labels.get(rate, f'rate {rate:g}')}, segment {segment + 1}", segment))
+            group = labels.get(rate, f"rate {rate:g}")
+            phases.append((a, b, "load", f"{group}, segment {segment + 1}", group, segment))
     phases.sort(key=lambda p: (p[0], p[1]))
     out, before = [], None
-    for a, b, kind, name, segment in phases:
+    for a, b, kind, name, group, segment in phases:
         # from the end of the phase before (its start-up and waits are this phase's), never less than its span
         wall = b - (a if before is None else min(a, before))
-        out.append({"name": name, "kind": kind, "segment": segment, "start_s": a, "end_s": b, "wall_s": wall})
+        out.append({"name": name, "kind": kind, "group": group, "segment": segment, "start_s": a, "end_s": b,
+                    "wall_s": wall})  # fmt: skip
         before = b
     return out
 
@@ -112,9 +119,7 @@ def plan(
     groups: dict[str, list[float]] = {}
     for p in phases:
         if p["kind"] in ("reference", "load"):
-            groups.setdefault("reference" if p["kind"] == "reference" else p["name"].rsplit(",", 1)[0], []).append(
-                p["wall_s"]
-            )
+            groups.setdefault(p["group"], []).append(p["wall_s"])
     per_segment = sum(sum(v) / len(v) for v in groups.values()) if groups else None
     needed = [r["to_run"] for r in per_load if r["to_run"] is not None]
     n = max(needed) if needed and len(needed) == len(per_load) else None

@@ -57,16 +57,20 @@ def steady_span(records: Sequence[Mapping[str, Any]], concurrency: int) -> tuple
     sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
     if concurrency < 1 or len(sent) <= concurrency:
         return None
-    opened = cohort_end(sent, concurrency)
+    opened = max(end_of(r) for r in sent[:concurrency])  # cohort_end, on the sends already in order
     last = sent[-1]["sent_s"]
     return (opened, last) if last > opened else None
 
 
+def start_cohort(records: Sequence[Mapping[str, Any]], concurrency: int) -> list[Mapping[str, Any]]:
+    """The closed loop's start cohort: its first ``concurrency`` sends, in the order they were sent."""
+    return sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])[:concurrency]
+
+
 def cohort_end(records: Sequence[Mapping[str, Any]], concurrency: int) -> float:
-    """When every request of the closed loop's start cohort (its first ``concurrency`` sends) had ended: the
-    latest of their ends (``estimands.tokens.end_of``: a request that failed ended when it was last seen)."""
-    sent = sorted((r for r in records if r.get("sent_s") is not None), key=lambda r: r["sent_s"])
-    return max(end_of(r) for r in sent[:concurrency])
+    """When every request of the closed loop's start cohort had ended: the latest of their ends
+    (``estimands.tokens.end_of``: a request that failed ended when it was last seen)."""
+    return max(end_of(r) for r in start_cohort(records, concurrency))
 
 
 def capacity(records: Sequence[Mapping[str, Any]], concurrency: int) -> float | None:

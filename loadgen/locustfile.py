@@ -268,7 +268,7 @@ class TraceReplayUser(User):
     writer: RecordWriter | None = None
     slots: Any = None  # the closed loop's slots (saturate), or None
     cohort: set[str] | None = None  # --steady-s: the start cohort's requests still running
-    cohort_last_s: float | None = None  # --steady-s: the latest end among those that have ended
+    cohort_last_s: float = -math.inf  # --steady-s: the latest end among those that have ended
     cohort_ended_s: float | None = None  # --steady-s: when the whole cohort had ended
     outbox: Outbox | None = None  # what the web UI's master is told (none under `joulebench replay`)
     dispatcher = False
@@ -384,7 +384,7 @@ class TraceReplayUser(User):
                                f"{plan['count']}")  # fmt: skip
         # --steady-s: the start cohort (the first sends, a slot each) is watched until every one of them has ended
         self.cohort = {f"{i}" for i in mine[: opts.jb_concurrency]} if steady_s > 0 else None
-        self.cohort_last_s = self.cohort_ended_s = None
+        self.cohort_last_s, self.cohort_ended_s = -math.inf, None
         held = False
         for i in mine:
             t, idx = times[i], indices[i]
@@ -434,7 +434,7 @@ class TraceReplayUser(User):
         if self.cohort is not None and record.request_id in self.cohort:
             self.cohort.discard(record.request_id)
             # each ended as the steady part reads it (estimands.reference.steady_span): the latest of them counts
-            self.cohort_last_s = max(end_of(record.to_json()), self.cohort_last_s or -math.inf)
+            self.cohort_last_s = max(end_of(record.to_json()), self.cohort_last_s)
             if not self.cohort:
                 self.cohort_ended_s = self.cohort_last_s
         if self.slots is not None:
